@@ -1,0 +1,50 @@
+"""keras-stability: gradient transforms, an optimizer wrapper and a Keras model for stable training.
+
+Everything public is importable from here; submodules load on first use, so the command line can
+configure TensorFlow's logging before TensorFlow starts:
+
+    from keras_stability import StabilizedOptimizer, stabilize, clip_by_global_norm, chain, zclip
+"""
+
+import importlib
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "GradientNormLogger": "keras_stability.callbacks",
+    "StabilizedModel": "keras_stability.model",
+    "TELEMETRY": "keras_stability.model",
+    "stabilize": "keras_stability.model",
+    "NONFINITE_POLICIES": "keras_stability.nonfinite",
+    "GradientStats": "keras_stability.optimizer",
+    "StabilizedOptimizer": "keras_stability.optimizer",
+    "GradientTransform": "keras_stability.transforms",
+    "adaptive_clip": "keras_stability.transforms",
+    "autoclip": "keras_stability.transforms",
+    "chain": "keras_stability.transforms",
+    "clip_by_global_norm": "keras_stability.transforms",
+    "clip_by_norm": "keras_stability.transforms",
+    "clip_by_value": "keras_stability.transforms",
+    "global_norm": "keras_stability.transforms",
+    "normalize_gradient": "keras_stability.transforms",
+    "zclip": "keras_stability.transforms",
+    "mnist_small": "keras_stability.datasets",
+}
+_RENAMED = {"NONFINITE_POLICIES": "POLICIES"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_stability' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,165 @@
+"""`StabilizedModel`: a Keras model whose `train_step` transforms gradients and reports telemetry."""
+
+import keras
+import tensorflow as tf
+
+from keras_stability.optimizer import StabilizedOptimizer
+from keras_stability.transforms.base import PACKAGE, GradientTransform, deserialize, serialize
+
+TELEMETRY = ("grad_norm", "clipped_norm", "clip_rate", "nonfinite_steps")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LatestValue(keras.metrics.Metric):
+    """Reports the last value it was given (a running counter kept elsewhere)."""
+
+    def __init__(self, name, dtype="float32"):
+        super().__init__(name=name, dtype=dtype)
+        # "mean" over replicas that all hold the same value is that value.
+        self.value = self.add_variable(shape=(), initializer="zeros", aggregation="mean", name="value")
+
+    def update_state(self, value):
+        self.value.assign(tf.cast(value, self.dtype))
+
+    def result(self):
+        return self.value
+
+    def reset_state(self):
+        self.value.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class StabilizedModel(keras.Model):
+    """Wraps any Keras model (Sequential, functional, subclassed) for stabilised training.
+
+    `compile` wraps the optimizer in `StabilizedOptimizer(optimizer, transform, nonfinite)` (under the
+    `mixed_float16` policy with a `LossScaleOptimizer` inside, so the transform sees unscaled
+    gradients). `train_step` follows Keras's own order — forward under GradientTape, `compute_loss`,
+    `optimizer.scale_loss`, gradient, apply, metrics — and adds four metrics, computed on the
+    all-reduced gradient so they are exact under `MirroredStrategy`:
+
+    - `grad_norm`: mean over the epoch's steps of the global norm before the transform;
+    - `clipped_norm`: the same after the transform;
+    - `clip_rate`: fraction of the epoch's steps where the transform changed the gradient;
+    - `nonfinite_steps`: non-finite steps since training began (the optimizer's counter).
+
+    With `layer_norms=True` every variable's gradient norm of the last step is kept in
+    `model.layer_grad_norms` for `GradientNormLogger`; it is off by default because reading it each
+    step costs a host sync.
+    """
+
+    def __init__(self, model, transform=None, nonfinite="skip", layer_norms=False, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"StabilizedModel wraps a keras.Model. Received: model={model!r}.")
+        if transform is not None and not isinstance(transform, GradientTransform):
+            raise TypeError(
+                "`transform` must be a keras_stability transform such as clip_by_global_norm(1.0), "
+                f"or None. Received: transform={transform!r}."
+            )
+        self.model = model
+        self.transform = transform
+        self.nonfinite = nonfinite
+        self.layer_norms = layer_norms
+        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
+        self.clipped_norm_tracker = keras.metrics.Mean(name="clipped_norm")
+        self.clip_rate_tracker = keras.metrics.Mean(name="clip_rate")
+        self.nonfinite_tracker = LatestValue(name="nonfinite_steps")
+        self.layer_grad_norms = None
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    def build(self, input_shape):
+        if not self.model.built:
+            self.model.build(input_shape)
+        self.built = True
+
+    def compile(self, optimizer="rmsprop", auto_scale_loss=True, **kwargs):
+        optimizer = keras.optimizers.get(optimizer)
+        if not isinstance(optimizer, StabilizedOptimizer):
+            if auto_scale_loss and self.dtype_policy.name == "mixed_float16" and not isinstance(
+                optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer = StabilizedOptimizer(
+                optimizer, self.transform, self.nonfinite, record_layer_norms=self.layer_norms
+            )
+        # The loss scaling, if any, already sits inside the StabilizedOptimizer.
+        super().compile(optimizer=optimizer, auto_scale_loss=False, **kwargs)
+
+    @property
+    def telemetry_metrics(self):
+        return [self.grad_norm_tracker, self.clipped_norm_tracker, self.clip_rate_tracker, self.nonfinite_tracker]
+
+    def reset_metrics(self):
+        # Telemetry stays out of `metrics` so that `evaluate` does not report it; reset it with them.
+        super().reset_metrics()
+        for metric in self.telemetry_metrics:
+            metric.reset_state()
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            # Keras's own train_step feeds its built-in "loss" metric the same way.
+            self._loss_tracker.update_state(
+                unscale_for_distribution(loss),
+                sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
+            )
+            loss = self.optimizer.scale_loss(loss)
+        variables = self.trainable_weights
+        gradients = tape.gradient(loss, variables)
+        stats = self.optimizer.apply_with_stats(gradients, variables)
+        weight = tf.cast(stats.updated, tf.float32)
+        self.grad_norm_tracker.update_state(stats.grad_norm, sample_weight=weight)
+        self.clipped_norm_tracker.update_state(stats.clipped_norm, sample_weight=weight)
+        self.clip_rate_tracker.update_state(tf.cast(stats.changed, tf.float32), sample_weight=weight)
+        self.nonfinite_tracker.update_state(self.optimizer.nonfinite_steps)
+        if self.layer_norms:
+            self._record_layer_norms(stats.layer_norms)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs.update({metric.name: metric.result() for metric in self.telemetry_metrics})
+        return logs
+
+    def _record_layer_norms(self, layer_norms):
+        if self.layer_grad_norms is None:
+            self.layer_grad_norms = keras.Variable(
+                tf.zeros_like(layer_norms), trainable=False, aggregation="only_first_replica", name="layer_grad_norms"
+            )
+        self.layer_grad_norms.assign(layer_norms)
+
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "transform": None if self.transform is None else serialize(self.transform),
+            "nonfinite": self.nonfinite,
+            "layer_norms": self.layer_norms,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
+        transform = config.pop("transform")
+        return cls(model, None if transform is None else deserialize(transform), **config)
+
+
+def unscale_for_distribution(loss):
+    """Keras divides the loss by the replica count for the gradient; the tracked loss undoes that."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+
+def stabilize(model, transform=None, nonfinite="skip", layer_norms=False):
+    """Returns `StabilizedModel(model, transform, nonfinite, layer_norms)`; compile and fit it as usual.
+
+    Example:
+        >>> model = stabilize(keras.Sequential([...]), clip_by_global_norm(1.0))
+        >>> model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+        >>> history = model.fit(x, y, epochs=2)
+        >>> history.history["clip_rate"]
+    """
+    return StabilizedModel(model, transform=transform, nonfinite=nonfinite, layer_norms=layer_norms)

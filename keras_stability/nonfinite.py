@@ -1,0 +1,43 @@
+"""What to do with a step whose (all-reduced) gradient holds a NaN or an infinity."""
+
+import tensorflow as tf
+
+from keras_stability.transforms import norms
+
+POLICIES = ("raise", "skip", "zero", "propagate")
+DESCRIPTIONS = {
+    "raise": "stop training with tf.errors.InvalidArgumentError",
+    "skip": "leave variables and optimizer slots untouched this step",
+    "zero": "apply an all-zero gradient (slots such as momentum still advance)",
+    "propagate": "apply the gradient as it is (what Keras does)",
+}
+
+
+def check_policy(policy):
+    if policy not in POLICIES:
+        raise ValueError(
+            f"`nonfinite` must be one of {', '.join(repr(p) for p in POLICIES)}. "
+            f"Received: nonfinite={policy!r}."
+        )
+    return policy
+
+
+def raise_if_not_finite(finite):
+    """Fails the step with tf.errors.InvalidArgumentError when `finite` is false."""
+    tf.debugging.check_numerics(
+        tf.where(finite, 0.0, float("nan")),
+        "keras_stability: non-finite gradient with nonfinite='raise' "
+        "(use nonfinite='skip' to skip such steps instead)",
+    )
+
+
+def zero_if_not_finite(gradients, finite):
+    """The gradients where `finite`, else zeros of the same structure (NaN * 0 would stay NaN)."""
+    result = []
+    for g in gradients:
+        if g is None:
+            result.append(None)
+            continue
+        values = norms.values_of(g)
+        result.append(norms.with_values(g, tf.where(finite, values, tf.zeros_like(values))))
+    return result

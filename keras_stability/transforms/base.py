@@ -1,0 +1,142 @@
+"""The gradient-transform protocol and `chain`.
+
+A transform maps `(gradients, variables)` to `(new_gradients, changed)`, where `changed` is a scalar
+boolean tensor saying whether the transform altered the gradient this step (it feeds the `clip_rate`
+telemetry). Stateful transforms create their state as Keras variables in `build`, so checkpoints and
+`model.save` capture it, and update it with plain assignments, so they run eagerly, inside
+`tf.function` and under `jit_compile=True`.
+"""
+
+import keras
+import tensorflow as tf
+
+PACKAGE = "keras_stability"
+
+
+class GradientTransform:
+    """Base class of every gradient transform.
+
+    Subclasses implement `transform(gradients, variables)`; stateful ones also override `build` and
+    `variables`. Gradients may be dense tensors, `tf.IndexedSlices` or `None` (passed through).
+    """
+
+    def __init__(self):
+        self.built = False
+
+    def build(self, variables):
+        """Creates the transform's state for `variables` (the model's trainable variables)."""
+        del variables
+        self.built = True
+
+    @property
+    def variables(self):
+        """The transform's state variables (empty for stateless transforms)."""
+        return []
+
+    def __call__(self, gradients, variables):
+        gradients = list(gradients)
+        variables = list(variables)
+        if len(gradients) != len(variables):
+            raise ValueError(
+                f"{type(self).__name__} needs one gradient per variable. "
+                f"Received: {len(gradients)} gradients and {len(variables)} variables."
+            )
+        if not self.built:
+            self.build(variables)
+        new_gradients, changed = self.transform(gradients, variables)
+        return list(new_gradients), tf.convert_to_tensor(changed, tf.bool)
+
+    def transform(self, gradients, variables):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
+
+
+def state_variable(name, shape=(), dtype="float32", initializer="zeros"):
+    """A non-trainable Keras variable for transform state.
+
+    Transforms run after the cross-replica all-reduce, so every replica computes the same new state;
+    `only_first_replica` aggregation lets them assign it from a replica context.
+    """
+    return keras.Variable(
+        initializer=keras.initializers.get(initializer),
+        shape=shape,
+        dtype=dtype,
+        trainable=False,
+        aggregation="only_first_replica",
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Chain(GradientTransform):
+    """Applies transforms one after another; the gradient counts as changed if any step changed it."""
+
+    def __init__(self, transforms):
+        super().__init__()
+        transforms = list(transforms)
+        for position, item in enumerate(transforms):
+            if not isinstance(item, GradientTransform):
+                raise TypeError(
+                    "chain() takes gradient transforms such as clip_by_global_norm(1.0). "
+                    f"Received: {item!r} (type {type(item).__name__}) at position {position}."
+                )
+        self.transforms = transforms
+
+    def build(self, variables):
+        for item in self.transforms:
+            item.build(variables)
+        self.built = True
+
+    @property
+    def variables(self):
+        return [v for item in self.transforms for v in item.variables]
+
+    def transform(self, gradients, variables):
+        changed = tf.constant(False)
+        for item in self.transforms:
+            gradients, item_changed = item(gradients, variables)
+            changed = tf.logical_or(changed, item_changed)
+        return gradients, changed
+
+    def get_config(self):
+        return {"transforms": [keras.saving.serialize_keras_object(t) for t in self.transforms]}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls([keras.saving.deserialize_keras_object(t) for t in config["transforms"]])
+
+    def __repr__(self):
+        return f"chain({', '.join(repr(t) for t in self.transforms)})"
+
+
+def chain(*transforms):
+    """Composes transforms left to right: `chain(adaptive_clip(), clip_by_global_norm(1.0))`.
+
+    Raises:
+        ValueError: if no transform is given.
+        TypeError: if an argument is not a `GradientTransform` (a list must be unpacked: `chain(*ts)`).
+    """
+    if not transforms:
+        raise ValueError("chain() needs at least one transform. Received: nothing.")
+    return Chain(transforms)
+
+
+def serialize(transform):
+    return keras.saving.serialize_keras_object(transform)
+
+
+def deserialize(config):
+    transform = keras.saving.deserialize_keras_object(config)
+    if not isinstance(transform, GradientTransform):
+        raise TypeError(f"Expected a serialized gradient transform. Received: {config!r}.")
+    return transform

@@ -1,0 +1,136 @@
+"""Fixed-threshold clipping: by value, per-tensor norm, global norm, and the normalized gradient."""
+
+import keras
+import tensorflow as tf
+
+from keras_stability.transforms import norms
+from keras_stability.transforms.base import PACKAGE, GradientTransform
+
+
+def positive_float(owner, name, value):
+    """`float(value)` if it is a finite number > 0, else a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or value == float("inf"):
+        raise ValueError(f"`{name}` of {owner} must be a finite number > 0. Received: {name}={value!r}.")
+    return float(value)
+
+
+def scale_by_global_norm(gradients, global_norm, max_norm):
+    """Rescales all gradients by min(1, max_norm / global_norm), with tf.clip_by_global_norm's formula.
+
+    A non-finite `global_norm` leaves the gradients untouched: the non-finite policy decides.
+    """
+    factor = max_norm * tf.minimum(1.0 / global_norm, 1.0 / max_norm)
+    factor = tf.where(tf.math.is_finite(global_norm), factor, 1.0)
+    return [norms.scale(g, factor) for g in gradients], global_norm > max_norm
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ClipByValue(GradientTransform):
+    def __init__(self, limit):
+        super().__init__()
+        self.limit = positive_float("clip_by_value", "limit", limit)
+
+    def transform(self, gradients, variables):
+        clipped, changed = [], []
+        for g in gradients:
+            if g is None:
+                clipped.append(None)
+                continue
+            # Clip the dense gradient: repeated sparse rows must be summed before clipping.
+            g = norms.deduplicate(g)
+            values = norms.values_of(g)
+            changed.append(tf.reduce_any(tf.abs(values) > self.limit))
+            clipped.append(norms.with_values(g, tf.clip_by_value(values, -self.limit, self.limit)))
+        return clipped, tf.reduce_any(tf.stack(changed)) if changed else False
+
+    def get_config(self):
+        return {"limit": self.limit}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ClipByNorm(GradientTransform):
+    def __init__(self, max_norm):
+        super().__init__()
+        self.max_norm = positive_float("clip_by_norm", "max_norm", max_norm)
+
+    def transform(self, gradients, variables):
+        clipped, changed = [], []
+        for g in gradients:
+            if g is None:
+                clipped.append(None)
+                continue
+            norm = norms.tensor_norm(g)
+            values = norms.values_of(g)
+            # tf.clip_by_norm's formula, x * c / max(‖x‖, c), so results match it bit for bit.
+            denominator = tf.where(
+                tf.math.is_finite(norm), tf.maximum(norm, self.max_norm), self.max_norm
+            )
+            clipped.append(norms.with_values(g, values * self.max_norm / denominator))
+            changed.append(norm > self.max_norm)
+        return clipped, tf.reduce_any(tf.stack(changed)) if changed else False
+
+    def get_config(self):
+        return {"max_norm": self.max_norm}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ClipByGlobalNorm(GradientTransform):
+    def __init__(self, max_norm):
+        super().__init__()
+        self.max_norm = positive_float("clip_by_global_norm", "max_norm", max_norm)
+
+    def transform(self, gradients, variables):
+        return scale_by_global_norm(gradients, norms.global_norm(gradients), self.max_norm)
+
+    def get_config(self):
+        return {"max_norm": self.max_norm}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class NormalizeGradient(GradientTransform):
+    def __init__(self, scale):
+        super().__init__()
+        self.scale = positive_float("normalize_gradient", "scale", scale)
+
+    def transform(self, gradients, variables):
+        norm = norms.global_norm(gradients)
+        # max(‖g‖, tiny) only prevents 0/0 for an all-zero gradient, which stays zero.
+        factor = self.scale / tf.maximum(norm, 1e-30)
+        factor = tf.where(tf.math.is_finite(norm), factor, 1.0)
+        return [norms.scale(g, factor) for g in gradients], tf.not_equal(norm, self.scale)
+
+    def get_config(self):
+        return {"scale": self.scale}
+
+
+def clip_by_value(limit):
+    """Clips every gradient entry to [-limit, limit] (= `tf.clip_by_value`).
+
+    Sparse gradients are clipped as the dense tensor they stand for (repeated rows summed first).
+    """
+    return ClipByValue(limit)
+
+
+def clip_by_norm(max_norm):
+    """Per tensor: g ← g · max_norm / max(‖g‖₂, max_norm) (= `tf.clip_by_norm`, Keras `clipnorm`).
+
+    Unlike `tf.clip_by_norm`, ‖g‖ of an `IndexedSlices` gradient is the norm of the dense gradient.
+    """
+    return ClipByNorm(max_norm)
+
+
+def clip_by_global_norm(max_norm):
+    """All tensors: g ← g · max_norm / max(‖G‖₂, max_norm), ‖G‖² = Σ‖g‖² (= `tf.clip_by_global_norm`).
+
+    Reference: Pascanu, Mikolov & Bengio, "On the difficulty of training recurrent neural networks",
+    ICML 2013.
+    """
+    return ClipByGlobalNorm(max_norm)
+
+
+def normalize_gradient(scale):
+    """The normalized-gradient rule: g ← g / ‖G‖₂ · scale, so every step has global norm `scale`.
+
+    An all-zero gradient stays zero. With SGD at learning rate η the step length is exactly η·scale.
+    """
+    return NormalizeGradient(scale)
