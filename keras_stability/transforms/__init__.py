@@ -1,7 +1,7 @@
 """Composable gradient transforms: `(gradients, variables) -> (gradients, changed)`."""
 
 from keras_stability.transforms.agc import AdaptiveClip, adaptive_clip
-from keras_stability.transforms.autoclip import AutoClip, autoclip
+from keras_stability.transforms.percentile import AutoClip, autoclip
 from keras_stability.transforms.base import Chain, GradientTransform, chain, deserialize, serialize
 from keras_stability.transforms.clipping import (
     ClipByGlobalNorm,
@@ -14,7 +14,7 @@ from keras_stability.transforms.clipping import (
     normalize_gradient,
 )
 from keras_stability.transforms.norms import global_norm, tensor_norm
-from keras_stability.transforms.zclip import ZClip, zclip
+from keras_stability.transforms.zscore import ZClip, zclip
 
 FACTORIES = {
     "clip_by_value": clip_by_value,

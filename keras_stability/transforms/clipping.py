@@ -15,13 +15,14 @@ def positive_float(owner, name, value):
 
 
 def scale_by_global_norm(gradients, global_norm, max_norm):
-    """Rescales all gradients by min(1, max_norm / global_norm), with tf.clip_by_global_norm's formula.
+    """Rescales all gradients by min(1, max_norm / global_norm); returns them and whether they changed.
 
     A non-finite `global_norm` leaves the gradients untouched: the non-finite policy decides.
+    An infinite `max_norm` means no clipping.
     """
-    factor = max_norm * tf.minimum(1.0 / global_norm, 1.0 / max_norm)
-    factor = tf.where(tf.math.is_finite(global_norm), factor, 1.0)
-    return [norms.scale(g, factor) for g in gradients], global_norm > max_norm
+    clip = tf.logical_and(tf.math.is_finite(global_norm), global_norm > max_norm)
+    factor = tf.where(clip, max_norm / global_norm, 1.0)
+    return [norms.scale(g, factor) for g in gradients], clip
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

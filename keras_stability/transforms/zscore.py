@@ -1,4 +1,4 @@
-"""ZClip: z-score clipping of the global norm against EMA statistics."""
+"""Z-score clipping (ZClip) of the global norm against EMA statistics."""
 
 import keras
 import tensorflow as tf

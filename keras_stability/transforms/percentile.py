@@ -1,4 +1,4 @@
-"""AutoClip: clip the global norm to a percentile of the norms seen so far."""
+"""Percentile clipping (AutoClip): clip the global norm to a percentile of the norms seen so far."""
 
 import keras
 import tensorflow as tf

@@ -1,0 +1,38 @@
+"""Test set-up: two logical CPU devices for MirroredStrategy, quiet TensorFlow, and a mode runner."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Logical devices must be configured before TensorFlow initialises its runtime.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+MODES = ("eager", "function", "jit")
+
+
+def run_in_mode(fn, mode, *args):
+    """Runs `fn(*args)` eagerly, inside tf.function, or inside tf.function(jit_compile=True)."""
+    if mode == "eager":
+        return fn(*args)
+    return tf.function(fn, jit_compile=(mode == "jit"))(*args)
+
+
+@pytest.fixture
+def two_replicas():
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(autouse=True)
+def fresh_keras_state():
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy("float32")
