@@ -9,7 +9,8 @@ import keras
 class GradientNormLogger(keras.callbacks.Callback):
     """Writes each variable's gradient norm after every training batch to a CSV file.
 
-    Needs a model built with `stabilize(..., layer_norms=True)`. Columns: `epoch`, `batch`, then one
+    Needs a model built with `stabilize(..., layer_norms=True)` (or compiled with
+    `StabilizedOptimizer(..., record_layer_norms=True)`). Columns: `epoch`, `batch`, then one
     per trainable variable, named by its path. With `steps_per_execution > 1` a row is written per
     execution (the last step's norms). The file is flushed per epoch so a crash loses at most one epoch.
     """
@@ -22,11 +23,12 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._epoch = 0
 
     def on_train_begin(self, logs=None):
-        if not getattr(self.model, "layer_norms", False):
+        if not getattr(self.model.optimizer, "record_layer_norms", False):
             raise ValueError(
                 "GradientNormLogger needs per-layer norms: build the model with "
                 "stabilize(model, ..., layer_norms=True). "
-                f"Received: a model with layer_norms={getattr(self.model, 'layer_norms', None)!r}."
+                f"Received: a model with layer_norms={getattr(self.model, 'layer_norms', None)!r} and "
+                f"optimizer {type(self.model.optimizer).__name__}."
             )
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._file = open(self.path, "w", newline="")
@@ -37,7 +39,7 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        values = self.model.layer_grad_norms.numpy()
+        values = self.model.optimizer.layer_norms.numpy()
         self._writer.writerow([self._epoch, batch] + [f"{v:.9g}" for v in values])
 
     def on_epoch_end(self, epoch, logs=None):

@@ -43,9 +43,9 @@ class StabilizedModel(keras.Model):
     - `clip_rate`: fraction of the epoch's steps where the transform changed the gradient;
     - `nonfinite_steps`: non-finite steps since training began (the optimizer's counter).
 
-    With `layer_norms=True` every variable's gradient norm of the last step is kept in
-    `model.layer_grad_norms` for `GradientNormLogger`; it is off by default because reading it each
-    step costs a host sync.
+    With `layer_norms=True` every variable's gradient norm of the last update is kept in
+    `model.optimizer.layer_norms` for `GradientNormLogger`; it is off by default because reading it
+    each step costs a host sync.
     """
 
     def __init__(self, model, transform=None, nonfinite="skip", layer_norms=False, **kwargs):
@@ -65,7 +65,6 @@ class StabilizedModel(keras.Model):
         self.clipped_norm_tracker = keras.metrics.Mean(name="clipped_norm")
         self.clip_rate_tracker = keras.metrics.Mean(name="clip_rate")
         self.nonfinite_tracker = LatestValue(name="nonfinite_steps")
-        self.layer_grad_norms = None
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
@@ -92,8 +91,12 @@ class StabilizedModel(keras.Model):
     def telemetry_metrics(self):
         return [self.grad_norm_tracker, self.clipped_norm_tracker, self.clip_rate_tracker, self.nonfinite_tracker]
 
+    @property
+    def metrics(self):
+        # Telemetry stays out of `metrics` so that `evaluate` does not report it.
+        return [m for m in super().metrics if all(m is not t for t in self.telemetry_metrics)]
+
     def reset_metrics(self):
-        # Telemetry stays out of `metrics` so that `evaluate` does not report it; reset it with them.
         super().reset_metrics()
         for metric in self.telemetry_metrics:
             metric.reset_state()
@@ -112,23 +115,16 @@ class StabilizedModel(keras.Model):
         variables = self.trainable_weights
         gradients = tape.gradient(loss, variables)
         stats = self.optimizer.apply_with_stats(gradients, variables)
-        weight = tf.cast(stats.updated, tf.float32)
-        self.grad_norm_tracker.update_state(stats.grad_norm, sample_weight=weight)
-        self.clipped_norm_tracker.update_state(stats.clipped_norm, sample_weight=weight)
+        # Non-finite steps are counted, not averaged in (0 · NaN would still be NaN).
+        counted = tf.logical_and(stats.updated, stats.finite)
+        weight = tf.cast(counted, tf.float32)
+        self.grad_norm_tracker.update_state(tf.where(counted, stats.grad_norm, 0.0), sample_weight=weight)
+        self.clipped_norm_tracker.update_state(tf.where(counted, stats.clipped_norm, 0.0), sample_weight=weight)
         self.clip_rate_tracker.update_state(tf.cast(stats.changed, tf.float32), sample_weight=weight)
         self.nonfinite_tracker.update_state(self.optimizer.nonfinite_steps)
-        if self.layer_norms:
-            self._record_layer_norms(stats.layer_norms)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         logs.update({metric.name: metric.result() for metric in self.telemetry_metrics})
         return logs
-
-    def _record_layer_norms(self, layer_norms):
-        if self.layer_grad_norms is None:
-            self.layer_grad_norms = keras.Variable(
-                tf.zeros_like(layer_norms), trainable=False, aggregation="only_first_replica", name="layer_grad_norms"
-            )
-        self.layer_grad_norms.assign(layer_norms)
 
     def get_config(self):
         return {

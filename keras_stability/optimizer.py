@@ -48,7 +48,6 @@ class GradientStats(NamedTuple):
     changed: tf.Tensor
     finite: tf.Tensor
     updated: tf.Tensor
-    layer_norms: tf.Tensor
 
 
 def check_no_base_arguments(kwargs):
@@ -100,7 +99,8 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         transform: a `keras_stability` gradient transform (e.g. `clip_by_global_norm(1.0)`), or
             `None` for telemetry and the non-finite policy alone.
         nonfinite: one of "raise", "skip", "zero", "propagate" (see `keras_stability.nonfinite`).
-        record_layer_norms: also compute each variable's gradient norm per step (`GradientStats`).
+        record_layer_norms: also keep each variable's gradient norm of the last update in the
+            `layer_norms` variable (read by `GradientNormLogger`).
 
     Example:
         >>> optimizer = StabilizedOptimizer(keras.optimizers.SGD(0.1), clip_by_global_norm(1.0))
@@ -135,6 +135,10 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         self.nonfinite_steps = self.add_variable(
             shape=(), dtype="int64", initializer="zeros", aggregation="only_first_replica", name="nonfinite_steps"
         )
+        if self.record_layer_norms:
+            self.layer_norms = self.add_variable(
+                shape=(len(var_list),), initializer="zeros", aggregation="only_first_replica", name="layer_norms"
+            )
         self.accumulators = []
         if self.accumulation_steps:
             self.accumulators = [
@@ -228,12 +232,9 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
                     acc.assign(s)
             self.iterations.assign_add(1)
             zero = tf.constant(0.0)
-            return GradientStats(zero, zero, tf.constant(False), tf.constant(True), tf.constant(False), self._no_layer_norms(variables))
+            return GradientStats(zero, zero, tf.constant(False), tf.constant(True), tf.constant(False))
 
         return tf.cond((self.iterations + 1) % steps == 0, update, accumulate)
-
-    def _no_layer_norms(self, variables):
-        return tf.zeros((len(variables) if self.record_layer_norms else 0,), tf.float32)
 
     def _transform_and_apply(self, grads, variables, strategy):
         grad_norm = norms.global_norm(grads)
@@ -245,9 +246,7 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         clipped_norm = norms.global_norm(new_grads)
         self.nonfinite_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
         if self.record_layer_norms:
-            layer_norms = tf.stack([tf.constant(0.0) if g is None else norms.tensor_norm(g) for g in grads])
-        else:
-            layer_norms = self._no_layer_norms(variables)
+            self.layer_norms.assign(tf.stack([tf.constant(0.0) if g is None else norms.tensor_norm(g) for g in grads]))
 
         policy = "propagate" if is_loss_scaled(self.inner_optimizer) else self.nonfinite
         if policy == "raise":
@@ -258,7 +257,7 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
             tf.cond(finite, lambda: self._apply_inner(new_grads, variables, strategy), lambda: None)
         else:
             self._apply_inner(new_grads, variables, strategy)
-        return GradientStats(grad_norm, clipped_norm, changed, finite, tf.constant(True), layer_norms)
+        return GradientStats(grad_norm, clipped_norm, changed, finite, tf.constant(True))
 
     def _apply_inner(self, grads, variables, strategy):
         loss_scale = self._loss_scale()
