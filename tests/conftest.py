@@ -25,8 +25,9 @@ def run_in_mode(fn, mode, *args):
     return tf.function(fn, jit_compile=(mode == "jit"))(*args)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def two_replicas():
+    # One strategy per process: separate MirroredStrategy objects reuse collective instance keys.
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
