@@ -3,8 +3,9 @@
 import keras
 import tensorflow as tf
 
+from keras_stability.nonfinite import check_policy
 from keras_stability.optimizer import StabilizedOptimizer
-from keras_stability.transforms.base import PACKAGE, GradientTransform, deserialize, serialize
+from keras_stability.transforms.base import PACKAGE, check_transform, deserialize, serialize
 
 TELEMETRY = ("grad_norm", "clipped_norm", "clip_rate", "nonfinite_steps")
 
@@ -52,11 +53,8 @@ class StabilizedModel(keras.Model):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"StabilizedModel wraps a keras.Model. Received: model={model!r}.")
-        if transform is not None and not isinstance(transform, GradientTransform):
-            raise TypeError(
-                "`transform` must be a keras_stability transform such as clip_by_global_norm(1.0), "
-                f"or None. Received: transform={transform!r}."
-            )
+        check_transform(transform)
+        check_policy(nonfinite)
         self.model = model
         self.transform = transform
         self.nonfinite = nonfinite

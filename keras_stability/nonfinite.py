@@ -1,16 +1,16 @@
-"""What to do with a step whose (all-reduced) gradient holds a NaN or an infinity."""
+"""What to do with a step whose (all-reduced) gradient holds a NaN or an infinity.
+
+- "raise": stop training with tf.errors.InvalidArgumentError;
+- "skip": leave variables and optimizer slots untouched this step;
+- "zero": apply an all-zero gradient (slots such as momentum still advance);
+- "propagate": apply the gradient as it is (what Keras does).
+"""
 
 import tensorflow as tf
 
 from keras_stability.transforms import norms
 
 POLICIES = ("raise", "skip", "zero", "propagate")
-DESCRIPTIONS = {
-    "raise": "stop training with tf.errors.InvalidArgumentError",
-    "skip": "leave variables and optimizer slots untouched this step",
-    "zero": "apply an all-zero gradient (slots such as momentum still advance)",
-    "propagate": "apply the gradient as it is (what Keras does)",
-}
 
 
 def check_policy(policy):

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from keras_stability import nonfinite as nonfinite_policy
 from keras_stability.transforms import norms
-from keras_stability.transforms.base import PACKAGE, GradientTransform, deserialize, serialize
+from keras_stability.transforms.base import PACKAGE, check_transform, deserialize, serialize
 
 CLIP_ARGUMENTS = {
     "clipnorm": "clip_by_norm",
@@ -110,11 +110,7 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
     def __init__(self, inner_optimizer, transform=None, nonfinite="skip", record_layer_norms=False, name=None, **kwargs):
         check_no_base_arguments(kwargs)
         core = check_inner(inner_optimizer)
-        if transform is not None and not isinstance(transform, GradientTransform):
-            raise TypeError(
-                "`transform` must be a keras_stability transform such as clip_by_global_norm(1.0), "
-                f"or None. Received: transform={transform!r}."
-            )
+        check_transform(transform)
         nonfinite_policy.check_policy(nonfinite)
         if is_loss_scaled(inner_optimizer) and nonfinite != "skip":
             raise ValueError(
@@ -128,7 +124,6 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         self.record_layer_norms = record_layer_norms
         # Accumulation moves here so the transform sees the averaged gradient once per update.
         self.accumulation_steps = core.gradient_accumulation_steps
-        self._accumulating_optimizer = core
         core.gradient_accumulation_steps = None
 
     def build(self, var_list):

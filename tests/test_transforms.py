@@ -296,3 +296,13 @@ def test_norms_module_handles_dtypes():
     half = tf.constant([3.0, 4.0], tf.float16)
     assert norms.global_norm([half]).dtype == tf.float32
     np.testing.assert_allclose(norms.global_norm([half]), 5.0, rtol=RTOL)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sparse_global_norm_in_every_mode(mode):
+    sparse = sparse_gradient_with_repeats()
+
+    def norm(values, indices):
+        return ks.global_norm([tf.IndexedSlices(values, indices, sparse.dense_shape)])
+
+    np.testing.assert_allclose(run_in_mode(norm, mode, sparse.values, sparse.indices), np.sqrt(101.0), rtol=RTOL)

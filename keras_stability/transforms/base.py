@@ -131,6 +131,16 @@ def chain(*transforms):
     return Chain(transforms)
 
 
+def check_transform(transform):
+    """Accepts a `GradientTransform` or `None`; anything else is a TypeError naming what was received."""
+    if transform is not None and not isinstance(transform, GradientTransform):
+        raise TypeError(
+            "`transform` must be a keras_stability transform such as clip_by_global_norm(1.0), "
+            f"or None. Received: transform={transform!r}."
+        )
+    return transform
+
+
 def serialize(transform):
     return keras.saving.serialize_keras_object(transform)
 
