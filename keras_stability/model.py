@@ -85,6 +85,13 @@ class StabilizedModel(keras.Model):
         # The loss scaling, if any, already sits inside the StabilizedOptimizer.
         super().compile(optimizer=optimizer, auto_scale_loss=False, **kwargs)
 
+    def compile_from_config(self, config):
+        # Keras skips models with a custom `compile` when loading; ours accepts its own saved config
+        # (the optimizer is already a StabilizedOptimizer, so it is not wrapped twice).
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def telemetry_metrics(self):
         return [self.grad_norm_tracker, self.clipped_norm_tracker, self.clip_rate_tracker, self.nonfinite_tracker]
@@ -127,7 +134,7 @@ class StabilizedModel(keras.Model):
     def get_config(self):
         return {
             "model": keras.saving.serialize_keras_object(self.model),
-            "transform": None if self.transform is None else serialize(self.transform),
+            "transform": serialize(self.transform),
             "nonfinite": self.nonfinite,
             "layer_norms": self.layer_norms,
             "name": self.name,
@@ -137,8 +144,7 @@ class StabilizedModel(keras.Model):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
-        transform = config.pop("transform")
-        return cls(model, None if transform is None else deserialize(transform), **config)
+        return cls(model, deserialize(config.pop("transform")), **config)
 
 
 def unscale_for_distribution(loss):

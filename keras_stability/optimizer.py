@@ -282,7 +282,7 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         return {
             "name": self.name,
             "inner_optimizer": inner,
-            "transform": None if self.transform is None else serialize(self.transform),
+            "transform": serialize(self.transform),
             "nonfinite": self.nonfinite,
             "record_layer_norms": self.record_layer_norms,
         }
@@ -291,5 +291,4 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"), custom_objects=custom_objects)
-        transform = config.pop("transform")
-        return cls(inner, None if transform is None else deserialize(transform), **config)
+        return cls(inner, deserialize(config.pop("transform")), **config)

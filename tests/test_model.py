@@ -188,3 +188,19 @@ def test_gradient_norm_logger_needs_layer_norms(tmp_path):
 def test_stabilize_refuses_non_models():
     with pytest.raises(TypeError, match=r"StabilizedModel wraps a keras.Model. Received: model='mlp'"):
         ks.stabilize("mlp")
+
+
+def test_stabilized_model_saves_and_continues_identically(tmp_path):
+    x, y = classifier_data()
+    keras.utils.set_random_seed(0)
+    model = ks.stabilize(sequential(), ks.chain(ks.zclip(warmup=2), ks.clip_by_global_norm(0.5)), nonfinite="zero")
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    model.save(tmp_path / "stabilized.keras")
+    restored = keras.models.load_model(tmp_path / "stabilized.keras")
+    assert isinstance(restored, ks.StabilizedModel) and restored.nonfinite == "zero"
+    first = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+    second = restored.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0).history
+    for a, b in zip(model.get_weights(), restored.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert first == second

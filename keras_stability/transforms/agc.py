@@ -5,7 +5,7 @@ import re
 import keras
 import tensorflow as tf
 
-from keras_stability.transforms.base import PACKAGE, GradientTransform
+from keras_stability.transforms.base import PACKAGE, GradientTransform, map_per_tensor
 from keras_stability.transforms.clipping import positive_float
 
 
@@ -54,20 +54,18 @@ class AdaptiveClip(GradientTransform):
         return any(re.search(pattern, name) for pattern in self.exclude)
 
     def transform(self, gradients, variables):
-        clipped, changed = [], []
-        for g, v in zip(gradients, variables):
-            if g is None or self.is_excluded(v):
-                clipped.append(g)
-                continue
-            # AGC needs per-unit norms of the whole gradient, so sparse gradients are densified.
-            g = tf.convert_to_tensor(g)
-            max_norm = self.clip_factor * tf.maximum(unitwise_norm(tf.convert_to_tensor(v)), self.eps)
-            # max(‖G_i‖, 1e-6) only prevents division by zero; such units are never clipped.
-            grad_norm = unitwise_norm(g)
-            factor = tf.where(grad_norm > max_norm, max_norm / tf.maximum(grad_norm, 1e-6), 1.0)
-            clipped.append(g * tf.cast(factor, g.dtype))
-            changed.append(tf.reduce_any(grad_norm > max_norm))
-        return clipped, tf.reduce_any(tf.stack(changed)) if changed else False
+        return map_per_tensor(gradients, variables, self.clip_tensor)
+
+    def clip_tensor(self, gradient, variable):
+        if self.is_excluded(variable):
+            return gradient, False
+        # AGC needs per-unit norms of the whole gradient, so sparse gradients are densified.
+        gradient = tf.convert_to_tensor(gradient)
+        max_norm = self.clip_factor * tf.maximum(unitwise_norm(tf.convert_to_tensor(variable)), self.eps)
+        # max(‖G_i‖, 1e-6) only prevents division by zero; such units are never clipped.
+        grad_norm = unitwise_norm(gradient)
+        factor = tf.where(grad_norm > max_norm, max_norm / tf.maximum(grad_norm, 1e-6), 1.0)
+        return gradient * tf.cast(factor, gradient.dtype), tf.reduce_any(grad_norm > max_norm)
 
     def get_config(self):
         return {"clip_factor": self.clip_factor, "eps": self.eps, "exclude": list(self.exclude)}

@@ -61,6 +61,22 @@ class GradientTransform:
         return f"{type(self).__name__}({arguments})"
 
 
+def map_per_tensor(gradients, variables, fn):
+    """Applies `fn(gradient, variable) -> (new_gradient, changed)` to each non-`None` gradient.
+
+    Returns the new gradients (`None` kept in place) and whether any tensor changed.
+    """
+    mapped, changed = [], []
+    for g, v in zip(gradients, variables):
+        if g is None:
+            mapped.append(None)
+            continue
+        new_g, tensor_changed = fn(g, v)
+        mapped.append(new_g)
+        changed.append(tf.convert_to_tensor(tensor_changed, tf.bool))
+    return mapped, tf.reduce_any(tf.stack(changed)) if changed else tf.constant(False)
+
+
 def state_variable(name, shape=(), dtype="float32", initializer="zeros"):
     """A non-trainable Keras variable for transform state.
 
@@ -142,10 +158,14 @@ def check_transform(transform):
 
 
 def serialize(transform):
-    return keras.saving.serialize_keras_object(transform)
+    """A transform's Keras config (`None` stays `None`, meaning "no transform")."""
+    return None if transform is None else keras.saving.serialize_keras_object(transform)
 
 
 def deserialize(config):
+    """The transform that `serialize` described (`None` stays `None`)."""
+    if config is None:
+        return None
     transform = keras.saving.deserialize_keras_object(config)
     if not isinstance(transform, GradientTransform):
         raise TypeError(f"Expected a serialized gradient transform. Received: {config!r}.")

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_stability.transforms import norms
-from keras_stability.transforms.base import PACKAGE, GradientTransform
+from keras_stability.transforms.base import PACKAGE, GradientTransform, map_per_tensor
 
 
 def positive_float(owner, name, value):
@@ -32,17 +32,14 @@ class ClipByValue(GradientTransform):
         self.limit = positive_float("clip_by_value", "limit", limit)
 
     def transform(self, gradients, variables):
-        clipped, changed = [], []
-        for g in gradients:
-            if g is None:
-                clipped.append(None)
-                continue
-            # Clip the dense gradient: repeated sparse rows must be summed before clipping.
-            g = norms.deduplicate(g)
-            values = norms.values_of(g)
-            changed.append(tf.reduce_any(tf.abs(values) > self.limit))
-            clipped.append(norms.with_values(g, tf.clip_by_value(values, -self.limit, self.limit)))
-        return clipped, tf.reduce_any(tf.stack(changed)) if changed else False
+        return map_per_tensor(gradients, variables, self.clip_tensor)
+
+    def clip_tensor(self, gradient, variable):
+        # Clip the dense gradient: repeated sparse rows must be summed before clipping.
+        gradient = norms.deduplicate(gradient)
+        values = norms.values_of(gradient)
+        clipped = norms.with_values(gradient, tf.clip_by_value(values, -self.limit, self.limit))
+        return clipped, tf.reduce_any(tf.abs(values) > self.limit)
 
     def get_config(self):
         return {"limit": self.limit}
@@ -55,20 +52,14 @@ class ClipByNorm(GradientTransform):
         self.max_norm = positive_float("clip_by_norm", "max_norm", max_norm)
 
     def transform(self, gradients, variables):
-        clipped, changed = [], []
-        for g in gradients:
-            if g is None:
-                clipped.append(None)
-                continue
-            norm = norms.tensor_norm(g)
-            values = norms.values_of(g)
-            # tf.clip_by_norm's formula, x * c / max(‖x‖, c), so results match it bit for bit.
-            denominator = tf.where(
-                tf.math.is_finite(norm), tf.maximum(norm, self.max_norm), self.max_norm
-            )
-            clipped.append(norms.with_values(g, values * self.max_norm / denominator))
-            changed.append(norm > self.max_norm)
-        return clipped, tf.reduce_any(tf.stack(changed)) if changed else False
+        return map_per_tensor(gradients, variables, self.clip_tensor)
+
+    def clip_tensor(self, gradient, variable):
+        norm = norms.tensor_norm(gradient)
+        values = norms.values_of(gradient)
+        # tf.clip_by_norm's formula, x * c / max(‖x‖, c), so results match it bit for bit.
+        denominator = tf.where(tf.math.is_finite(norm), tf.maximum(norm, self.max_norm), self.max_norm)
+        return norms.with_values(gradient, values * self.max_norm / denominator), norm > self.max_norm
 
     def get_config(self):
         return {"max_norm": self.max_norm}
