@@ -1,12 +1,14 @@
-"""The `keras-stability` command."""
+"""The `keras-stability` command: run, validate and list experiments; a one-command demo."""
 
 import argparse
+import glob
 import os
 import sys
 
-
-
 ONE_ARGUMENT_TRANSFORMS = ("clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient")
+DATASET_NAMES = ("mnist_small", "mnist", "fashion_mnist", "adding_problem")
+MODEL_NAMES = ("mlp", "deep_mlp", "cnn3", "cnn4", "fmnist_2c2d", "rnn")
+TRANSFORM_NAMES = ONE_ARGUMENT_TRANSFORMS + ("adaptive_clip", "autoclip", "zclip")
 
 
 def build_parser():
@@ -14,43 +16,122 @@ def build_parser():
         prog="keras-stability",
         description="Gradient-stability toolkit for Keras: transforms, telemetry and reproducible runs.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo", help="train the 784-128-64-10 MLP on the embedded MNIST digits with gradient telemetry"
-    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run experiment files (skips finished runs, resumes interrupted ones)")
+    run.add_argument("files", nargs="+", metavar="FILE", help="experiment YAML files or directories of them")
+    run.add_argument("--results", default="results", help="results root directory (default: ./results)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting in every run, e.g. --set optimizer.learning_rate=0.1 (repeatable)")
+    run.add_argument("--jobs", type=int, default=1, help="parallel runner processes (default: 1)")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    validate = commands.add_parser("validate", help="check experiment files without running them")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="experiment YAML files or directories of them")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="check with these overrides applied (repeatable)")
+
+    listing = commands.add_parser("list", help="list datasets, models, transforms and experiments")
+    listing.add_argument("--experiments", default="experiments", help="directory of experiment files (default: ./experiments)")
+
+    demo = commands.add_parser("demo", help="train the 784-128-64-10 MLP on the embedded MNIST digits with gradient telemetry")
     demo.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
-    demo.add_argument(
-        "--transform",
-        choices=ONE_ARGUMENT_TRANSFORMS + ("none",),
-        default="clip_by_global_norm",
-        help="gradient transform taking one threshold argument (default: clip_by_global_norm)",
-    )
+    demo.add_argument("--transform", choices=ONE_ARGUMENT_TRANSFORMS + ("none",), default="clip_by_global_norm",
+                      help="gradient transform taking one threshold argument (default: clip_by_global_norm)")
     demo.add_argument("--threshold", type=float, default=1.0, help="the transform's threshold (default: 1.0)")
     demo.add_argument("--learning-rate", type=float, default=0.1, help="SGD learning rate (default: 0.1)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser
 
 
+def expand(paths):
+    """Files as given; directories become their *.yaml files (claims.yaml is not an experiment)."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            files += [f for f in sorted(glob.glob(os.path.join(path, "*.yaml"))) if os.path.basename(f) != "claims.yaml"]
+        else:
+            files.append(path)
+    return files
+
+
+def load_all(paths, overrides):
+    from keras_stability.experiments.loading import ConfigError, load_experiment
+
+    experiments, errors = [], []
+    for path in expand(paths):
+        try:
+            experiments.append(load_experiment(path, overrides))
+        except ConfigError as error:
+            errors.extend(error.lines)
+    names = {}
+    for experiment in experiments:
+        if experiment.name in names:
+            errors.append(f"{experiment.path}: name {experiment.name!r} is also used by {names[experiment.name]}")
+        names[experiment.name] = experiment.path
+    return experiments, errors
+
+
+def command_run(args):
+    if args.jobs < 1:
+        print(f"keras-stability run: --jobs must be ≥ 1. Received: --jobs {args.jobs}.", file=sys.stderr)
+        return 2
+    experiments, errors = load_all(args.files, args.overrides)
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        return 2
+    from keras_stability.experiments.suite import run_experiments
+
+    outcomes = run_experiments(experiments, args.results, jobs=args.jobs, show_progress=not args.no_progress)
+    print("runs: " + ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())))
+    return 1 if outcomes.get("failed") else 0
+
+
+def command_validate(args):
+    experiments, errors = load_all(args.files, args.overrides)
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        return 2
+    for experiment in experiments:
+        runs = len(experiment.runs())
+        print(f"{experiment.path}: ok ({experiment.name}: {len(experiment.variants)} variants, {runs} runs, baseline {experiment.baseline})")
+    return 0
+
+
+def command_list(args):
+    print("datasets:   " + ", ".join(DATASET_NAMES))
+    print("models:     " + ", ".join(MODEL_NAMES))
+    print("transforms: " + ", ".join(TRANSFORM_NAMES))
+    print("nonfinite:  raise, skip, zero, propagate")
+    files = expand([args.experiments]) if os.path.isdir(args.experiments) else []
+    print(f"experiments in {args.experiments}/:" + ("" if files else " none"))
+    experiments, errors = load_all(files, [])
+    for experiment in experiments:
+        print(f"  {experiment.path}  {experiment.name}: {', '.join(experiment.variants)} × seeds {experiment.variants[experiment.baseline].seeds}")
+    for line in errors:
+        print(f"  invalid: {line}")
+    return 0
+
+
+def command_demo(args):
+    if args.epochs < 1 or args.threshold <= 0 or args.learning_rate <= 0:
+        print("keras-stability demo: --epochs, --threshold and --learning-rate must be > 0.", file=sys.stderr)
+        return 2
+    from keras_stability.demo import run_demo
+
+    run_demo(epochs=args.epochs, transform=None if args.transform == "none" else args.transform,
+             threshold=args.threshold, learning_rate=args.learning_rate, seed=args.seed)
+    return 0
+
+
+COMMANDS = {"run": command_run, "validate": command_validate, "list": command_list, "demo": command_demo}
 
 
 def main(argv=None):
     # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) buries the output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        if args.epochs < 1 or args.threshold <= 0 or args.learning_rate <= 0:
-            print("keras-stability demo: --epochs, --threshold and --learning-rate must be > 0.", file=sys.stderr)
-            return 2
-        from keras_stability.demo import run_demo
-
-        run_demo(
-            epochs=args.epochs,
-            transform=None if args.transform == "none" else args.transform,
-            threshold=args.threshold,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-        )
-    return 0
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

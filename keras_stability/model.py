@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from keras_stability.nonfinite import check_policy
 from keras_stability.optimizer import StabilizedOptimizer
+from keras_stability.step_log import StepLog
 from keras_stability.transforms.base import PACKAGE, check_transform, deserialize, serialize
 
 TELEMETRY = ("grad_norm", "clipped_norm", "clip_rate", "nonfinite_steps")
@@ -44,12 +45,15 @@ class StabilizedModel(keras.Model):
     - `clip_rate`: fraction of the epoch's steps where the transform changed the gradient;
     - `nonfinite_steps`: non-finite steps since training began (the optimizer's counter).
 
+    With `step_log=N` (N ≥ steps per epoch) every step's loss, `grad_norm` and `clipped_norm` are kept
+    on the device in `model.step_log` (a `StepLog`) until read with `model.step_log.drain()`.
+
     With `layer_norms=True` every variable's gradient norm of the last update is kept in
     `model.optimizer.layer_norms` for `GradientNormLogger`; it is off by default because reading it
     each step costs a host sync.
     """
 
-    def __init__(self, model, transform=None, nonfinite="skip", layer_norms=False, **kwargs):
+    def __init__(self, model, transform=None, nonfinite="skip", layer_norms=False, step_log=0, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"StabilizedModel wraps a keras.Model. Received: model={model!r}.")
@@ -59,6 +63,8 @@ class StabilizedModel(keras.Model):
         self.transform = transform
         self.nonfinite = nonfinite
         self.layer_norms = layer_norms
+        self.step_log_capacity = step_log
+        self.step_log = None
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
         self.clipped_norm_tracker = keras.metrics.Mean(name="clipped_norm")
         self.clip_rate_tracker = keras.metrics.Mean(name="clip_rate")
@@ -82,6 +88,9 @@ class StabilizedModel(keras.Model):
             optimizer = StabilizedOptimizer(
                 optimizer, self.transform, self.nonfinite, record_layer_norms=self.layer_norms
             )
+        if self.step_log_capacity:
+            with self.distribute_strategy.scope():
+                self.step_log = StepLog(self.step_log_capacity)
         # The loss scaling, if any, already sits inside the StabilizedOptimizer.
         super().compile(optimizer=optimizer, auto_scale_loss=False, **kwargs)
 
@@ -116,9 +125,9 @@ class StabilizedModel(keras.Model):
                 unscale_for_distribution(loss),
                 sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
             )
-            loss = self.optimizer.scale_loss(loss)
+            scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_weights
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled_loss, variables)
         stats = self.optimizer.apply_with_stats(gradients, variables)
         # Non-finite steps are counted, not averaged in (0 · NaN would still be NaN).
         counted = tf.logical_and(stats.updated, stats.finite)
@@ -127,6 +136,8 @@ class StabilizedModel(keras.Model):
         self.clipped_norm_tracker.update_state(tf.where(counted, stats.clipped_norm, 0.0), sample_weight=weight)
         self.clip_rate_tracker.update_state(tf.cast(stats.changed, tf.float32), sample_weight=weight)
         self.nonfinite_tracker.update_state(self.optimizer.nonfinite_steps)
+        if self.step_log is not None:
+            self.step_log.write(global_batch_loss(loss), stats.grad_norm, stats.clipped_norm)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         logs.update({metric.name: metric.result() for metric in self.telemetry_metrics})
         return logs
@@ -137,6 +148,7 @@ class StabilizedModel(keras.Model):
             "transform": serialize(self.transform),
             "nonfinite": self.nonfinite,
             "layer_norms": self.layer_norms,
+            "step_log": self.step_log_capacity,
             "name": self.name,
         }
 
@@ -145,6 +157,14 @@ class StabilizedModel(keras.Model):
         config = dict(config)
         model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
         return cls(model, deserialize(config.pop("transform")), **config)
+
+
+def global_batch_loss(replica_loss):
+    """The whole batch's loss from one replica's share (Keras divided each share by the replica count)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        return replica_loss
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, replica_loss)
 
 
 def unscale_for_distribution(loss):

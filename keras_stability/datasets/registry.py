@@ -1,0 +1,163 @@
+"""The dataset registry: every dataset an experiment can name, as deterministic train/val/test arrays."""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_stability.datasets.idx import DataError, load_idx_pair, mnist_small
+
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+ENVIRONMENT = {"mnist": "KERAS_STABILITY_MNIST_DIR", "fashion_mnist": "KERAS_STABILITY_FASHION_MNIST_DIR"}
+SPLIT_SEED = 20130216  # fixed: every run seed sees the same split, only the training order differs
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Arrays of one dataset. `task` is "classification" (integer labels) or "regression"."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: str
+    source: str
+
+
+def split_off(x, y, fraction, rng):
+    """Shuffles once with `rng` and returns (rest, held-out `fraction`)."""
+    order = rng.permutation(len(y))
+    held = max(1, int(round(fraction * len(y))))
+    keep, out = order[held:], order[:held]
+    return (x[keep], y[keep]), (x[out], y[out])
+
+
+def load_mnist_small(config, seed):
+    images, labels = mnist_small()
+    rng = np.random.default_rng(SPLIT_SEED)
+    (rest_x, rest_y), (x_test, y_test) = split_off(images, labels, 0.1, rng)
+    (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, "classification",
+                  "embedded MNIST test split (10,000 real digits), split 80/10/10 by a fixed seed")
+
+
+IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def find_idx(directory, stem):
+    for candidate in (stem + ".gz", stem):
+        path = os.path.join(directory, candidate)
+        if os.path.exists(path):
+            return path
+    raise DataError(f"{directory} has no {stem}[.gz]")
+
+
+def idx_directory(name, config):
+    """Where IDX files for `name` live: `path:` in the config, an environment variable, or Debian's."""
+    if config.path:
+        return config.path
+    if os.environ.get(ENVIRONMENT[name]):
+        return os.environ[ENVIRONMENT[name]]
+    if name == "fashion_mnist" and os.path.isdir(DEBIAN_FASHION_MNIST):
+        return DEBIAN_FASHION_MNIST
+    return None
+
+
+def load_tfds(name):
+    """Both splits through tensorflow-datasets: downloads once, then reads its local copy."""
+    import tensorflow_datasets as tfds
+
+    data_dir = os.environ.get("TFDS_DATA_DIR")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+        if os.environ.get("KERAS_STABILITY_NO_DOWNLOAD") and not builder.is_prepared():
+            raise DataError("downloads are disabled (KERAS_STABILITY_NO_DOWNLOAD is set)")
+        builder.download_and_prepare()
+        train, test = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True))
+    except DataError:
+        raise
+    except Exception as error:  # tfds raises many kinds of network and file errors
+        raise DataError(f"tensorflow-datasets could not provide {name!r}: {type(error).__name__}: {error}") from None
+    to_arrays = lambda pair: (pair[0].astype(np.float32) / 255.0, pair[1].astype(np.int32))  # noqa: E731
+    return to_arrays(train), to_arrays(test)
+
+
+def how_to_get(name):
+    debian = " `apt-get install dataset-fashion-mnist` (installs it at /usr/share/datasets/fashion-mnist), or" if name == "fashion_mnist" else ""
+    return (
+        f"Dataset {name!r} is not available here. Get it by one of:{debian} downloading the four IDX .gz "
+        f"files into a directory and setting `dataset.path:` or {ENVIRONMENT[name]}, or running once with "
+        "internet access so tensorflow-datasets can download it (TFDS_DATA_DIR chooses where). "
+        "Offline, `mnist_small` (embedded) always works."
+    )
+
+
+def load_idx_dataset(name):
+    def load(config, seed):
+        directory = idx_directory(name, config)
+        try:
+            if directory is not None:
+                train = load_idx_pair(*(find_idx(directory, stem) for stem in IDX_NAMES["train"]))
+                test = load_idx_pair(*(find_idx(directory, stem) for stem in IDX_NAMES["test"]))
+                source = f"IDX files in {directory}"
+            else:
+                train, test = load_tfds(name)
+                train = (train[0].reshape(-1, 28, 28, 1), train[1])
+                test = (test[0].reshape(-1, 28, 28, 1), test[1])
+                source = "tensorflow-datasets"
+        except DataError as error:
+            raise DataError(f"{how_to_get(name)} ({error})") from None
+        x, y = train
+        if config.train_size is not None:
+            x, y = x[: config.train_size], y[: config.train_size]
+        (x_train, y_train), (x_val, y_val) = split_off(x, y, config.validation_fraction, np.random.default_rng(SPLIT_SEED))
+        return Splits(x_train, y_train, x_val, y_val, test[0], test[1], "classification", source)
+
+    return load
+
+
+def adding_problem(length, samples, rng):
+    """Inputs (samples, length, 2): a value in [0, 1] and a marker; the target is the sum of the two
+    marked values, one marked in each half of the sequence (Hochreiter & Schmidhuber 1997)."""
+    values = rng.uniform(0.0, 1.0, (samples, length)).astype(np.float32)
+    markers = np.zeros((samples, length), np.float32)
+    first = rng.integers(0, length // 2, samples)
+    second = rng.integers(length // 2, length, samples)
+    rows = np.arange(samples)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    targets = values[rows, first] + values[rows, second]
+    return np.stack([values, markers], axis=-1), targets[:, None].astype(np.float32)
+
+
+def load_adding_problem(config, seed):
+    x, y = adding_problem(config.sequence_length, config.adding_samples, np.random.default_rng(seed))
+    rng = np.random.default_rng(SPLIT_SEED)
+    (rest_x, rest_y), (x_test, y_test) = split_off(x, y, 0.1, rng)
+    (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, "regression",
+                  f"adding problem, T={config.sequence_length}, generated from seed {seed}")
+
+
+DATASETS = {
+    "mnist_small": load_mnist_small,
+    "mnist": load_idx_dataset("mnist"),
+    "fashion_mnist": load_idx_dataset("fashion_mnist"),
+    "adding_problem": load_adding_problem,
+}
+
+
+def get_dataset(name):
+    if name not in DATASETS:
+        raise ValueError(f"Unrecognized dataset: {name!r}. Known: {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
+
+def load_dataset(config, seed):
+    """The `Splits` of `config.name` (a `DatasetConfig`) for run seed `seed`."""
+    return get_dataset(config.name)(config, seed)

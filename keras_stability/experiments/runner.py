@@ -1,0 +1,185 @@
+"""Running one (experiment, variant, seed): deterministic, resumable, crash-safe.
+
+Layout of `results/<experiment>/<variant>/seed-<n>/`:
+
+- `config.yaml`   the fully resolved run configuration;
+- `meta.json`     status (running / done / diverged / failed), provenance, timings, test scores;
+- `metrics.csv`   one row per epoch, `METRIC_COLUMNS` (deterministic: no wall time);
+- `steps.csv`     one row per training step, `STEP_COLUMNS`;
+- `timing.csv`    seconds per epoch (wall time, so it differs between identical runs);
+- `checkpoint-epoch-<k>.keras` and `progress.json`: the last completed epoch, for resuming (the
+  checkpoint is deleted once the run has finished).
+
+Every file is replaced atomically. `progress.json` is written last at each epoch end, so a run
+killed at any moment resumes from a consistent epoch and ends with the same bytes as an
+uninterrupted run.
+"""
+
+import glob
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from keras_stability.datasets import load_dataset
+from keras_stability.experiments import storage
+from keras_stability.experiments.provenance import provenance
+from keras_stability.experiments.training import compiled_model
+from keras_stability.step_log import STEP_FIELDS
+
+METRIC_COLUMNS = (
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+    "grad_norm", "clipped_norm", "clip_rate", "nonfinite_steps", "lr",
+)
+STEP_COLUMNS = ("epoch", "step") + STEP_FIELDS
+TIMING_COLUMNS = ("epoch", "seconds")
+FINISHED = ("done", "diverged")
+
+
+def number(value):
+    """Shortest text that reads back as the same float32 (`nan`, `inf` included)."""
+    return repr(float(np.float32(value)))
+
+
+def resolved_config_text(config, variant, seed):
+    document = {"experiment": config.name, "variant": variant, "seed": seed, "config": config.model_dump(mode="json")}
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def configure_determinism(seed):
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def current_learning_rate(model):
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+class Run:
+    """One run's directory and the rows it has written so far."""
+
+    def __init__(self, results_root, config, variant, seed):
+        self.config, self.variant, self.seed = config, variant, seed
+        self.directory = storage.run_directory(results_root, config.name, variant, seed)
+        self.label = f"{config.name}/{variant}/seed-{seed}"
+
+    def path(self, name):
+        return os.path.join(self.directory, name)
+
+    def meta(self):
+        return storage.read_json(self.path("meta.json"), {})
+
+    def write_meta(self, meta):
+        storage.atomic_write_json(self.path("meta.json"), meta)
+
+    def checkpoints(self):
+        return sorted(glob.glob(self.path("checkpoint-epoch-*.keras")))
+
+
+def run_one(results_root, config, variant, seed, log=print):
+    """Runs (or resumes, or skips) one run; returns "done", "diverged", "skipped", "busy" or "failed"."""
+    run = Run(results_root, config, variant, seed)
+    with storage.run_lock(run.directory) as locked:
+        if not locked:
+            log(f"{run.label}: another process is running it; leaving it alone")
+            return "busy"
+        return locked_run(run, log)
+
+
+def locked_run(run, log):
+    text = resolved_config_text(run.config, run.variant, run.seed)
+    if os.path.exists(run.path("config.yaml")):
+        with open(run.path("config.yaml"), encoding="utf-8") as stream:
+            if stream.read() != text:
+                log(f"{run.label}: {run.directory} holds a run of a different configuration; "
+                    "delete it or choose another --results directory")
+                return "failed"
+        if run.meta().get("status") in FINISHED:
+            return "skipped"
+    storage.atomic_write_text(run.path("config.yaml"), text)
+    meta = {**run.meta(), **provenance(), "experiment": run.config.name, "variant": run.variant, "seed": run.seed}
+    meta.update(status="running", started=meta.get("started", time.time()), error=None)
+    run.write_meta(meta)
+    try:
+        meta.update(train(run, meta, log))
+    except KeyboardInterrupt:
+        meta["status"] = "interrupted"
+        raise
+    except Exception as error:  # recorded, so the other runs go on
+        meta.update(status="failed", error=f"{type(error).__name__}: {error}")
+        log(f"{run.label}: failed: {meta['error']}")
+    finally:
+        meta["finished"] = time.time()
+        run.write_meta(meta)
+    return meta["status"]
+
+
+def train(run, meta, log):
+    config, training = run.config, run.config.training
+    configure_determinism(run.seed)
+    splits = load_dataset(config.dataset, run.seed)
+    steps_per_epoch = math.ceil(len(splits.y_train) / training.batch_size)
+    progress = storage.read_json(run.path("progress.json"), {"epochs_done": 0})
+    done = progress["epochs_done"]
+    if done:
+        model = keras.models.load_model(run.path(progress["checkpoint"]))
+        log(f"{run.label}: resuming after epoch {done}")
+    else:
+        model = compiled_model(config, steps_per_epoch, splits.task)
+    keep = lambda rows: [row for row in rows if int(row[0]) <= done]  # noqa: E731
+    metrics, steps, timing = (keep(storage.read_csv_rows(run.path(name))) for name in ("metrics.csv", "steps.csv", "timing.csv"))
+    diverged_at = meta.get("diverged_at_step") if done else None
+
+    for epoch in range(done + 1, training.epochs + 1):
+        started = time.perf_counter()
+        order = np.random.default_rng([run.seed, epoch]).permutation(len(splits.y_train))
+        history = model.fit(
+            splits.x_train[order], splits.y_train[order], batch_size=training.batch_size,
+            epochs=epoch, initial_epoch=epoch - 1, shuffle=False, verbose=0,
+        ).history
+        validation = model.evaluate(splits.x_val, splits.y_val, batch_size=max(training.batch_size, 500), verbose=0, return_dict=True)
+        step_rows = model.step_log.drain()
+        first_step = (epoch - 1) * steps_per_epoch
+        steps += [[epoch, first_step + i + 1, *map(number, row)] for i, row in enumerate(step_rows)]
+        values = [history["loss"][-1], history["accuracy"][-1], validation["loss"], validation["accuracy"],
+                  history["grad_norm"][-1], history["clipped_norm"][-1], history["clip_rate"][-1],
+                  history["nonfinite_steps"][-1], current_learning_rate(model)]
+        metrics.append([epoch, *map(number, values)])
+        timing.append([epoch, f"{time.perf_counter() - started:.3f}"])
+        if diverged_at is None and not (np.isfinite(values[0]) and np.isfinite(values[2])):
+            bad = [i for i, row in enumerate(step_rows) if not np.isfinite(row[0])]
+            diverged_at = first_step + (bad[0] + 1 if bad else len(step_rows))
+        checkpoint = f"checkpoint-epoch-{epoch:04d}.keras"
+        model.save(run.path(".tmp-" + checkpoint))
+        os.replace(run.path(".tmp-" + checkpoint), run.path(checkpoint))
+        storage.atomic_write_csv(run.path("metrics.csv"), METRIC_COLUMNS, metrics)
+        storage.atomic_write_csv(run.path("steps.csv"), STEP_COLUMNS, steps)
+        storage.atomic_write_csv(run.path("timing.csv"), TIMING_COLUMNS, timing)
+        storage.atomic_write_json(run.path("progress.json"), {"epochs_done": epoch, "checkpoint": checkpoint})
+        meta.update(epochs_done=epoch, diverged_at_step=diverged_at)
+        run.write_meta(meta)
+        for old in run.checkpoints():
+            if not old.endswith(checkpoint):
+                os.unlink(old)
+        log(f"{run.label} epoch {epoch}/{training.epochs}  loss {values[0]:.4f}  val_accuracy {values[3]:.4f}  "
+            f"grad_norm {values[4]:.3g}  clip_rate {values[6]:.2f}  ({timing[-1][1]}s)")
+        if diverged_at is not None and training.stop_on_divergence:
+            log(f"{run.label}: diverged at step {diverged_at}; stopping this run")
+            break
+
+    for old in run.checkpoints():  # a finished run is never resumed; its summary files stay
+        os.unlink(old)
+    test = model.evaluate(splits.x_test, splits.y_test, batch_size=max(training.batch_size, 500), verbose=0, return_dict=True)
+    seconds = [float(row[1]) for row in timing]
+    return {
+        "status": "diverged" if diverged_at is not None else "done",
+        "diverged_at_step": diverged_at,
+        "steps_per_epoch": steps_per_epoch,
+        "dataset_source": splits.source,
+        "test": {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])},
+        "timings": {"seconds_total": sum(seconds), "seconds_per_epoch": sum(seconds) / max(1, len(seconds))},
+    }

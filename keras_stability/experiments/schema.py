@@ -1,0 +1,156 @@
+"""The experiment file's schema: every section strict, every name checked, every range bounded."""
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(Strict):
+    """`mnist` and `fashion_mnist` come from tensorflow-datasets or an IDX directory (`path`)."""
+
+    name: Literal["mnist_small", "mnist", "fashion_mnist", "adding_problem"] = "mnist_small"
+    path: str | None = None
+    validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    train_size: PositiveInt | None = None
+    sequence_length: Annotated[int, Field(ge=2)] = 50
+    adding_samples: Annotated[int, Field(ge=10)] = 2000
+
+
+class ModelConfig(Strict):
+    name: Literal["mlp", "deep_mlp", "cnn3", "cnn4", "fmnist_2c2d", "rnn"] = "mlp"
+    hidden: list[PositiveInt] = [128, 64]
+    depth: PositiveInt = 8
+    width: PositiveInt = 128
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    initializer: Literal["glorot_uniform", "glorot_normal", "xavier", "he_normal", "he_uniform", "random_normal"] = (
+        "glorot_uniform"
+    )
+    init_stddev: PositiveFloat = 0.05
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    l1: NonNegativeFloat = 0.0
+    l2: NonNegativeFloat = 0.0
+    cell: Literal["simple_rnn", "lstm"] = "simple_rnn"
+    units: PositiveInt = 64
+
+
+class ScheduleConfig(Strict):
+    name: Literal["constant", "cosine"] = "constant"
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adam", "adagrad", "rmsprop"] = "sgd"
+    learning_rate: PositiveFloat = 0.01
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    nesterov: bool = False
+    schedule: ScheduleConfig = ScheduleConfig()
+
+    @model_validator(mode="after")
+    def momentum_is_for_sgd(self):
+        if self.name != "sgd" and (self.momentum or self.nesterov):
+            raise ValueError(f"momentum and nesterov apply to sgd only, not {self.name}")
+        return self
+
+
+class ClipByValueSpec(Strict):
+    name: Literal["clip_by_value"]
+    limit: PositiveFloat
+
+
+class ClipByNormSpec(Strict):
+    name: Literal["clip_by_norm"]
+    max_norm: PositiveFloat
+
+
+class ClipByGlobalNormSpec(Strict):
+    name: Literal["clip_by_global_norm"]
+    max_norm: PositiveFloat
+
+
+class NormalizeGradientSpec(Strict):
+    name: Literal["normalize_gradient"]
+    scale: PositiveFloat
+
+
+class AdaptiveClipSpec(Strict):
+    name: Literal["adaptive_clip"]
+    clip_factor: PositiveFloat = 0.01
+    eps: PositiveFloat = 1e-3
+    exclude: list[str] = []
+
+
+class AutoClipSpec(Strict):
+    name: Literal["autoclip"]
+    percentile: Annotated[float, Field(ge=0, le=100)] = 10.0
+    history: PositiveInt = 1000
+
+
+class ZClipSpec(Strict):
+    name: Literal["zclip"]
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.97
+    z_threshold: PositiveFloat = 2.5
+    warmup: PositiveInt = 25
+
+
+TransformSpec = Annotated[
+    Union[
+        ClipByValueSpec,
+        ClipByNormSpec,
+        ClipByGlobalNormSpec,
+        NormalizeGradientSpec,
+        AdaptiveClipSpec,
+        AutoClipSpec,
+        ZClipSpec,
+    ],
+    Field(discriminator="name"),
+]
+TRANSFORM_SPECS = {spec.model_fields["name"].annotation.__args__[0]: spec for spec in TransformSpec.__origin__.__args__}
+
+
+class StabilizerConfig(Strict):
+    transforms: list[TransformSpec] = []
+    nonfinite: Literal["raise", "skip", "zero", "propagate"] = "skip"
+
+
+class TrainingConfig(Strict):
+    epochs: PositiveInt = 5
+    batch_size: PositiveInt = 100
+    jit_compile: bool = False
+    steps_per_execution: PositiveInt = 1
+    stop_on_divergence: bool = True
+
+
+class RunConfig(Strict):
+    """One fully resolved run: the base with one variant's overrides applied."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str = ""
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]
+    baseline: str | None = None
+    dataset: DatasetConfig = DatasetConfig()
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    stabilizer: StabilizerConfig | None = None
+    training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def task_fits_model(self):
+        sequence_task = self.dataset.name == "adding_problem"
+        if sequence_task != (self.model.name == "rnn"):
+            raise ValueError(
+                f"model {self.model.name!r} does not fit dataset {self.dataset.name!r}: "
+                "adding_problem needs model rnn, and rnn needs adding_problem"
+            )
+        return self
+
+
+class ExperimentFile(RunConfig):
+    """The top level of an experiment file; `variants` maps names to partial overrides of the base."""
+
+    variants: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], dict] = {}

@@ -1,0 +1,84 @@
+"""Crash-safe files: atomic writes, a per-run lock, and the results layout."""
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import os
+import tempfile
+
+
+def run_directory(results_root, experiment, variant, seed):
+    """results/<experiment>/<variant>/seed-<n>/"""
+    return os.path.join(results_root, experiment, variant, f"seed-{seed}")
+
+
+def atomic_write_bytes(path, data):
+    """Writes `data` to `path` so that a reader (or a crash) sees either the old file or the new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp creates 0600; results are meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, value):
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_csv(path, columns, rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_json(path, default=None):
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except FileNotFoundError:
+        return default
+
+
+def read_csv_rows(path):
+    """The data rows of a CSV written by `atomic_write_csv` (header dropped); [] if missing."""
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            return list(csv.reader(stream))[1:]
+    except FileNotFoundError:
+        return []
+
+
+@contextlib.contextmanager
+def run_lock(directory):
+    """Yields True if this process holds the run's lock, False if another live process does.
+
+    `flock` locks die with their process, so a run killed with SIGKILL never stays locked.
+    """
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, ".lock"), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,66 @@
+"""Running every (variant, seed) of one or more experiments, in one process or several."""
+
+import concurrent.futures
+import multiprocessing
+import os
+import sys
+
+from tqdm import tqdm
+
+from keras_stability.experiments.runner import run_one
+
+
+def configure_threads(threads):
+    """Fixes TensorFlow's thread pools (part of determinism); only possible before TF starts."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process (e.g. in tests); it keeps its pools
+
+
+def threads_per_job(jobs):
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def print_line(text):
+    tqdm.write(text, file=sys.stdout)
+
+
+def worker_run(arguments):
+    results_root, config, variant, seed = arguments
+    return run_one(results_root, config, variant, seed, log=lambda text: print(text, flush=True))
+
+
+def run_experiments(experiments, results_root, jobs=1, show_progress=True):
+    """Runs every run of `experiments` (a list of `Experiment`); returns {outcome: count}.
+
+    With `jobs > 1` runs go to that many processes, each with cpus // jobs threads. Runs that are
+    finished are skipped, runs that another process holds are left to it, interrupted ones resume.
+    """
+    tasks = [(results_root, config, variant, seed) for experiment in experiments for variant, seed, config in experiment.runs()]
+    outcomes = {}
+    bar = tqdm(total=len(tasks), unit="run", desc="runs", disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
+
+    def record(task, outcome):
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        bar.set_postfix_str(f"{task[1].name}/{task[2]}/seed-{task[3]}: {outcome}")
+        bar.update()
+
+    if jobs <= 1:
+        configure_threads(threads_per_job(1))
+        for task in tasks:
+            bar.set_postfix_str(f"{task[1].name}/{task[2]}/seed-{task[3]}: running")
+            record(task, run_one(*task, log=print_line))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=configure_threads, initargs=(threads_per_job(jobs),)
+        ) as pool:
+            futures = {pool.submit(worker_run, task): task for task in tasks}
+            for future in concurrent.futures.as_completed(futures):
+                record(futures[future], future.result())
+    bar.close()
+    return outcomes

@@ -1,0 +1,66 @@
+"""Turning a resolved `RunConfig` into a compiled `StabilizedModel`."""
+
+import keras
+
+from keras_stability.experiments.zoo import build_model
+from keras_stability.model import StabilizedModel
+from keras_stability.transforms import FACTORIES, chain
+
+OPTIMIZERS = {
+    "sgd": lambda config, rate: keras.optimizers.SGD(rate, momentum=config.momentum, nesterov=config.nesterov),
+    "adam": lambda config, rate: keras.optimizers.Adam(rate),
+    "adagrad": lambda config, rate: keras.optimizers.Adagrad(rate),
+    "rmsprop": lambda config, rate: keras.optimizers.RMSprop(rate),
+}
+# The adding problem's usual success criterion: an absolute error below 0.04.
+ADDING_TOLERANCE = 0.04
+
+
+def build_transform(stabilizer):
+    if stabilizer is None or not stabilizer.transforms:
+        return None
+    transforms = [
+        FACTORIES[spec.name](**{k: v for k, v in spec.model_dump().items() if k != "name"}) for spec in stabilizer.transforms
+    ]
+    return transforms[0] if len(transforms) == 1 else chain(*transforms)
+
+
+def build_optimizer(config, total_steps):
+    rate = config.learning_rate
+    if config.schedule.name == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, total_steps), alpha=config.schedule.alpha)
+    return OPTIMIZERS[config.name](config, rate)
+
+
+@keras.saving.register_keras_serializable(package="keras_stability")
+def within_tolerance(y_true, y_pred):
+    return keras.ops.cast(keras.ops.abs(y_true - y_pred) < ADDING_TOLERANCE, "float32")
+
+
+def compiled_model(config, steps_per_epoch, task):
+    """A compiled `StabilizedModel` whose `step_log` holds one epoch of per-step telemetry.
+
+    Classification uses sparse cross-entropy on logits; regression (the adding problem) uses MSE, and
+    its `accuracy` is the fraction of predictions within 0.04 of the target.
+    """
+    stabilizer = config.stabilizer
+    model = StabilizedModel(
+        build_model(config.model),
+        build_transform(stabilizer),
+        nonfinite=stabilizer.nonfinite if stabilizer is not None else "propagate",
+        step_log=steps_per_epoch,
+    )
+    if task == "classification":
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    else:
+        loss = keras.losses.MeanSquaredError()
+        metrics = [keras.metrics.MeanMetricWrapper(within_tolerance, name="accuracy")]
+    model.compile(
+        optimizer=build_optimizer(config.optimizer, steps_per_epoch * config.training.epochs),
+        loss=loss,
+        metrics=metrics,
+        jit_compile=config.training.jit_compile,
+        steps_per_execution=config.training.steps_per_execution,
+    )
+    return model
