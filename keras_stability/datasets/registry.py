@@ -39,8 +39,9 @@ def load_mnist_small(config, seed):
     rng = np.random.default_rng(SPLIT_SEED)
     (rest_x, rest_y), (x_test, y_test) = split_off(images, labels, 0.1, rng)
     (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
+    x_train, y_train = x_train[: config.train_size], y_train[: config.train_size]
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, "classification",
-                  "embedded MNIST test split (10,000 real digits), split 80/10/10 by a fixed seed")
+                  "embedded MNIST test split (10,000 real digits): 10% test, then validation_fraction of the rest")
 
 
 IDX_NAMES = {

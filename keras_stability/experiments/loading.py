@@ -75,7 +75,9 @@ def read_yaml(path):
         raise ConfigError([f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {error.problem}"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{path}:1:1: an experiment file is a mapping of keys (name, seeds, model, ...)"])
-    return data, compose_marks(node, source=path)
+    marks = compose_marks(node, source=path)
+    marks[()] = ((path, 1, 1), (path, 1, 1))
+    return data, marks
 
 
 def unwrap(annotation, value):

@@ -55,6 +55,15 @@ def configure_determinism(seed):
     tf.config.experimental.enable_op_determinism()
 
 
+def seed_states(model):
+    """The states of the model's random seed generators (dropout), in a fixed order.
+
+    `model.save` does not store them, so the runner keeps them beside the checkpoint; without them a
+    resumed run would draw different dropout masks.
+    """
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 def current_learning_rate(model):
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
@@ -127,6 +136,8 @@ def train(run, meta, log):
     done = progress["epochs_done"]
     if done:
         model = keras.models.load_model(run.path(progress["checkpoint"]))
+        for variable, state in zip(seed_states(model), progress["seed_states"], strict=True):
+            variable.assign(np.asarray(state, dtype=variable.dtype))
         log(f"{run.label}: resuming after epoch {done}")
     else:
         model = compiled_model(config, steps_per_epoch, splits.task)
@@ -159,7 +170,8 @@ def train(run, meta, log):
         storage.atomic_write_csv(run.path("metrics.csv"), METRIC_COLUMNS, metrics)
         storage.atomic_write_csv(run.path("steps.csv"), STEP_COLUMNS, steps)
         storage.atomic_write_csv(run.path("timing.csv"), TIMING_COLUMNS, timing)
-        storage.atomic_write_json(run.path("progress.json"), {"epochs_done": epoch, "checkpoint": checkpoint})
+        states = [np.asarray(v.numpy()).tolist() for v in seed_states(model)]
+        storage.atomic_write_json(run.path("progress.json"), {"epochs_done": epoch, "checkpoint": checkpoint, "seed_states": states})
         meta.update(epochs_done=epoch, diverged_at_step=diverged_at)
         run.write_meta(meta)
         for old in run.checkpoints():

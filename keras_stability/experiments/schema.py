@@ -12,7 +12,10 @@ class Strict(BaseModel):
 
 
 class DatasetConfig(Strict):
-    """`mnist` and `fashion_mnist` come from tensorflow-datasets or an IDX directory (`path`)."""
+    """`mnist` and `fashion_mnist` come from tensorflow-datasets or an IDX directory (`path`).
+
+    `train_size` keeps only the first N training examples (after the fixed split), for quick runs.
+    """
 
     name: Literal["mnist_small", "mnist", "fashion_mnist", "adding_problem"] = "mnist_small"
     path: str | None = None

@@ -1,0 +1,147 @@
+"""Experiment files: every class of error, with its line number, and `--set` overrides."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from keras_stability.experiments.loading import ConfigError, load_experiment, parse_override
+
+GOOD = """\
+name: tiny
+seeds: [0, 1]
+dataset:
+  name: mnist_small
+model:
+  name: mlp
+  hidden: [16]
+optimizer:
+  learning_rate: 0.1
+variants:
+  no_clip:
+    stabilizer: null
+  clipped:
+    stabilizer:
+      transforms:
+        - name: clip_by_global_norm
+          max_norm: 1.0
+"""
+
+
+def write(tmp_path, text, name="experiment.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def errors_of(path, overrides=()):
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path, overrides)
+    return error.value.lines
+
+
+def test_good_file_resolves_every_variant(tmp_path):
+    experiment = load_experiment(write(tmp_path, GOOD))
+    assert experiment.name == "tiny" and experiment.baseline == "no_clip"
+    assert list(experiment.variants) == ["no_clip", "clipped"]
+    assert experiment.variants["no_clip"].stabilizer is None
+    assert experiment.variants["clipped"].stabilizer.transforms[0].max_norm == 1.0
+    assert experiment.variants["clipped"].optimizer.learning_rate == 0.1
+    assert [(v, s) for v, s, _ in experiment.runs()] == [("no_clip", 0), ("no_clip", 1), ("clipped", 0), ("clipped", 1)]
+
+
+def test_file_without_variants_has_one_base_variant(tmp_path):
+    experiment = load_experiment(write(tmp_path, "name: solo\n"))
+    assert list(experiment.variants) == ["base"] and experiment.baseline == "base"
+
+
+@pytest.mark.parametrize(
+    "old, new, expected",
+    [
+        ("  hidden: [16]", "  hiden: [16]", "{path}:7:3: model.hiden: unknown key (did you mean 'hidden'?)"),
+        ("  name: mlp", "  name: mpl",
+         "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn (did you mean 'mlp'?)"),
+        ("  learning_rate: 0.1", "  learning_rate: -0.1", "{path}:9:18: optimizer.learning_rate: Input should be greater than 0"),
+        ("  learning_rate: 0.1", "  learning_rate: fast",
+         "{path}:9:18: optimizer.learning_rate: Input should be a valid number, unable to parse string as a number"),
+        ("seeds: [0, 1]", "seeds: []", "{path}:2:8: seeds: List should have at least 1 item after validation, not 0"),
+        ("          max_norm: 1.0", "          max_nrm: 1.0",
+         "{path}:17:11: [variant clipped] stabilizer.transforms.0.max_nrm: unknown key (did you mean 'max_norm'?)"),
+        ("        - name: clip_by_global_norm", "        - name: clip_global",
+         "{path}:16:11: [variant clipped] stabilizer.transforms.0: unknown transform 'clip_global', expected one of "
+         "clip_by_value, clip_by_norm, clip_by_global_norm, normalize_gradient, adaptive_clip, autoclip, zclip "
+         "(did you mean 'clip_by_global_norm'?)"),
+        ("  name: mnist_small", "  name: adding_problem",
+         "{path}:1:1: (top level): model 'mlp' does not fit dataset 'adding_problem': "
+         "adding_problem needs model rnn, and rnn needs adding_problem"),
+    ],
+)
+def test_each_error_is_one_located_line(tmp_path, old, new, expected):
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new))
+    assert expected.format(path=path) in errors_of(path)
+
+
+def test_momentum_only_for_sgd(tmp_path):
+    path = write(tmp_path, GOOD.replace("  learning_rate: 0.1", "  name: adam\n  momentum: 0.9"))
+    assert errors_of(path) == [f"{path}:9:3: optimizer: momentum and nesterov apply to sgd only, not adam"]
+
+
+def test_yaml_syntax_error_and_duplicate_keys(tmp_path):
+    path = write(tmp_path, "name: x\nmodel: {name: mlp\n")
+    assert errors_of(path)[0].startswith(f"{path}:3:1: YAML syntax error: ")
+    path = write(tmp_path, "name: x\nseeds: [0]\nseeds: [1]\n")
+    assert errors_of(path) == [f"{path}:3:1: seeds: duplicate key"]
+    path = write(tmp_path, "- a list\n")
+    assert errors_of(path) == [f"{path}:1:1: an experiment file is a mapping of keys (name, seeds, model, ...)"]
+
+
+def test_unknown_baseline_is_reported(tmp_path):
+    path = write(tmp_path, GOOD.replace("seeds: [0, 1]", "seeds: [0, 1]\nbaseline: no_clp"))
+    assert errors_of(path) == [f"{path}:3:11: baseline: no variant named 'no_clp' (did you mean 'no_clip'?)"]
+
+
+def test_missing_file(tmp_path):
+    assert errors_of(str(tmp_path / "nope.yaml")) == [f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"]
+
+
+def test_overrides_parse_yaml_values():
+    assert parse_override("optimizer.learning_rate=0.5") == (("optimizer", "learning_rate"), 0.5)
+    assert parse_override("model.hidden=[32, 16]") == (("model", "hidden"), [32, 16])
+    assert parse_override("stabilizer=null") == (("stabilizer",), None)
+    assert parse_override("description='a: b'") == (("description",), "a: b")
+    for bad in ["learning_rate", "=3", "optimizer..lr=1", "1x=2"]:
+        with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+            parse_override(bad)
+
+
+def test_overrides_apply_to_every_variant_and_are_validated(tmp_path):
+    path = write(tmp_path, GOOD)
+    experiment = load_experiment(path, ["optimizer.learning_rate=0.5", "training.epochs=2"])
+    assert {c.optimizer.learning_rate for c in experiment.variants.values()} == {0.5}
+    assert {c.training.epochs for c in experiment.variants.values()} == {2}
+    assert errors_of(path, ["optimizer.learning_rat=0.5"]) == [
+        "--set optimizer.learning_rat=0.5: optimizer.learning_rat: unknown key (did you mean 'learning_rate'?)"
+    ]
+    assert errors_of(path, ["training.epochs=0"]) == ["--set training.epochs=0: training.epochs: Input should be greater than 0"]
+
+
+def test_cli_validate_prints_errors_and_exits_2(tmp_path):
+    good = write(tmp_path, GOOD, "good.yaml")
+    bad = write(tmp_path, GOOD.replace("  hidden: [16]", "  hiden: [16]"), "bad.yaml")
+    ok = subprocess.run([sys.executable, "-m", "keras_stability.cli", "validate", good], capture_output=True, text=True)
+    assert ok.returncode == 0
+    assert ok.stdout == f"{good}: ok (tiny: 2 variants, 4 runs, baseline no_clip)\n"
+    failed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "validate", bad], capture_output=True, text=True)
+    assert failed.returncode == 2
+    assert failed.stderr == f"{bad}:7:3: model.hiden: unknown key (did you mean 'hidden'?)\n"
+
+
+def test_repository_experiments_are_valid():
+    from keras_stability.cli import expand
+
+    files = expand(["experiments"])
+    assert "experiments/quickstart.yaml" in files
+    for path in files:
+        load_experiment(path)
