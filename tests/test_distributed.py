@@ -138,3 +138,19 @@ def test_sparse_embedding_gradients_on_two_replicas(two_replicas):
     for a, b in zip(single, mirrored):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(history["grad_norm"], single_history["grad_norm"], rtol=1e-5)
+
+
+def test_step_log_records_the_global_batch_loss(two_replicas):
+    def fit(strategy):
+        with strategy.scope():
+            inner = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+            model = ks.StabilizedModel(inner, ks.clip_by_global_norm(1.0), step_log=4)
+            model.compile(optimizer=keras.optimizers.SGD(1.0), loss=negative_product)
+        model.fit(np.ones((4, 1), np.float32), np.array([[40.0], [4.0], [0.5], [0.5]], np.float32),
+                  batch_size=2, epochs=1, shuffle=False, verbose=0)
+        return model.step_log.drain()
+
+    # Step 1: w = 0, loss 0, norm 22 → clipped 1, w = 1. Step 2: loss = -mean(0.5·1) = -0.5, norm 0.5.
+    expected = [[0.0, 22.0, 1.0], [-0.5, 0.5, 0.5]]
+    np.testing.assert_allclose(fit(SINGLE()), expected, rtol=1e-6)
+    np.testing.assert_allclose(fit(two_replicas), expected, rtol=1e-6)
