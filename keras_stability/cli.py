@@ -31,6 +31,11 @@ def build_parser():
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="check with these overrides applied (repeatable)")
 
+    report = commands.add_parser("report", help="compare runs over seeds: tables, plots, HTML, claims ledger")
+    report.add_argument("results", metavar="RESULTS", help="results/<experiment> for one experiment, or results/ for all")
+    report.add_argument("-o", "--output", help="output directory (default: reports/<experiment> or reports/)")
+    report.add_argument("--claims", help="claims file to judge (default: experiments/claims.yaml if it exists)")
+
     listing = commands.add_parser("list", help="list datasets, models, transforms and experiments")
     listing.add_argument("--experiments", default="experiments", help="directory of experiment files (default: ./experiments)")
 
@@ -113,6 +118,32 @@ def command_list(args):
     return 0
 
 
+def command_report(args):
+    from keras_stability.experiments.loading import ConfigError
+    from keras_stability.report import build_reports
+
+    if not os.path.isdir(args.results):
+        print(f"keras-stability report: no such directory: {args.results}", file=sys.stderr)
+        return 2
+    name = os.path.basename(os.path.normpath(args.results))
+    one_experiment = os.path.isdir(args.results) and any(
+        os.path.exists(os.path.join(args.results, variant, seed, "config.yaml"))
+        for variant in os.listdir(args.results) if os.path.isdir(os.path.join(args.results, variant))
+        for seed in os.listdir(os.path.join(args.results, variant)) if seed.startswith("seed-")
+    )
+    output = args.output or (os.path.join("reports", name) if one_experiment else "reports")
+    claims = args.claims or ("experiments/claims.yaml" if os.path.exists("experiments/claims.yaml") else None)
+    try:
+        build_reports(args.results, output, claims)
+    except ConfigError as error:
+        print("\n".join(error.lines), file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"keras-stability report: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def command_demo(args):
     if args.epochs < 1 or args.threshold <= 0 or args.learning_rate <= 0:
         print("keras-stability demo: --epochs, --threshold and --learning-rate must be > 0.", file=sys.stderr)
@@ -124,7 +155,9 @@ def command_demo(args):
     return 0
 
 
-COMMANDS = {"run": command_run, "validate": command_validate, "list": command_list, "demo": command_demo}
+COMMANDS = {
+    "run": command_run, "validate": command_validate, "report": command_report, "list": command_list, "demo": command_demo,
+}
 
 
 def main(argv=None):

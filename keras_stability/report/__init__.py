@@ -1,0 +1,37 @@
+"""Reports over results: statistics across seeds, plots, HTML, and the claims ledger."""
+
+import os
+
+from keras_stability.report.claims import judge, load_claims
+from keras_stability.report.collect import collect
+from keras_stability.report.plots import draw_all
+from keras_stability.report.render import write_experiment_report, write_ledger
+from keras_stability.report.summary import summarize
+
+__all__ = ["build_reports", "collect", "judge", "load_claims", "summarize"]
+
+
+def build_reports(results, output, claims_path=None, log=print):
+    """Reports every experiment under `results` into `output` (one experiment: `output` itself;
+    several: `output/<experiment>/`), plus the claims ledger when a claims file is given.
+
+    Returns {experiment: report.html path} and the list of claim verdicts.
+    """
+    experiments = collect(results)
+    claims = load_claims(claims_path) if claims_path else []
+    summaries = {name: summarize(experiment) for name, experiment in experiments.items()}
+    verdicts = [judge(claim, summaries) for claim in claims]
+    single = set(experiments) == {os.path.basename(os.path.normpath(results))}
+    reports = {}
+    for name, experiment in experiments.items():
+        directory = output if single else os.path.join(output, name)
+        plots = draw_all(experiment, directory)
+        related = [v for v in verdicts if v["claim"]["experiment"] == name]
+        write_experiment_report(summaries[name], plots, related, directory)
+        reports[name] = os.path.join(directory, "report.html")
+        log(f"{name}: {reports[name]}")
+    if claims:
+        links = {name: os.path.relpath(path, output) for name, path in reports.items()}
+        write_ledger(verdicts, output, links)
+        log(f"claims ledger: {os.path.join(output, 'claims.html')}")
+    return reports, verdicts

@@ -1,0 +1,101 @@
+"""Per-variant summaries and comparisons with the baseline, as plain data (→ summary.json)."""
+
+import math
+from dataclasses import asdict
+
+import numpy as np
+
+from keras_stability.report.statistics import divergence_test, mean_ci, welch
+
+
+def last_value(values):
+    return float(values[-1]) if len(values) else math.nan
+
+
+def best(values):
+    finite = values[np.isfinite(values)] if len(values) else values
+    return float(finite.max()) if len(finite) else math.nan
+
+
+def test_score(key):
+    return lambda run: float(run.meta.get("test", {}).get(key, math.nan))
+
+
+# name → (how to read it from a run, kind). A diverged run scores 0 on accuracy-kind metrics whose
+# value is not finite (it failed; it is not missing); loss-kind metrics cannot average a NaN, so such
+# runs are left out of the mean and counted in `excluded`.
+METRICS = {
+    "final_val_accuracy": (lambda run: last_value(run.metrics.get("val_accuracy", np.array([]))), "accuracy"),
+    "best_val_accuracy": (lambda run: best(run.metrics.get("val_accuracy", np.array([]))), "accuracy"),
+    "test_accuracy": (test_score("accuracy"), "accuracy"),
+    "final_val_loss": (lambda run: last_value(run.metrics.get("val_loss", np.array([]))), "loss"),
+    "test_loss": (test_score("loss"), "loss"),
+}
+
+
+def metric_values(runs, metric):
+    """Values of `metric` over finished runs, and how many diverged runs a loss metric left out."""
+    read, kind = METRICS[metric]
+    values, excluded = [], 0
+    for run in runs:
+        if not run.finished:
+            continue
+        value = read(run)
+        if not math.isfinite(value):
+            if kind == "accuracy" and run.diverged:
+                value = 0.0
+            else:
+                excluded += 1
+                continue
+        values.append(value)
+    return values, excluded
+
+
+def summarize_variant(name, runs):
+    finished = [run for run in runs if run.finished]
+    diverged = [run for run in finished if run.diverged]
+    norms = np.concatenate([run.steps.get("grad_norm", np.array([])) for run in finished] or [np.array([])])
+    norms = norms[np.isfinite(norms)]
+    metrics = {}
+    for metric in METRICS:
+        values, excluded = metric_values(runs, metric)
+        metrics[metric] = {**asdict(mean_ci(values)), "values": values, "excluded": excluded}
+    clip_shares = [float(np.mean(run.metrics["clip_rate"])) for run in finished if len(run.metrics.get("clip_rate", []))]
+    epoch_seconds = [run.meta["timings"]["seconds_per_epoch"] for run in finished if "timings" in run.meta]
+    return {
+        "variant": name,
+        "runs": len(runs),
+        "finished": len(finished),
+        "unfinished": [{"seed": run.seed, "status": run.status} for run in runs if not run.finished],
+        "diverged": len(diverged),
+        "diverged_at_steps": [run.meta.get("diverged_at_step") for run in diverged],
+        "metrics": metrics,
+        "clip_share": asdict(mean_ci(clip_shares)),
+        "grad_norm_max": float(norms.max()) if len(norms) else math.nan,
+        "grad_norm_median": float(np.median(norms)) if len(norms) else math.nan,
+        "seconds_per_epoch": asdict(mean_ci(epoch_seconds)),
+    }
+
+
+def compare(variant, baseline):
+    """Each metric of `variant` against `baseline` (summaries from `summarize_variant`)."""
+    result = {}
+    for metric in METRICS:
+        result[metric] = asdict(welch(variant["metrics"][metric]["values"], baseline["metrics"][metric]["values"]))
+    result["divergence_rate"] = asdict(
+        divergence_test(variant["diverged"], variant["finished"], baseline["diverged"], baseline["finished"])
+    )
+    return result
+
+
+def summarize(experiment):
+    """The experiment's summary: every variant, and every non-baseline variant against the baseline."""
+    variants = {name: summarize_variant(name, runs) for name, runs in experiment.variants.items()}
+    baseline = variants[experiment.baseline]
+    return {
+        "experiment": experiment.name,
+        "description": experiment.description,
+        "baseline": experiment.baseline,
+        "variants": variants,
+        "comparisons": {name: compare(summary, baseline) for name, summary in variants.items() if name != experiment.baseline},
+    }
