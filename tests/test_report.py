@@ -1,0 +1,186 @@
+"""The report: statistics on synthetic results with known numbers, verdicts, outputs, and the page in Chromium."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from keras_stability.experiments.runner import METRIC_COLUMNS, STEP_COLUMNS
+from keras_stability.experiments.storage import atomic_write_csv, atomic_write_json, atomic_write_text
+from keras_stability.report import build_reports, collect, judge, summarize
+from keras_stability.report.claims import Claim
+from keras_stability.report.statistics import divergence_test, mean_ci, welch
+
+# Test accuracies per variant and seed; "clipped" seed 3 diverged (its test accuracy is NaN).
+ACCURACY = {"no_clip": [0.90, 0.92, 0.91, 0.93], "clipped": [0.95, 0.96, 0.94, math.nan]}
+STATUS = {"no_clip": ["done", "diverged", "done", "running"], "clipped": ["done", "done", "done", "diverged"]}
+
+
+def fake_run(root, variant, seed, status, accuracy):
+    directory = os.path.join(root, "synthetic", variant, f"seed-{seed}")
+    config = {"name": "synthetic", "baseline": "no_clip", "description": "made-up numbers"}
+    atomic_write_text(os.path.join(directory, "config.yaml"),
+                      yaml.safe_dump({"experiment": "synthetic", "variant": variant, "seed": seed, "config": config}))
+    val = [0.5, 0.8, accuracy]
+    rows = [[epoch, 1.0 / epoch, a, 1.0 / epoch, a, 2.0 * epoch, 1.0, 0.5, 0.0, 0.1] for epoch, a in zip([1, 2, 3], val)]
+    atomic_write_csv(os.path.join(directory, "metrics.csv"), METRIC_COLUMNS, rows)
+    norms = [1.0, 10.0, 100.0] if variant == "no_clip" else [1.0, 2.0, 4.0]
+    atomic_write_csv(os.path.join(directory, "steps.csv"), STEP_COLUMNS, [[1, i + 1, 1.0, n, min(n, 1.0)] for i, n in enumerate(norms)])
+    meta = {"status": status, "test": {"accuracy": accuracy, "loss": 1 - accuracy if math.isfinite(accuracy) else math.nan},
+            "timings": {"seconds_per_epoch": 2.0}}
+    if status == "diverged":
+        meta["diverged_at_step"] = 7
+    atomic_write_json(os.path.join(directory, "meta.json"), meta)
+
+
+@pytest.fixture
+def results(tmp_path):
+    for variant in ACCURACY:
+        for seed, (status, accuracy) in enumerate(zip(STATUS[variant], ACCURACY[variant])):
+            fake_run(str(tmp_path / "results"), variant, seed, status, accuracy)
+    return str(tmp_path / "results")
+
+
+def test_mean_ci_matches_scipy():
+    values = [0.9, 0.92, 0.91]
+    estimate = mean_ci(values)
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert estimate.mean == pytest.approx(0.91, rel=1e-12)
+    assert estimate.ci == pytest.approx((high - low) / 2, rel=1e-12)
+    assert estimate.text() == "0.9100 ± 0.0248 (n=3)"
+    assert math.isnan(mean_ci([1.0]).ci) and mean_ci([]).n == 0
+
+
+def test_welch_matches_scipy_and_hand_formula():
+    a, b = [0.95, 0.96, 0.94, 0.0], [0.90, 0.91]
+    comparison = welch(a, b)
+    assert comparison.p_value == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 2
+    dof = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 1)
+    assert comparison.ci == pytest.approx(stats.t.ppf(0.975, dof) * math.sqrt(va + vb), rel=1e-12)
+    assert comparison.difference == pytest.approx(np.mean(a) - np.mean(b), rel=1e-12)
+    assert not comparison.significant
+    constant = welch([1.0, 1.0], [1.0, 1.0])
+    assert constant.p_value == 1.0 and not constant.significant
+
+
+def test_divergence_test_is_fishers():
+    comparison = divergence_test(0, 10, 6, 10)
+    assert comparison.p_value == pytest.approx(stats.fisher_exact([[0, 10], [6, 4]]).pvalue, rel=1e-12)
+    assert comparison.difference == pytest.approx(-0.6) and comparison.significant
+
+
+def test_summary_counts_failures_and_leaves_out_unfinished(results):
+    experiment = collect(results)["synthetic"]
+    assert experiment.baseline == "no_clip" and list(experiment.variants) == ["no_clip", "clipped"]
+    summary = summarize(experiment)
+    baseline, clipped = summary["variants"]["no_clip"], summary["variants"]["clipped"]
+    assert (baseline["runs"], baseline["finished"], baseline["diverged"]) == (4, 3, 1)
+    assert baseline["unfinished"] == [{"seed": 3, "status": "running"}]  # never averaged in
+    assert baseline["metrics"]["test_accuracy"]["values"] == [0.90, 0.92, 0.91]
+    # The diverged clipped run failed: it scores 0 on accuracy, and is left out of the loss mean.
+    assert clipped["metrics"]["test_accuracy"]["values"] == [0.95, 0.96, 0.94, 0.0]
+    assert clipped["metrics"]["test_loss"]["excluded"] == 1 and clipped["metrics"]["test_loss"]["n"] == 3
+    assert clipped["metrics"]["test_accuracy"]["mean"] == pytest.approx(2.85 / 4)
+    assert baseline["grad_norm_max"] == 100.0 and baseline["grad_norm_median"] == 10.0
+    assert clipped["diverged_at_steps"] == [7]
+    comparison = summary["comparisons"]["clipped"]["test_accuracy"]
+    expected = stats.ttest_ind([0.95, 0.96, 0.94, 0.0], [0.90, 0.92, 0.91], equal_var=False)
+    assert comparison["p_value"] == pytest.approx(expected.pvalue, rel=1e-12)
+    divergence = summary["comparisons"]["clipped"]["divergence_rate"]
+    assert divergence["difference"] == pytest.approx(1 / 4 - 1 / 3)
+    assert divergence["p_value"] == pytest.approx(stats.fisher_exact([[1, 3], [1, 2]]).pvalue, rel=1e-12)
+
+
+def claim(**overrides):
+    fields = dict(id="c", text="t", source="s", experiment="synthetic", metric="final_val_accuracy", variant="clipped", expect="higher")
+    return Claim(**{**fields, **overrides})
+
+
+def summaries_with(no_clip, clipped):
+    """A summary whose final validation accuracies are the given lists (all runs done)."""
+    from keras_stability.report.summary import summarize_variant
+
+    class Run:
+        def __init__(self, accuracy):
+            self.finished, self.diverged, self.status, self.seed = True, False, "done", 0
+            self.metrics = {"val_accuracy": np.array([accuracy]), "val_loss": np.array([1.0]), "clip_rate": np.array([0.0])}
+            self.steps, self.meta = {}, {}
+
+    variants = {"no_clip": summarize_variant("no_clip", [Run(a) for a in no_clip]),
+                "clipped": summarize_variant("clipped", [Run(a) for a in clipped])}
+    return {"synthetic": {"baseline": "no_clip", "variants": variants}}
+
+
+def test_verdicts():
+    higher = summaries_with([0.90, 0.91, 0.90, 0.91], [0.95, 0.96, 0.95, 0.96])
+    assert judge(claim(), higher)["verdict"] == "confirmed"
+    refuted = judge(claim(expect="lower"), higher)
+    assert refuted["verdict"] == "refuted" and refuted["reason"].startswith("higher, not lower, by +0.05 (p = ")
+    noisy = judge(claim(), summaries_with([0.90, 0.95, 0.85], [0.92, 0.88, 0.96]))
+    assert noisy["verdict"] == "inconclusive" and noisy["reason"].startswith("not significant")
+    assert judge(claim(experiment="other"), higher)["reason"] == "no results for experiment 'other'"
+    assert judge(claim(variant="zclip"), higher)["reason"] == "no results for variant 'zclip'"
+    assert judge(claim(), summaries_with([0.9], [0.95]))["reason"] == "too few finished runs to test (need ≥ 2 seeds per side)"
+
+
+def write_claims(tmp_path):
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [claim(metric="test_accuracy").model_dump(), claim(id="d", metric="divergence_rate", expect="lower").model_dump()]}))
+    return str(path)
+
+
+def test_outputs(results, tmp_path):
+    reports, verdicts = build_reports(os.path.join(results, "synthetic"), str(tmp_path / "out"), write_claims(tmp_path), log=lambda _: None)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "claims.html", "claims.md", "curves.png", "gradient_norms.png", "norm_distribution.png", "report.html", "report.md", "summary.json"
+    ]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "src=\"curves.png\"" not in page  # self-contained
+    assert "seed 3: running" in page and "1/3 (steps 7)" in page
+    markdown = (out / "report.md").read_text()
+    assert "| no_clip (baseline) | 3/4 — seed 3: running | 1/3 (steps 7) | " in markdown
+    assert "![Learning curves](curves.png)" in markdown
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["variants"]["clipped"]["metrics"]["test_accuracy"]["values"] == [0.95, 0.96, 0.94, 0.0]
+    assert [v["verdict"] for v in verdicts] == ["inconclusive", "inconclusive"]
+    assert "INCONCLUSIVE" in (out / "claims.md").read_text()
+
+
+def test_cli_report_errors(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "report", str(tmp_path)], capture_output=True, text=True)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith(f"keras-stability report: No runs under {tmp_path}")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_report_renders_in_headless_chromium(results, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium); .ci/run installs it")
+    build_reports(os.path.join(results, "synthetic"), str(tmp_path / "out"), None, log=lambda _: None)
+    page = (tmp_path / "out" / "report.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<tr>") == (1 + 2) + (1 + 6)  # variants (header + 2), comparisons (header + 6 metrics)
+    assert dom.count("<img") == 3 and "clipped − no_clip" in dom
+    screenshot = tmp_path / "page.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1280,2400", f"--screenshot={screenshot}", page],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(screenshot).convert("L"), dtype=float)
+    assert pixels.shape == (2400, 1280)
+    assert pixels.std() > 20  # not blank: text, tables and plots
+    assert (pixels < 128).mean() > 0.01
