@@ -27,8 +27,14 @@ def run_in_mode(fn, mode, *args):
 
 @pytest.fixture(scope="session")
 def two_replicas():
-    # One strategy per process: separate MirroredStrategy objects reuse collective instance keys.
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # The runner's cached strategy: separate MirroredStrategy objects in one process reuse
+    # collective instance keys and clash.
+    from keras_stability.experiments.schema import TrainingConfig
+    from keras_stability.experiments.training import distribution_strategy
+
+    strategy = distribution_strategy(TrainingConfig(distribute="mirrored"))
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """The runner: exact files, determinism, kill -9 and resume, concurrent runners, divergence, the CLI."""
 
+import io
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -193,3 +195,17 @@ def test_cli_help_matches_the_readme():
         assert completed.returncode == 0
         # The README quotes the help verbatim (argparse names the program after the command).
         assert completed.stdout.replace("cli.py", "keras-stability") in readme
+
+
+def test_mirrored_training_equals_one_device(tmp_path, two_replicas):
+    path = experiment_file(tmp_path, TINY.replace("hidden: [16], dropout: 0.1", "hidden: [16]"))
+    single = load_experiment(path, ["training.epochs=2"])
+    mirrored = load_experiment(path, ["training.epochs=2", "training.distribute=mirrored", "training.logical_cpus=2"])
+    for experiment, root in [(single, tmp_path / "single"), (mirrored, tmp_path / "mirrored")]:
+        for variant, seed, config in experiment.runs():
+            assert run_one(str(root), config, variant, seed, log=lambda _: None) == "done"
+    for variant in ["no_clip", "clipped"]:
+        for name in ["metrics.csv", "steps.csv"]:
+            a = np.genfromtxt(io.BytesIO(read(tmp_path / "single", variant, name)), delimiter=",", skip_header=1)
+            b = np.genfromtxt(io.BytesIO(read(tmp_path / "mirrored", variant, name)), delimiter=",", skip_header=1)
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=f"{variant} {name}")

@@ -28,7 +28,7 @@ import yaml
 from keras_stability.datasets import load_dataset
 from keras_stability.experiments import storage
 from keras_stability.experiments.provenance import provenance
-from keras_stability.experiments.training import compiled_model
+from keras_stability.experiments.training import compiled_model, distribution_strategy
 from keras_stability.step_log import STEP_FIELDS
 
 METRIC_COLUMNS = (
@@ -134,13 +134,14 @@ def train(run, meta, log):
     steps_per_epoch = math.ceil(len(splits.y_train) / training.batch_size)
     progress = storage.read_json(run.path("progress.json"), {"epochs_done": 0})
     done = progress["epochs_done"]
-    if done:
-        model = keras.models.load_model(run.path(progress["checkpoint"]))
-        for variable, state in zip(seed_states(model), progress["seed_states"], strict=True):
-            variable.assign(np.asarray(state, dtype=variable.dtype))
-        log(f"{run.label}: resuming after epoch {done}")
-    else:
-        model = compiled_model(config, steps_per_epoch, splits.task)
+    with distribution_strategy(training).scope():
+        if done:
+            model = keras.models.load_model(run.path(progress["checkpoint"]))
+            for variable, state in zip(seed_states(model), progress["seed_states"], strict=True):
+                variable.assign(np.asarray(state, dtype=variable.dtype))
+            log(f"{run.label}: resuming after epoch {done}")
+        else:
+            model = compiled_model(config, steps_per_epoch, splits.task)
     keep = lambda rows: [row for row in rows if int(row[0]) <= done]  # noqa: E731
     metrics, steps, timing = (keep(storage.read_csv_rows(run.path(name))) for name in ("metrics.csv", "steps.csv", "timing.csv"))
     diverged_at = meta.get("diverged_at_step") if done else None

@@ -122,11 +122,24 @@ class StabilizerConfig(Strict):
 
 
 class TrainingConfig(Strict):
+    """`batch_size` is the global batch: under `distribute` each of N replicas gets batch_size / N."""
+
     epochs: PositiveInt = 5
     batch_size: PositiveInt = 100
     jit_compile: bool = False
     steps_per_execution: PositiveInt = 1
     stop_on_divergence: bool = True
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    logical_cpus: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def no_xla_with_distribution(self):
+        if self.jit_compile and self.distribute != "none":
+            raise ValueError(
+                "jit_compile with distribute fails inside TensorFlow (XLA cannot reach variables on the "
+                "other replicas' devices); set jit_compile: false"
+            )
+        return self
 
 
 class RunConfig(Strict):

@@ -1,6 +1,9 @@
 """Turning a resolved `RunConfig` into a compiled `StabilizedModel`."""
 
+import functools
+
 import keras
+import tensorflow as tf
 
 from keras_stability.experiments.zoo import build_model
 from keras_stability.model import StabilizedModel
@@ -14,6 +17,43 @@ OPTIMIZERS = {
 }
 # The adding problem's usual success criterion: an absolute error below 0.04.
 ADDING_TOLERANCE = 0.04
+
+
+def ensure_logical_cpus(count):
+    """Splits the CPU into `count` logical devices (for data-parallel runs on CPU-only machines)."""
+    if len(tf.config.list_logical_devices("CPU")) >= count:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        raise RuntimeError(
+            f"training.logical_cpus={count} must take effect before TensorFlow starts; run this experiment "
+            "in a fresh `keras-stability run` process"
+        ) from None
+
+
+@functools.lru_cache(maxsize=None)
+def cached_strategy(kind, devices):
+    # One strategy object per device set and process: separate MirroredStrategy objects reuse
+    # collective-op keys and clash.
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
+def distribution_strategy(training):
+    """The `tf.distribute` strategy for `training.distribute`; the default strategy for "none".
+
+    "mirrored" uses every GPU, or else every logical CPU (see `logical_cpus`); "multi_worker" reads the
+    cluster from the TF_CONFIG environment variable, one `keras-stability run` per worker.
+    """
+    if training.distribute == "none":
+        return tf.distribute.get_strategy()
+    if training.logical_cpus:
+        ensure_logical_cpus(training.logical_cpus)
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return cached_strategy(training.distribute, tuple(device.name for device in devices))
 
 
 def build_transform(stabilizer):
