@@ -31,6 +31,17 @@ def build_parser():
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="check with these overrides applied (repeatable)")
 
+    search = commands.add_parser("search", help="hyper-parameter search (the file's `search:` section) with Optuna")
+    search.add_argument("file", metavar="FILE", help="experiment YAML file with a `search:` section")
+    search.add_argument("--results", default="results", help="results root directory (default: ./results)")
+    search.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql://user@host/db "
+                        "(default: the file's search.storage, else a journal file under the results)")
+    search.add_argument("--study", help="study name (default: the file's search.study)")
+    search.add_argument("--trials", type=int, help="finished trials to reach (default: the file's search.trials)")
+    search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting of every trial (repeatable)")
+    search.add_argument("--report", default="reports", help="where the study's report goes (default: ./reports)")
+
     report = commands.add_parser("report", help="compare runs over seeds: tables, plots, HTML, claims ledger")
     report.add_argument("results", metavar="RESULTS", help="results/<experiment> for one experiment, or results/ for all")
     report.add_argument("-o", "--output", help="output directory (default: reports/<experiment> or reports/)")
@@ -118,6 +129,31 @@ def command_list(args):
     return 0
 
 
+def command_search(args):
+    experiments, errors = load_all([args.file], args.overrides)
+    if not errors and experiments[0].search is None:
+        errors = [f"{args.file}: no `search:` section (see the README's Search section)"]
+    if not errors and args.trials is not None and args.trials < 1:
+        errors = [f"keras-stability search: --trials must be ≥ 1. Received: --trials {args.trials}."]
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+        return 2
+    from keras_stability.experiments.search import run_search
+    from keras_stability.report.search_report import write_search_report
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-epoch lines report progress
+    experiment = experiments[0]
+    study = run_search(experiment, args.results, args.storage, args.study, args.trials, log=print)
+    directory = os.path.join(args.report, f"{experiment.name}-{study.study_name}")
+    write_search_report(study, directory, experiment.search.objective)
+    states = [t.state.name.lower() for t in study.trials]
+    print(f"study {study.study_name}: " + ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+          + f"; report: {os.path.join(directory, 'search.html')}")
+    return 0
+
+
 def command_report(args):
     from keras_stability.experiments.loading import ConfigError
     from keras_stability.report import build_reports
@@ -156,7 +192,7 @@ def command_demo(args):
 
 
 COMMANDS = {
-    "run": command_run, "validate": command_validate, "report": command_report, "list": command_list, "demo": command_demo,
+    "run": command_run, "validate": command_validate, "search": command_search, "report": command_report, "list": command_list, "demo": command_demo,
 }
 
 

@@ -27,12 +27,17 @@ class ConfigError(ValueError):
 
 
 class Experiment(typing.NamedTuple):
-    """A validated experiment file: its resolved runs' configs by variant name, in file order."""
+    """A validated experiment file: its resolved runs' configs by variant name, in file order.
+
+    `sources` keeps each variant's merged, unvalidated mapping, from which a search resolves trials.
+    """
 
     path: str
     name: str
     baseline: str
     variants: dict
+    search: object = None
+    sources: dict = {}
 
     def runs(self):
         """(variant, seed, config) for every run of the experiment."""
@@ -182,7 +187,7 @@ def merge(base, override):
 def parse_override(text):
     """`"optimizer.learning_rate=0.1"` → `(("optimizer", "learning_rate"), 0.1)`; values are YAML."""
     key, separator, value = text.partition("=")
-    if not separator or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+    if not separator or not key or not re.fullmatch(r"[A-Za-z_]\w*(\.(\w+))*", key):
         raise ConfigError([f"--set {text}: expected KEY.PATH=VALUE, e.g. optimizer.learning_rate=0.1"])
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
@@ -192,14 +197,24 @@ def parse_override(text):
 
 
 def apply_overrides(data, overrides):
+    """`data` with each (path, value) set; a numeric path part indexes an existing list."""
     data = copy.deepcopy(data)
     for path, value in overrides:
         target = data
-        for part in path[:-1]:
-            if not isinstance(target.get(part), dict):
-                target[part] = {}
-            target = target[part]
-        target[path[-1]] = value
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(target, list) and str(part).isdigit() and int(part) < len(target):
+                part = int(part)
+            elif isinstance(target, list):
+                raise ConfigError([f"{'.'.join(map(str, path))}: {'.'.join(map(str, path[:depth]))} has no item {part}"])
+            elif not isinstance(target, dict):
+                raise ConfigError([f"{'.'.join(map(str, path))}: {'.'.join(map(str, path[:depth]))} is not a mapping"])
+            if last:
+                target[part] = value
+            else:
+                if isinstance(target, dict) and not isinstance(target.get(part), (dict, list)):
+                    target[part] = {}
+                target = target[part]
     return data
 
 
@@ -225,10 +240,12 @@ def load_experiment(path, overrides=()):
     values = [value for _, value in parsed_overrides]
     top = validate(ExperimentFile, apply_overrides(data, values), [((), set_marks), ((), marks)])
     base = {k: v for k, v in data.items() if k != "variants"}
-    variants = {}
+    base = {k: v for k, v in base.items() if k != "search"}
+    variants, sources = {}, {}
     errors = []
     for variant, override in (data.get("variants") or {BASE_VARIANT: {}}).items():
         merged = apply_overrides(merge(base, override or {}), values)
+        sources[variant] = merged
         tables = [((), set_marks), (("variants", variant), marks), ((), marks)]
         try:
             variants[variant] = validate(RunConfig, merged, tables)
@@ -238,6 +255,27 @@ def load_experiment(path, overrides=()):
     if top.baseline is not None and top.baseline not in variants and not errors:
         where = locate(("baseline",), [((), marks)], extra=False)
         errors.append(f"{where}: baseline: no variant named {top.baseline!r}{suggestion(top.baseline, variants)}")
+    if top.search is not None and not errors:
+        errors += check_search_space(top.search, baseline, sources, marks)
     if errors:
         raise ConfigError(sorted(set(errors), key=errors.index))
-    return Experiment(str(path), top.name, baseline, variants)
+    return Experiment(str(path), top.name, baseline, variants, top.search, sources)
+
+
+def check_search_space(search, baseline, sources, marks):
+    """Every searched key must name a real setting: try its first grid point or its low end."""
+    variant = search.variant or baseline
+    if variant not in sources:
+        where = locate(("search", "variant"), [((), marks)], extra=False)
+        return [f"{where}: search.variant: no variant named {variant!r}{suggestion(variant, sources)}"]
+    errors = []
+    for key, spec in search.space.items():
+        sample = (spec.grid() or [spec.low])[0]
+        try:
+            trial = apply_overrides(sources[variant], [(tuple(key.split(".")), sample)])
+            validate(RunConfig, trial, [((), {})])
+        except ConfigError as error:
+            where = locate(("search", "space", key), [((), marks)], extra=True)
+            detail = error.lines[0].split(": ", 1)[-1]
+            errors.append(f"{where}: search.space.{key}: {detail}")
+    return errors

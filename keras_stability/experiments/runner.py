@@ -37,7 +37,7 @@ METRIC_COLUMNS = (
 )
 STEP_COLUMNS = ("epoch", "step") + STEP_FIELDS
 TIMING_COLUMNS = ("epoch", "seconds")
-FINISHED = ("done", "diverged")
+FINISHED = ("done", "diverged", "pruned")
 
 
 def number(value):
@@ -89,17 +89,26 @@ class Run:
         return sorted(glob.glob(self.path("checkpoint-epoch-*.keras")))
 
 
-def run_one(results_root, config, variant, seed, log=print):
-    """Runs (or resumes, or skips) one run; returns "done", "diverged", "skipped", "busy" or "failed"."""
+def run_one(results_root, config, variant, seed, log=print, on_epoch=None):
+    """Runs (or resumes, or skips) one run.
+
+    Args:
+        on_epoch: optional `f(epoch, values) -> reason or None`, called after each epoch is saved with
+            the epoch's metrics (`METRIC_COLUMNS` minus `epoch`); a returned reason stops the run as
+            "pruned" (used by the search to prune trials).
+
+    Returns:
+        "done", "diverged", "pruned", "skipped", "busy" or "failed".
+    """
     run = Run(results_root, config, variant, seed)
     with storage.run_lock(run.directory) as locked:
         if not locked:
             log(f"{run.label}: another process is running it; leaving it alone")
             return "busy"
-        return locked_run(run, log)
+        return locked_run(run, log, on_epoch)
 
 
-def locked_run(run, log):
+def locked_run(run, log, on_epoch):
     text = resolved_config_text(run.config, run.variant, run.seed)
     if os.path.exists(run.path("config.yaml")):
         with open(run.path("config.yaml"), encoding="utf-8") as stream:
@@ -114,7 +123,7 @@ def locked_run(run, log):
     meta.update(status="running", started=meta.get("started", time.time()), error=None)
     run.write_meta(meta)
     try:
-        meta.update(train(run, meta, log))
+        meta.update(train(run, meta, log, on_epoch))
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
         raise
@@ -127,7 +136,7 @@ def locked_run(run, log):
     return meta["status"]
 
 
-def train(run, meta, log):
+def train(run, meta, log, on_epoch=None):
     config, training = run.config, run.config.training
     configure_determinism(run.seed)
     splits = load_dataset(config.dataset, run.seed)
@@ -145,6 +154,7 @@ def train(run, meta, log):
     keep = lambda rows: [row for row in rows if int(row[0]) <= done]  # noqa: E731
     metrics, steps, timing = (keep(storage.read_csv_rows(run.path(name))) for name in ("metrics.csv", "steps.csv", "timing.csv"))
     diverged_at = meta.get("diverged_at_step") if done else None
+    pruned = None
 
     for epoch in range(done + 1, training.epochs + 1):
         started = time.perf_counter()
@@ -183,13 +193,18 @@ def train(run, meta, log):
         if diverged_at is not None and training.stop_on_divergence:
             log(f"{run.label}: diverged at step {diverged_at}; stopping this run")
             break
+        pruned = on_epoch(epoch, dict(zip(METRIC_COLUMNS[1:], values))) if on_epoch is not None else None
+        if pruned:
+            log(f"{run.label}: pruned after epoch {epoch}: {pruned}")
+            break
 
     for old in run.checkpoints():  # a finished run is never resumed; its summary files stay
         os.unlink(old)
     test = model.evaluate(splits.x_test, splits.y_test, batch_size=max(training.batch_size, 500), verbose=0, return_dict=True)
     seconds = [float(row[1]) for row in timing]
     return {
-        "status": "diverged" if diverged_at is not None else "done",
+        "status": "diverged" if diverged_at is not None else "pruned" if pruned else "done",
+        "pruned_reason": pruned or None,
         "diverged_at_step": diverged_at,
         "steps_per_epoch": steps_per_epoch,
         "dataset_source": splits.source,

@@ -166,7 +166,60 @@ class RunConfig(Strict):
         return self
 
 
+class ParameterSpec(Strict):
+    """One searched setting: a float or int range (`log` for log-uniform) or categorical `choices`.
+
+    The grid sampler needs `values` (the grid points) on float and int parameters.
+    """
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[str | int | float | bool] | None = None
+    values: list[int | float] | None = None
+
+    @model_validator(mode="after")
+    def consistent(self):
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs `choices`")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} parameter needs `low` < `high`")
+        elif self.log and self.low <= 0:
+            raise ValueError("`log: true` needs `low` > 0")
+        return self
+
+    def grid(self):
+        return self.choices if self.type == "categorical" else self.values
+
+
+class SearchConfig(Strict):
+    """Hyper-parameter search over the base (or `variant`) configuration with Optuna."""
+
+    study: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "search"
+    variant: str | None = None
+    sampler: Literal["grid", "random", "tpe", "gp"] = "tpe"
+    sampler_seed: int = 0
+    trials: PositiveInt = 20
+    timeout_s: PositiveFloat | None = None
+    seeds: list[Annotated[int, Field(ge=0)]] | None = None
+    objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    space: Annotated[dict[str, ParameterSpec], Field(min_length=1)]
+    prune_grad_norm: PositiveFloat | None = 1e6
+    storage: str | None = None
+
+    @model_validator(mode="after")
+    def grid_has_points(self):
+        if self.sampler == "grid":
+            missing = [name for name, spec in self.space.items() if not spec.grid()]
+            if missing:
+                raise ValueError(f"the grid sampler needs `values` for {', '.join(missing)}")
+        return self
+
+
 class ExperimentFile(RunConfig):
     """The top level of an experiment file; `variants` maps names to partial overrides of the base."""
 
     variants: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], dict] = {}
+    search: SearchConfig | None = None

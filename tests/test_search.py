@@ -1,0 +1,153 @@
+"""Search: every sampler, divergence pruning, resuming a study, two workers on one PostgreSQL study."""
+
+import glob
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import optuna
+import pytest
+
+from keras_stability.experiments.loading import ConfigError, load_experiment
+from keras_stability.experiments.search import run_search
+
+SEARCH = """\
+name: tiny
+seeds: [0]
+dataset: {name: mnist_small, train_size: 200}
+model: {name: mlp, hidden: [8]}
+optimizer: {name: sgd, learning_rate: 0.1}
+training: {epochs: 2, batch_size: 50}
+stabilizer:
+  transforms: [{name: clip_by_global_norm, max_norm: 1.0}]
+search:
+  sampler: SAMPLER
+  trials: 3
+  space:
+    optimizer.learning_rate: {type: float, low: 0.01, high: 0.5, log: true, values: [0.05, 0.2]}
+    stabilizer.transforms.0.max_norm: {type: float, low: 0.5, high: 5.0, values: [1.0]}
+    model.activation: {type: categorical, choices: [relu, tanh]}
+"""
+
+
+def experiment(tmp_path, text=SEARCH, sampler="tpe"):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(text.replace("SAMPLER", sampler)))
+    return load_experiment(str(path))
+
+
+def quiet(_):
+    pass
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random", "tpe", "gp"])
+def test_each_sampler_finishes_and_reports_the_best_trial(tmp_path, sampler):
+    if sampler == "gp":
+        pytest.importorskip("torch", reason="Optuna's GPSampler needs PyTorch: pip install 'keras-stability[gp]'")
+    study = run_search(experiment(tmp_path, sampler=sampler), str(tmp_path / "results"), log=quiet)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(study.trials) == 3
+    assert study.best_value == max(t.value for t in complete) and 0 < study.best_value <= 1
+    # Trials are runs in the engine's layout: one directory per trial and seed, each finished.
+    runs = sorted(glob.glob(str(tmp_path / "results" / "tiny-search" / "trial-*" / "seed-0" / "metrics.csv")))
+    assert len(runs) == 3
+    if sampler == "grid":  # 2 × 1 × 2 grid points, three of them visited, none twice
+        assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3
+
+
+def test_diverging_region_is_pruned_and_marked(tmp_path):
+    text = SEARCH.replace("low: 0.01, high: 0.5", "low: 200.0, high: 1000.0").replace(
+        "transforms: [{name: clip_by_global_norm, max_norm: 1.0}]", "transforms: []"
+    ).replace("hidden: [8]", "hidden: [64, 64, 64]").replace("choices: [relu, tanh]", "choices: [relu]").replace(
+        "    stabilizer.transforms.0.max_norm: {type: float, low: 0.5, high: 5.0, values: [1.0]}\n", ""
+    )
+    study = run_search(experiment(tmp_path, text, "random"), str(tmp_path / "results"), trials=2, log=quiet)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert all(t.user_attrs["diverged"] for t in study.trials)
+
+
+def test_rerun_continues_the_study_without_repeating_trials(tmp_path):
+    search = experiment(tmp_path, sampler="random")
+    first = run_search(search, str(tmp_path / "results"), trials=2, log=quiet)
+    params = [t.params for t in first.trials]
+    messages = []
+    again = run_search(search, str(tmp_path / "results"), trials=2, log=messages.append)
+    assert messages == ["study search: 2 trials finished already (budget 2)"]
+    assert [t.params for t in again.trials] == params
+    more = run_search(search, str(tmp_path / "results"), trials=3, log=quiet)
+    assert [t.number for t in more.trials] == [0, 1, 2]
+    assert [t.params for t in more.trials[:2]] == params
+
+
+def test_search_section_is_validated(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        experiment(tmp_path, SEARCH.replace(", values: [1.0]", ""), "grid")
+    assert error.value.lines[0].endswith("search: the grid sampler needs `values` for stabilizer.transforms.0.max_norm")
+    with pytest.raises(ConfigError) as error:
+        experiment(tmp_path, SEARCH.replace("model.activation", "model.activaton"))
+    assert error.value.lines[0].endswith(
+        ":15:5: search.space.model.activaton: model.activaton: unknown key (did you mean 'activation'?)"
+    )
+    with pytest.raises(ConfigError) as error:
+        experiment(tmp_path, SEARCH.replace("low: 0.01, high: 0.5", "low: 0.5, high: 0.01"))
+    assert "search.space.optimizer.learning_rate: a float parameter needs `low` < `high`" in error.value.lines[0]
+
+
+def postgres_binaries():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(found[-1]) if found else None
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on 127.0.0.1, started for this test and stopped after it."""
+    binaries = postgres_binaries()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
+    pytest.importorskip("psycopg", reason="pip install 'keras-stability[postgres]'")
+    # In /tmp itself: pytest's tmp_path is private to root, and the server runs as `postgres`.
+    server_dir = pathlib.Path(tempfile.mkdtemp(prefix="keras-stability-pg-"))
+    data = server_dir / "data"
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(server_dir, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([*as_user, f"{binaries}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    options = f"-p {port} -k {server_dir} -c listen_addresses=127.0.0.1"
+    subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(server_dir / "log"), "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(server_dir, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_through_postgresql(tmp_path, postgres):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SEARCH.replace("SAMPLER", "random").replace("trials: 3", "trials: 4"))
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, "-m", "keras_stability.cli", "search", str(path), "--storage", postgres,
+               "--results", str(tmp_path / "results"), "--report", str(tmp_path / "reports")]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment) for _ in range(2)]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], [e[-3000:] for _, e in outputs]
+    study = optuna.load_study(study_name="search", storage=postgres)
+    numbers = [t.number for t in study.trials]
+    assert sorted(numbers) == list(range(len(numbers))) and 4 <= len(numbers) <= 5  # a worker may start one more at the end
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) >= 4
+    # Every trial ran once, in its own run directory, by one of the two workers.
+    trained = [output.count("epoch 2/2") + output.count("pruned after epoch") for output, _ in outputs]
+    assert sum(trained) == len(finished) and all(n >= 1 for n in trained)
+    assert len(glob.glob(str(tmp_path / "results" / "tiny-search" / "trial-*"))) == len(numbers)
+    assert os.path.exists(tmp_path / "reports" / "tiny-search" / "search.html")
