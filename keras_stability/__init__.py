@@ -1,9 +1,19 @@
 """keras-stability: gradient transforms, an optimizer wrapper and a Keras model for stable training.
 
-Everything public is importable from here; submodules load on first use, so the command line can
-configure TensorFlow's logging before TensorFlow starts:
+The library is importable from here; submodules load on first use, so the command line can configure
+TensorFlow's logging before TensorFlow starts:
 
     from keras_stability import StabilizedOptimizer, stabilize, clip_by_global_norm, chain, zclip
+
+Where each capability lives:
+
+- `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies;
+  `optimizer`: `StabilizedOptimizer`; `model`: `StabilizedModel`, `stabilize`; `step_log`,
+  `callbacks`: telemetry;
+- `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry;
+- `experiments/`: experiment files (`schema`, `loading`), the model zoo (`zoo`), one run (`runner`),
+  all runs (`suite`), hyper-parameter search (`search`);
+- `report/`: statistics, plots, HTML and the claims ledger; `cli`: the `keras-stability` command.
 """
 
 import importlib
