@@ -133,6 +133,10 @@ def locked_run(run, log, on_epoch):
     finally:
         meta["finished"] = time.time()
         run.write_meta(meta)
+    if meta["status"] in FINISHED:
+        # Only now: a run killed before its final meta.json resumes from the last checkpoint.
+        for old in run.checkpoints():
+            os.unlink(old)
     return meta["status"]
 
 
@@ -198,8 +202,6 @@ def train(run, meta, log, on_epoch=None):
             log(f"{run.label}: pruned after epoch {epoch}: {pruned}")
             break
 
-    for old in run.checkpoints():  # a finished run is never resumed; its summary files stay
-        os.unlink(old)
     test = model.evaluate(splits.x_test, splits.y_test, batch_size=max(training.batch_size, 500), verbose=0, return_dict=True)
     seconds = [float(row[1]) for row in timing]
     return {
