@@ -7,10 +7,10 @@ global norm clipped to 1.0), alternated within each repeat; the table shows the 
 
 - raw:        one tf.function runs the whole epoch (tf.data, tf.clip_by_global_norm, no telemetry);
 - keras_fit:  Keras `fit` with default settings and `global_clipnorm=1.0`;
-- runner:     what `keras-stability run` trains with: StabilizedModel + clip_by_global_norm, full
-              telemetry (grad_norm, clipped_norm, clip_rate, nonfinite_steps, per-step StepLog) and
-              steps_per_execution = the epoch;
-- no_telemetry: StabilizedOptimizer in a plain Keras model, same steps_per_execution.
+- runner:     what `keras-stability run` trains with (`compiled_model`, `epoch_dataset`):
+              StabilizedModel + clip_by_global_norm, full telemetry (grad_norm, clipped_norm,
+              clip_rate, nonfinite_steps, per-step StepLog), steps_per_execution = the epoch;
+- no_telemetry: StabilizedOptimizer in a plain Keras model, same input pipeline and execution.
 
 Ratios: P1 = runner / raw (goal ≥ 0.95), P2 = runner / keras_fit (goal ≥ 1.8), P3 = no_telemetry /
 runner − 1 (telemetry cost, goal ≤ 3 %). Peak RSS is that of the whole benchmark process.
@@ -31,7 +31,16 @@ import tensorflow as tf  # noqa: E402
 
 import keras_stability as ks  # noqa: E402
 from keras_stability.datasets import load_dataset  # noqa: E402
-from keras_stability.experiments.schema import DatasetConfig, ModelConfig  # noqa: E402
+from keras_stability.experiments.schema import (  # noqa: E402
+    ClipByGlobalNormSpec,
+    DatasetConfig,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+    StabilizerConfig,
+    TrainingConfig,
+)
+from keras_stability.experiments.training import compiled_model, epoch_dataset  # noqa: E402
 from keras_stability.experiments.zoo import build_model  # noqa: E402
 
 BATCH = 100
@@ -78,15 +87,21 @@ def keras_fit(model_name, x, y):
 
 
 def runner_default(model_name, x, y):
+    """The runner's own path: `compiled_model` and `epoch_dataset`, as `keras-stability run` trains."""
     keras.utils.set_random_seed(0)
     steps = -(-len(y) // BATCH)
-    model = ks.StabilizedModel(build_model(ModelConfig(name=model_name)), ks.clip_by_global_norm(MAX_NORM), step_log=steps)
-    model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss=loss_fn(), steps_per_execution=steps)
-    run = fit_contender(model, x, y)
+    config = RunConfig(
+        name="benchmark", model=ModelConfig(name=model_name), optimizer=OptimizerConfig(learning_rate=LEARNING_RATE),
+        stabilizer=StabilizerConfig(transforms=[ClipByGlobalNormSpec(name="clip_by_global_norm", max_norm=MAX_NORM)]),
+        training=TrainingConfig(batch_size=BATCH),
+    )
+    model = compiled_model(config, steps, "classification")
+    x_tensor, y_tensor = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    order = np.arange(len(y))
 
     def epoch():
-        run()
-        model.step_log.drain()  # what the runner does once per epoch
+        model.fit(epoch_dataset(x_tensor, y_tensor, order, BATCH), epochs=1, shuffle=False, verbose=0)
+        model.step_log.drain()  # once per epoch, as the runner does
 
     return epoch
 
@@ -96,7 +111,13 @@ def no_telemetry(model_name, x, y):
     model = build_model(ModelConfig(name=model_name))
     optimizer = ks.StabilizedOptimizer(keras.optimizers.SGD(LEARNING_RATE), ks.clip_by_global_norm(MAX_NORM))
     model.compile(optimizer=optimizer, loss=loss_fn(), steps_per_execution=-(-len(y) // BATCH))
-    return fit_contender(model, x, y)
+    x_tensor, y_tensor = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
+    order = np.arange(len(y))
+
+    def epoch():
+        model.fit(epoch_dataset(x_tensor, y_tensor, order, BATCH), epochs=1, shuffle=False, verbose=0)
+
+    return epoch
 
 
 CONTENDERS = {"raw": raw_contender, "keras_fit": keras_fit, "runner": runner_default, "no_telemetry": no_telemetry}

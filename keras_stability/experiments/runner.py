@@ -28,7 +28,7 @@ import yaml
 from keras_stability.datasets import load_dataset
 from keras_stability.experiments import storage
 from keras_stability.experiments.provenance import provenance
-from keras_stability.experiments.training import compiled_model, distribution_strategy
+from keras_stability.experiments.training import compiled_model, distribution_strategy, epoch_dataset
 from keras_stability.step_log import STEP_FIELDS
 
 METRIC_COLUMNS = (
@@ -159,12 +159,13 @@ def train(run, meta, log, on_epoch=None):
     metrics, steps, timing = (keep(storage.read_csv_rows(run.path(name))) for name in ("metrics.csv", "steps.csv", "timing.csv"))
     diverged_at = meta.get("diverged_at_step") if done else None
     pruned = None
+    x_train, y_train = tf.convert_to_tensor(splits.x_train), tf.convert_to_tensor(splits.y_train)
 
     for epoch in range(done + 1, training.epochs + 1):
         started = time.perf_counter()
         order = np.random.default_rng([run.seed, epoch]).permutation(len(splits.y_train))
         history = model.fit(
-            splits.x_train[order], splits.y_train[order], batch_size=training.batch_size,
+            epoch_dataset(x_train, y_train, order, training.batch_size),
             epochs=epoch, initial_epoch=epoch - 1, shuffle=False, verbose=0,
         ).history
         validation = model.evaluate(splits.x_val, splits.y_val, batch_size=max(training.batch_size, 500), verbose=0, return_dict=True)

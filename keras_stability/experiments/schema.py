@@ -127,13 +127,18 @@ class TrainingConfig(Strict):
     epochs: PositiveInt = 5
     batch_size: PositiveInt = 100
     jit_compile: bool = False
-    steps_per_execution: PositiveInt = 1
+    steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     stop_on_divergence: bool = True
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     logical_cpus: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def no_xla_with_distribution(self):
+        if self.distribute != "none" and self.steps_per_execution not in ("auto", 1):
+            raise ValueError(
+                "steps_per_execution > 1 with distribute fails inside TensorFlow (the cross-replica "
+                "merge cannot run in Keras's multi-step loop); use auto or 1"
+            )
         if self.jit_compile and self.distribute != "none":
             raise ValueError(
                 "jit_compile with distribute fails inside TensorFlow (XLA cannot reach variables on the "

@@ -56,6 +56,16 @@ def distribution_strategy(training):
     return cached_strategy(training.distribute, tuple(device.name for device in devices))
 
 
+def epoch_dataset(x, y, order, batch_size):
+    """One epoch of (x[order], y[order]) batches as a tf.data pipeline over tensors kept on the device.
+
+    Gathering by index avoids converting and copying the arrays into a new pipeline every epoch; the
+    order comes from the caller, so it is reproducible and restorable per (seed, epoch).
+    """
+    indices = tf.data.Dataset.from_tensor_slices(tf.constant(order, tf.int32)).batch(batch_size)
+    return indices.map(lambda batch: (tf.gather(x, batch), tf.gather(y, batch))).prefetch(tf.data.AUTOTUNE)
+
+
 def build_transform(stabilizer):
     if stabilizer is None or not stabilizer.transforms:
         return None
@@ -75,6 +85,15 @@ def build_optimizer(config, total_steps):
 @keras.saving.register_keras_serializable(package="keras_stability")
 def within_tolerance(y_true, y_pred):
     return keras.ops.cast(keras.ops.abs(y_true - y_pred) < ADDING_TOLERANCE, "float32")
+
+
+def steps_per_execution(training, steps_per_epoch):
+    """"auto" is one execution per epoch (the StepLog keeps per-step telemetry without host syncs),
+    except under `distribute`, where TensorFlow cannot run the cross-replica merge inside Keras's
+    multi-step loop ("You must feed a value for placeholder tensor"), so it is one step."""
+    if training.steps_per_execution != "auto":
+        return training.steps_per_execution
+    return steps_per_epoch if training.distribute == "none" else 1
 
 
 def compiled_model(config, steps_per_epoch, task):
@@ -101,6 +120,6 @@ def compiled_model(config, steps_per_epoch, task):
         loss=loss,
         metrics=metrics,
         jit_compile=config.training.jit_compile,
-        steps_per_execution=config.training.steps_per_execution,
+        steps_per_execution=steps_per_execution(config.training, steps_per_epoch),
     )
     return model
