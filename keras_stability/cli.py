@@ -5,10 +5,8 @@ import glob
 import os
 import sys
 
+# The demo's choices; argparse needs them before anything imports TensorFlow.
 ONE_ARGUMENT_TRANSFORMS = ("clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient")
-DATASET_NAMES = ("mnist_small", "mnist", "fashion_mnist", "adding_problem")
-MODEL_NAMES = ("mlp", "deep_mlp", "cnn3", "cnn4", "fmnist_2c2d", "rnn")
-TRANSFORM_NAMES = ONE_ARGUMENT_TRANSFORMS + ("adaptive_clip", "autoclip", "zclip")
 
 
 def build_parser():
@@ -115,10 +113,15 @@ def command_validate(args):
 
 
 def command_list(args):
-    print("datasets:   " + ", ".join(DATASET_NAMES))
-    print("models:     " + ", ".join(MODEL_NAMES))
-    print("transforms: " + ", ".join(TRANSFORM_NAMES))
-    print("nonfinite:  raise, skip, zero, propagate")
+    from keras_stability.datasets import DATASETS
+    from keras_stability.experiments.zoo import MODELS
+    from keras_stability.nonfinite import POLICIES
+    from keras_stability.transforms import FACTORIES
+
+    print("datasets:   " + ", ".join(DATASETS))
+    print("models:     " + ", ".join(MODELS))
+    print("transforms: " + ", ".join(FACTORIES))
+    print("nonfinite:  " + ", ".join(POLICIES))
     files = expand([args.experiments]) if os.path.isdir(args.experiments) else []
     print(f"experiments in {args.experiments}/:" + ("" if files else " none"))
     experiments, errors = load_all(files, [])
@@ -161,16 +164,9 @@ def command_report(args):
     if not os.path.isdir(args.results):
         print(f"keras-stability report: no such directory: {args.results}", file=sys.stderr)
         return 2
-    name = os.path.basename(os.path.normpath(args.results))
-    one_experiment = os.path.isdir(args.results) and any(
-        os.path.exists(os.path.join(args.results, variant, seed, "config.yaml"))
-        for variant in os.listdir(args.results) if os.path.isdir(os.path.join(args.results, variant))
-        for seed in os.listdir(os.path.join(args.results, variant)) if seed.startswith("seed-")
-    )
-    output = args.output or (os.path.join("reports", name) if one_experiment else "reports")
     claims = args.claims or ("experiments/claims.yaml" if os.path.exists("experiments/claims.yaml") else None)
     try:
-        build_reports(args.results, output, claims)
+        build_reports(args.results, args.output, claims)
     except ConfigError as error:
         print("\n".join(error.lines), file=sys.stderr)
         return 2

@@ -4,26 +4,14 @@ import keras
 import numpy as np
 
 from keras_stability.datasets import mnist_small
+from keras_stability.experiments.schema import ModelConfig
+from keras_stability.experiments.zoo import build_model
 from keras_stability.model import stabilize
 from keras_stability.transforms import FACTORIES
 
 
-def mlp_784_128_64_10(seed):
-    """The MLP of seed document 002 (784-128-64-10, ReLU)."""
-    initializer = keras.initializers.GlorotUniform(seed=seed)
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu", kernel_initializer=initializer),
-            keras.layers.Dense(64, activation="relu", kernel_initializer=initializer),
-            keras.layers.Dense(10, kernel_initializer=initializer),
-        ]
-    )
-
-
 def run_demo(epochs=3, transform="clip_by_global_norm", threshold=1.0, learning_rate=0.1, seed=0, print_fn=print):
-    """Trains the MLP on 8,000 embedded MNIST digits and tests on the other 2,000.
+    """Trains the zoo's doc-002 MLP on 8,000 embedded MNIST digits and tests on the other 2,000.
 
     Returns the Keras history dict plus `test_accuracy`.
     """
@@ -31,7 +19,7 @@ def run_demo(epochs=3, transform="clip_by_global_norm", threshold=1.0, learning_
     images, labels = mnist_small()
     order = np.random.default_rng(seed).permutation(len(labels))
     train, test = order[:8000], order[8000:]
-    model = stabilize(mlp_784_128_64_10(seed), FACTORIES[transform](threshold) if transform else None)
+    model = stabilize(build_model(ModelConfig(name="mlp")), FACTORIES[transform](threshold) if transform else None)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -14,7 +14,7 @@ def test_demo_trains_and_reports_telemetry():
     result = run_demo(epochs=2, print_fn=lines.append)
     assert [line.split()[:2] for line in lines[:2]] == [["epoch", "1/2"], ["epoch", "2/2"]]
     assert lines[-1].startswith("test accuracy on 2,000 held-out digits: ")
-    # Measured: 0.777 / 0.919 train accuracy and ~0.92 test accuracy after 2 epochs (seed 0).
+    # Measured: 0.783 / 0.918 train accuracy after 2 epochs (seed 0), 0.93 test accuracy after 3.
     assert result["accuracy"][1] > result["accuracy"][0] > 0.6
     assert result["test_accuracy"] > 0.85
     assert 0 < result["clip_rate"][0] <= 1

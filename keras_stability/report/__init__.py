@@ -11,9 +11,11 @@ from keras_stability.report.summary import summarize
 __all__ = ["build_reports", "collect", "judge", "load_claims", "summarize"]
 
 
-def build_reports(results, output, claims_path=None, log=print):
+def build_reports(results, output=None, claims_path=None, log=print):
     """Reports every experiment under `results` into `output` (one experiment: `output` itself;
     several: `output/<experiment>/`), plus the claims ledger when a claims file is given.
+
+    `output` defaults to reports/<experiment> for one experiment's directory, else reports/.
 
     Returns {experiment: report.html path} and the list of claim verdicts.
     """
@@ -21,7 +23,9 @@ def build_reports(results, output, claims_path=None, log=print):
     claims = load_claims(claims_path) if claims_path else []
     summaries = {name: summarize(experiment) for name, experiment in experiments.items()}
     verdicts = [judge(claim, summaries) for claim in claims]
-    single = set(experiments) == {os.path.basename(os.path.normpath(results))}
+    name = os.path.basename(os.path.normpath(results))
+    single = set(experiments) == {name}
+    output = output or (os.path.join("reports", name) if single else "reports")
     reports = {}
     for name, experiment in experiments.items():
         directory = output if single else os.path.join(output, name)
