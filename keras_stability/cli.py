@@ -36,6 +36,7 @@ def build_parser():
                         "(default: the file's search.storage, else a journal file under the results)")
     search.add_argument("--study", help="study name (default: the file's search.study)")
     search.add_argument("--trials", type=int, help="finished trials to reach (default: the file's search.trials)")
+    search.add_argument("--sampler", choices=["grid", "random", "tpe", "gp"], help="sampler (default: the file's search.sampler)")
     search.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting of every trial (repeatable)")
     search.add_argument("--report", default="reports", help="where the study's report goes (default: ./reports)")
@@ -138,6 +139,17 @@ def command_search(args):
         errors = [f"{args.file}: no `search:` section (see the README's Search section)"]
     if not errors and args.trials is not None and args.trials < 1:
         errors = [f"keras-stability search: --trials must be ≥ 1. Received: --trials {args.trials}."]
+    if not errors and args.sampler is not None:
+        import pydantic
+
+        from keras_stability.experiments.loading import describe
+        from keras_stability.experiments.schema import SearchConfig
+        from keras_stability.experiments.search import with_sampler
+
+        try:
+            with_sampler(experiments[0].search, args.sampler)
+        except pydantic.ValidationError as error:
+            errors = [f"{args.file}: --sampler {args.sampler}: {describe(error.errors()[0], SearchConfig, {}, ())}"]
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return 2
@@ -148,7 +160,7 @@ def command_search(args):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-epoch lines report progress
     experiment = experiments[0]
-    study = run_search(experiment, args.results, args.storage, args.study, args.trials, log=print)
+    study = run_search(experiment, args.results, args.storage, args.study, args.trials, args.sampler, log=print)
     directory = os.path.join(args.report, f"{experiment.name}-{study.study_name}")
     write_search_report(study, directory, experiment.search.objective)
     states = [t.state.name.lower() for t in study.trials]

@@ -17,6 +17,7 @@ from keras_stability.experiments.storage import atomic_write_csv, atomic_write_j
 from keras_stability.report import build_reports, collect, judge, summarize
 from keras_stability.report.claims import Claim
 from keras_stability.report.statistics import divergence_test, mean_ci, welch
+from keras_stability.report.summary import METRICS
 
 # Test accuracies per variant and seed; "clipped" seed 3 diverged (its test accuracy is NaN).
 ACCURACY = {"no_clip": [0.90, 0.92, 0.91, 0.93], "clipped": [0.95, 0.96, 0.94, math.nan]}
@@ -99,6 +100,18 @@ def test_summary_counts_failures_and_leaves_out_unfinished(results):
     assert divergence["p_value"] == pytest.approx(stats.fisher_exact([[1, 3], [1, 2]]).pvalue, rel=1e-12)
 
 
+def test_convergence_overfitting_and_explosion_metrics(results):
+    summary = summarize(collect(results)["synthetic"])
+    baseline, clipped = summary["variants"]["no_clip"]["metrics"], summary["variants"]["clipped"]["metrics"]
+    assert baseline["first_val_accuracy"]["values"] == [0.5, 0.5, 0.5]
+    # Train and val accuracy are equal in these runs; a diverged run has no gap to speak of.
+    assert baseline["generalization_gap"]["values"] == [0.0, 0.0] and baseline["generalization_gap"]["excluded"] == 1
+    assert baseline["log10_max_grad_norm"]["values"] == pytest.approx([2.0, 2.0, 2.0])
+    assert clipped["log10_max_grad_norm"]["values"] == pytest.approx([math.log10(4.0)] * 4)
+    explosion = summary["comparisons"]["clipped"]["log10_max_grad_norm"]
+    assert explosion["difference"] == pytest.approx(math.log10(4.0) - 2.0)
+
+
 def claim(**overrides):
     fields = dict(id="c", text="t", source="s", experiment="synthetic", metric="final_val_accuracy", variant="clipped", expect="higher")
     return Claim(**{**fields, **overrides})
@@ -173,7 +186,7 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
-    assert dom.count("<tr>") == (1 + 2) + (1 + 6)  # variants (header + 2), comparisons (header + 6 metrics)
+    assert dom.count("<tr>") == (1 + 2) + (1 + len(METRICS) + 1)  # variants (header + 2), comparisons (header + metrics + divergence)
     assert dom.count("<img") == 3 and "clipped − no_clip" in dom
     screenshot = tmp_path / "page.png"
     subprocess.run([CHROMIUM, *flags, "--window-size=1280,2400", f"--screenshot={screenshot}", page],

@@ -103,6 +103,11 @@ def test_finished_runs_are_skipped_and_conflicts_refused(tmp_path):
     messages = []
     assert run_one(str(tmp_path / "results"), changed, "no_clip", 0, log=messages.append) == "failed"
     assert "holds a run of a different configuration" in messages[0]
+    # More seeds, a new description or baseline change the experiment, not what this run trained.
+    edited = load_experiment(path, ["seeds=[0, 1]", "description=edited", "baseline=clipped"]).variants["no_clip"]
+    assert run_one(str(tmp_path / "results"), edited, "no_clip", 0, log=lambda _: None) == "skipped"
+    assert read(tmp_path / "results", "no_clip", "meta.json") == before
+    assert yaml.safe_load(read(tmp_path / "results", "no_clip", "config.yaml"))["config"]["description"] == "edited"
 
 
 def test_divergence_is_recorded_and_others_go_on(tmp_path):

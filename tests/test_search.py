@@ -98,6 +98,19 @@ def test_search_section_is_validated(tmp_path):
     assert "search.space.optimizer.learning_rate: a float parameter needs `low` < `high`" in error.value.lines[0]
 
 
+def test_sampler_given_on_the_command_line_replaces_the_files(tmp_path):
+    study = run_search(experiment(tmp_path, sampler="tpe"), str(tmp_path / "results"), trials=2, sampler="random", log=quiet)
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(SEARCH.replace("SAMPLER", "tpe").replace(", values: [1.0]", "")))
+    completed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "search", str(path), "--sampler", "grid"],
+                               capture_output=True, text=True)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1] == (
+        f"{path}: --sampler grid: the grid sampler needs `values` for stabilizer.transforms.0.max_norm"
+    )
+
+
 def postgres_binaries():
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return os.path.dirname(found[-1]) if found else None

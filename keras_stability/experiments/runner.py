@@ -45,9 +45,20 @@ def number(value):
     return repr(float(np.float32(value)))
 
 
+# Settings of the experiment as a whole: editing them (adding seeds, say) leaves finished runs valid.
+EXPERIMENT_LEVEL = ("seeds", "description", "baseline")
+
+
 def resolved_config_text(config, variant, seed):
     document = {"experiment": config.name, "variant": variant, "seed": seed, "config": config.model_dump(mode="json")}
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def what_the_run_trains(config_text):
+    """The parts of a config.yaml that decide the run's numbers (all but `EXPERIMENT_LEVEL`)."""
+    document = yaml.safe_load(config_text)
+    document["config"] = {k: v for k, v in document["config"].items() if k not in EXPERIMENT_LEVEL}
+    return document
 
 
 def configure_determinism(seed):
@@ -112,11 +123,14 @@ def locked_run(run, log, on_epoch):
     text = resolved_config_text(run.config, run.variant, run.seed)
     if os.path.exists(run.path("config.yaml")):
         with open(run.path("config.yaml"), encoding="utf-8") as stream:
-            if stream.read() != text:
-                log(f"{run.label}: {run.directory} holds a run of a different configuration; "
-                    "delete it or choose another --results directory")
-                return "failed"
+            existing = stream.read()
+        if what_the_run_trains(existing) != what_the_run_trains(text):
+            log(f"{run.label}: {run.directory} holds a run of a different configuration; "
+                "delete it or choose another --results directory")
+            return "failed"
         if run.meta().get("status") in FINISHED:
+            if existing != text:  # a new description, baseline or seed list, for the report
+                storage.atomic_write_text(run.path("config.yaml"), text)
             return "skipped"
     storage.atomic_write_text(run.path("config.yaml"), text)
     meta = {**run.meta(), **provenance(), "experiment": run.config.name, "variant": run.variant, "seed": run.seed}

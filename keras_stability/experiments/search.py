@@ -15,7 +15,7 @@ import optuna
 from keras_stability.experiments.loading import ConfigError, apply_overrides, validate
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
 from keras_stability.experiments.storage import read_csv_rows, run_directory
-from keras_stability.experiments.schema import RunConfig
+from keras_stability.experiments.schema import RunConfig, SearchConfig
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -121,14 +121,21 @@ def open_study(name, storage, sampler, direction, attempts=4):
             time.sleep(0.5 * (attempt + 1))
 
 
-def run_search(experiment, results_root, storage=None, study_name=None, trials=None, log=print):
+def with_sampler(search, sampler):
+    """`search` with another sampler, validated again (the grid sampler needs `values`)."""
+    return SearchConfig.model_validate({**search.model_dump(), "sampler": sampler})
+
+
+def run_search(experiment, results_root, storage=None, study_name=None, trials=None, sampler=None, log=print):
     """Runs (or joins, or continues) the experiment's study until it holds `trials` finished trials.
 
-    Returns the `optuna.Study`.
+    `sampler` replaces the file's `search.sampler`. Returns the `optuna.Study`.
     """
     search = experiment.search
     if search is None:
         raise ValueError(f"{experiment.path} has no `search:` section")
+    if sampler is not None:
+        search = with_sampler(search, sampler)
     study_name = study_name or search.study
     journal = os.path.join(results_root, f"{experiment.name}-{study_name}", "optuna-journal.log")
     study = open_study(

@@ -16,6 +16,9 @@ METRIC_TITLES = {
     "test_accuracy": "test accuracy",
     "final_val_loss": "final val loss",
     "test_loss": "test loss",
+    "first_val_accuracy": "val accuracy after epoch 1",
+    "generalization_gap": "train − val accuracy (final)",
+    "log10_max_grad_norm": "log10 max grad norm",
     "divergence_rate": "divergence rate",
 }
 PLOT_TITLES = {

@@ -21,6 +21,24 @@ def test_score(key):
     return lambda run: float(run.meta.get("test", {}).get(key, math.nan))
 
 
+def first_value(values):
+    return float(values[0]) if len(values) else math.nan
+
+
+def generalization_gap(run):
+    """Final train accuracy minus final val accuracy; undefined (NaN) for a diverged run."""
+    if run.diverged:
+        return math.nan
+    return last_value(run.metrics.get("train_accuracy", np.array([]))) - last_value(run.metrics.get("val_accuracy", np.array([])))
+
+
+def log10_max_grad_norm(run):
+    """How far the gradient norm exploded: log10 of the largest finite pre-transform norm of any step."""
+    norms = run.steps.get("grad_norm", np.array([]))
+    norms = norms[np.isfinite(norms) & (norms > 0)]
+    return float(np.log10(norms.max())) if len(norms) else math.nan
+
+
 # name → (how to read it from a run, kind). A diverged run scores 0 on accuracy-kind metrics whose
 # value is not finite (it failed; it is not missing); loss-kind metrics cannot average a NaN, so such
 # runs are left out of the mean and counted in `excluded`.
@@ -30,6 +48,9 @@ METRICS = {
     "test_accuracy": (test_score("accuracy"), "accuracy"),
     "final_val_loss": (lambda run: last_value(run.metrics.get("val_loss", np.array([]))), "loss"),
     "test_loss": (test_score("loss"), "loss"),
+    "first_val_accuracy": (lambda run: first_value(run.metrics.get("val_accuracy", np.array([]))), "accuracy"),
+    "generalization_gap": (generalization_gap, "loss"),
+    "log10_max_grad_norm": (log10_max_grad_norm, "loss"),
 }
 
 

@@ -1,0 +1,30 @@
+"""The committed experiment files and claims ledger: all valid, and every claim names real runs."""
+
+import glob
+import os
+
+import pytest
+
+from keras_stability.experiments.loading import load_experiment
+from keras_stability.report.claims import load_claims
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FILES = sorted(f for f in glob.glob(os.path.join(ROOT, "experiments", "*.yaml")) if not f.endswith("claims.yaml"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=os.path.basename)
+def test_experiment_file_is_valid_with_five_seeds_for_claims(path):
+    experiment = load_experiment(path)
+    seeds = {len(config.seeds) for config in experiment.variants.values()}
+    if experiment.name.startswith(("doc", "adaptive", "adding")):
+        assert seeds == {5}, f"{experiment.name}: claims need ≥ 5 seeds per variant"
+
+
+def test_every_claim_names_an_experiment_and_variants_that_exist():
+    experiments = {e.name: e for e in map(load_experiment, FILES)}
+    claims = load_claims(os.path.join(ROOT, "experiments", "claims.yaml"))
+    assert len({claim.id for claim in claims}) == len(claims)
+    for claim in claims:
+        assert claim.experiment in experiments, claim.id
+        variants = experiments[claim.experiment].variants
+        assert claim.variant in variants and (claim.baseline is None or claim.baseline in variants), claim.id
