@@ -12,22 +12,36 @@ TELEMETRY = ("grad_norm", "clipped_norm", "clip_rate", "nonfinite_steps")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class LatestValue(keras.metrics.Metric):
-    """Reports the last value it was given (a running counter kept elsewhere)."""
+class GradientTelemetry(keras.metrics.Metric):
+    """Epoch means of `grad_norm`, `clipped_norm` and `clip_rate` over the counted steps.
 
-    def __init__(self, name, dtype="float32"):
+    One vector variable, so a step costs one variable update instead of one per statistic.
+    """
+
+    NAMES = ("grad_norm", "clipped_norm", "clip_rate")
+
+    def __init__(self, name="gradient_telemetry", dtype="float32"):
         super().__init__(name=name, dtype=dtype)
-        # "mean" over replicas that all hold the same value is that value.
-        self.value = self.add_variable(shape=(), initializer="zeros", aggregation="mean", name="value")
+        # Σ grad_norm, Σ clipped_norm, Σ changed, number of steps: over steps that updated with a
+        # finite gradient (a NaN step is counted by `nonfinite_steps`, not averaged in).
+        self.sums = self.add_variable(shape=(4,), initializer="zeros", aggregation="sum", name="sums")
 
-    def update_state(self, value):
-        self.value.assign(tf.cast(value, self.dtype))
+    def update_state(self, stats):
+        counted = tf.logical_and(stats.updated, stats.finite)
+        zero = tf.constant(0.0)
+        self.sums.assign_add(tf.stack([
+            tf.where(counted, stats.grad_norm, zero),
+            tf.where(counted, stats.clipped_norm, zero),
+            tf.cast(tf.logical_and(counted, stats.changed), tf.float32),
+            tf.cast(counted, tf.float32),
+        ]))
 
     def result(self):
-        return self.value
+        means = tf.math.divide_no_nan(self.sums[:3], self.sums[3])
+        return dict(zip(self.NAMES, tf.unstack(means)))
 
     def reset_state(self):
-        self.value.assign(0.0)
+        self.sums.assign(tf.zeros((4,)))
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -65,10 +79,7 @@ class StabilizedModel(keras.Model):
         self.layer_norms = layer_norms
         self.step_log_capacity = step_log
         self.step_log = None
-        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
-        self.clipped_norm_tracker = keras.metrics.Mean(name="clipped_norm")
-        self.clip_rate_tracker = keras.metrics.Mean(name="clip_rate")
-        self.nonfinite_tracker = LatestValue(name="nonfinite_steps")
+        self.telemetry = GradientTelemetry()
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
@@ -102,18 +113,13 @@ class StabilizedModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     @property
-    def telemetry_metrics(self):
-        return [self.grad_norm_tracker, self.clipped_norm_tracker, self.clip_rate_tracker, self.nonfinite_tracker]
-
-    @property
     def metrics(self):
         # Telemetry stays out of `metrics` so that `evaluate` does not report it.
-        return [m for m in super().metrics if all(m is not t for t in self.telemetry_metrics)]
+        return [m for m in super().metrics if m is not self.telemetry]
 
     def reset_metrics(self):
         super().reset_metrics()
-        for metric in self.telemetry_metrics:
-            metric.reset_state()
+        self.telemetry.reset_state()
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -129,17 +135,12 @@ class StabilizedModel(keras.Model):
         variables = self.trainable_weights
         gradients = tape.gradient(scaled_loss, variables)
         stats = self.optimizer.apply_with_stats(gradients, variables)
-        # Non-finite steps are counted, not averaged in (0 · NaN would still be NaN).
-        counted = tf.logical_and(stats.updated, stats.finite)
-        weight = tf.cast(counted, tf.float32)
-        self.grad_norm_tracker.update_state(tf.where(counted, stats.grad_norm, 0.0), sample_weight=weight)
-        self.clipped_norm_tracker.update_state(tf.where(counted, stats.clipped_norm, 0.0), sample_weight=weight)
-        self.clip_rate_tracker.update_state(tf.cast(stats.changed, tf.float32), sample_weight=weight)
-        self.nonfinite_tracker.update_state(self.optimizer.nonfinite_steps)
+        self.telemetry.update_state(stats)
         if self.step_log is not None:
             self.step_log.write(global_batch_loss(loss), stats.grad_norm, stats.clipped_norm)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        logs.update({metric.name: metric.result() for metric in self.telemetry_metrics})
+        logs.update(self.telemetry.result())
+        logs["nonfinite_steps"] = tf.cast(self.optimizer.nonfinite_steps, tf.float32)
         return logs
 
     def get_config(self):

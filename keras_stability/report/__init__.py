@@ -2,13 +2,13 @@
 
 import os
 
-from keras_stability.report.claims import judge, load_claims
+from keras_stability.report.claims import judge, judge_all, load_claims
 from keras_stability.report.collect import collect
 from keras_stability.report.plots import draw_all
 from keras_stability.report.render import write_experiment_report, write_ledger
 from keras_stability.report.summary import summarize
 
-__all__ = ["build_reports", "collect", "judge", "load_claims", "summarize"]
+__all__ = ["build_reports", "collect", "judge", "judge_all", "load_claims", "summarize"]
 
 
 def build_reports(results, output=None, claims_path=None, log=print):
@@ -22,7 +22,7 @@ def build_reports(results, output=None, claims_path=None, log=print):
     experiments = collect(results)
     claims = load_claims(claims_path) if claims_path else []
     summaries = {name: summarize(experiment) for name, experiment in experiments.items()}
-    verdicts = [judge(claim, summaries) for claim in claims]
+    verdicts = judge_all(claims, summaries)
     name = os.path.basename(os.path.normpath(results))
     single = set(experiments) == {name}
     output = output or (os.path.join("reports", name) if single else "reports")

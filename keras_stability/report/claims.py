@@ -66,3 +66,36 @@ def judge(claim, summaries):
     else:
         verdict.update(verdict="refuted", reason=f"{direction}, not {claim.expect}, by {difference:+.4g} (p = {p_value:.3g})")
     return verdict
+
+
+def holm(p_values):
+    """Holm–Bonferroni adjusted p-values, in the input order (controls the family-wise error rate)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def judge_all(claims, summaries):
+    """Every claim's verdict, with significance corrected for testing the whole ledger at once.
+
+    Judged alone, one in twenty true-null claims would pass at α = 0.05; a ledger of dozens would
+    confirm some by chance. Holm's correction over the claims that could be tested keeps the chance
+    of any false verdict below α. Each comparison keeps its own p-value and gains `p_holm`.
+    """
+    verdicts = [judge(claim, summaries) for claim in claims]
+    tested = [v for v in verdicts if v["comparison"] and math.isfinite(v["comparison"]["p_value"])]
+    for verdict, adjusted in zip(tested, holm([v["comparison"]["p_value"] for v in tested])):
+        comparison = verdict["comparison"]
+        comparison["p_holm"] = adjusted
+        if adjusted < comparison["alpha"]:
+            verdict["reason"] += f", Holm p = {adjusted:.3g} over {len(tested)} claims"
+        elif verdict["verdict"] != "inconclusive":
+            verdict.update(
+                verdict="inconclusive",
+                reason=f"{verdict['reason']} alone, but not after Holm's correction over {len(tested)} claims (p = {adjusted:.3g})",
+            )
+    return verdicts
+
