@@ -15,9 +15,9 @@ FILES = sorted(f for f in glob.glob(os.path.join(ROOT, "experiments", "*.yaml"))
 @pytest.mark.parametrize("path", FILES, ids=os.path.basename)
 def test_experiment_file_is_valid_with_five_seeds_for_claims(path):
     experiment = load_experiment(path)
-    seeds = {len(config.seeds) for config in experiment.variants.values()}
+    seeds = min(len(config.seeds) for config in experiment.variants.values())
     if experiment.name.startswith(("doc", "adaptive", "adding")):
-        assert seeds == {5}, f"{experiment.name}: claims need ≥ 5 seeds per variant"
+        assert seeds >= 5, f"{experiment.name}: claims need ≥ 5 seeds per variant"
 
 
 def test_every_claim_names_an_experiment_and_variants_that_exist():

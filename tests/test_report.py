@@ -15,7 +15,7 @@ from scipy import stats
 from keras_stability.experiments.runner import METRIC_COLUMNS, STEP_COLUMNS
 from keras_stability.experiments.storage import atomic_write_csv, atomic_write_json, atomic_write_text
 from keras_stability.report import build_reports, collect, judge, judge_all, summarize
-from keras_stability.report.claims import Claim, holm
+from keras_stability.report.claims import Claim
 from keras_stability.report.statistics import divergence_test, mean_ci, welch
 from keras_stability.report.summary import METRICS
 
@@ -144,25 +144,22 @@ def test_verdicts():
     assert judge(claim(), summaries_with([0.9], [0.95]))["reason"] == "too few finished runs to test (need ≥ 2 seeds per side)"
 
 
-def test_holm_adjusts_in_input_order():
-    # Sorted 0.01, 0.03, 0.04 → 3·0.01, max(0.03, 2·0.03), max(0.06, 1·0.04).
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-
-
-def test_ledger_corrects_for_testing_many_claims():
+def test_ledger_adjusts_for_testing_many_claims():
     summaries = summaries_with([0.90, 0.91, 0.90, 0.91], [0.95, 0.96, 0.95, 0.96])
     summaries["borderline"] = summaries_with([0.90, 0.92, 0.91, 0.93], [0.93, 0.94, 0.93, 0.95])["synthetic"]
+    summaries["null"] = summaries_with([0.90, 0.95, 0.85], [0.92, 0.88, 0.96])["synthetic"]
     borderline = claim(id="b", experiment="borderline")
     alone = judge(borderline, summaries)
     p_value = stats.ttest_ind([0.93, 0.94, 0.93, 0.95], [0.90, 0.92, 0.91, 0.93], equal_var=False).pvalue
     assert alone["verdict"] == "confirmed" and alone["comparison"]["p_value"] == pytest.approx(p_value, rel=1e-12)
-    strong, first, second, untested = judge_all([claim(), borderline, borderline, claim(experiment="other")], summaries)
+    ledger = [claim(), borderline, claim(id="n", experiment="null"), claim(experiment="other")]
+    strong, adjusted, null, untested = judge_all(ledger, summaries)
+    # Benjamini–Hochberg over the three tested claims: rank 2 of 3 → p · 3/2 = 0.051 > 0.05.
     assert strong["verdict"] == "confirmed" and strong["reason"].endswith(" over 3 claims")
-    assert strong["comparison"]["p_holm"] == pytest.approx(3 * strong["comparison"]["p_value"])
-    for verdict in (first, second):  # 2p > 0.05: significant alone, not in a ledger of three
-        assert verdict["verdict"] == "inconclusive" and verdict["comparison"]["p_holm"] == pytest.approx(2 * p_value)
-        assert "not after Holm's correction over 3 claims" in verdict["reason"]
+    assert strong["comparison"]["p_adjusted"] == pytest.approx(3 * strong["comparison"]["p_value"])
+    assert adjusted["comparison"]["p_adjusted"] == pytest.approx(1.5 * p_value)
+    assert adjusted["verdict"] == "inconclusive" and "alone, but not over 3 claims" in adjusted["reason"]
+    assert null["comparison"]["p_adjusted"] == pytest.approx(null["comparison"]["p_value"])
     assert untested["reason"] == "no results for experiment 'other'"
 
 

@@ -4,6 +4,7 @@ import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
 
 from keras_stability.experiments.loading import read_yaml, validate
 from keras_stability.report.summary import METRICS, compare
@@ -68,34 +69,27 @@ def judge(claim, summaries):
     return verdict
 
 
-def holm(p_values):
-    """Holm–Bonferroni adjusted p-values, in the input order (controls the family-wise error rate)."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted, running = [0.0] * len(p_values), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
-
-
 def judge_all(claims, summaries):
     """Every claim's verdict, with significance corrected for testing the whole ledger at once.
 
-    Judged alone, one in twenty true-null claims would pass at α = 0.05; a ledger of dozens would
-    confirm some by chance. Holm's correction over the claims that could be tested keeps the chance
-    of any false verdict below α. Each comparison keeps its own p-value and gains `p_holm`.
+    Judged alone, one in twenty true-null claims would pass at α = 0.05, so a ledger of dozens would
+    confirm some by chance. The p-values of the claims that could be tested are adjusted with
+    Benjamini–Hochberg: among the claims called confirmed or refuted, the expected share of false
+    ones stays below α. Each comparison keeps its own p-value and gains `p_adjusted`.
     """
     verdicts = [judge(claim, summaries) for claim in claims]
     tested = [v for v in verdicts if v["comparison"] and math.isfinite(v["comparison"]["p_value"])]
-    for verdict, adjusted in zip(tested, holm([v["comparison"]["p_value"] for v in tested])):
+    if not tested:
+        return verdicts
+    adjusted = stats.false_discovery_control([v["comparison"]["p_value"] for v in tested], method="bh")
+    for verdict, p_adjusted in zip(tested, adjusted):
         comparison = verdict["comparison"]
-        comparison["p_holm"] = adjusted
-        if adjusted < comparison["alpha"]:
-            verdict["reason"] += f", Holm p = {adjusted:.3g} over {len(tested)} claims"
+        comparison["p_adjusted"] = float(p_adjusted)
+        if p_adjusted < comparison["alpha"]:
+            verdict["reason"] += f", adjusted p = {p_adjusted:.3g} over {len(tested)} claims"
         elif verdict["verdict"] != "inconclusive":
             verdict.update(
                 verdict="inconclusive",
-                reason=f"{verdict['reason']} alone, but not after Holm's correction over {len(tested)} claims (p = {adjusted:.3g})",
+                reason=f"{verdict['reason']} alone, but not over {len(tested)} claims (adjusted p = {p_adjusted:.3g})",
             )
     return verdicts
-
