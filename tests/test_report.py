@@ -173,7 +173,7 @@ def test_outputs(results, tmp_path):
     reports, verdicts = build_reports(os.path.join(results, "synthetic"), str(tmp_path / "out"), write_claims(tmp_path), log=lambda _: None)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
-        "claims.html", "claims.md", "curves.png", "gradient_norms.png", "norm_distribution.png", "report.html", "report.md", "summary.json"
+        "claims.html", "claims.json", "claims.md", "curves.png", "gradient_norms.png", "norm_distribution.png", "report.html", "report.md", "summary.json"
     ]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "src=\"curves.png\"" not in page  # self-contained
@@ -185,6 +185,7 @@ def test_outputs(results, tmp_path):
     assert summary["variants"]["clipped"]["metrics"]["test_accuracy"]["values"] == [0.95, 0.96, 0.94, 0.0]
     assert [v["verdict"] for v in verdicts] == ["inconclusive", "inconclusive"]
     assert "INCONCLUSIVE" in (out / "claims.md").read_text()
+    assert json.loads((out / "claims.json").read_text()) == json.loads(json.dumps(verdicts))
 
 
 def test_cli_report_errors(tmp_path):

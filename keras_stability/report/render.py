@@ -145,7 +145,9 @@ def claims_html(claims):
 
 
 def write_ledger(verdicts, directory, report_links):
-    """claims.md and claims.html: every claim with its verdict, and links to the experiment reports."""
+    """claims.md, claims.html and claims.json: every claim with its verdict and numbers, and links to
+    the experiment reports."""
+    atomic_write_json(os.path.join(directory, "claims.json"), verdicts)
     claims = claim_rows(verdicts)
     counts = {v: sum(1 for d in verdicts if d["verdict"] == v) for v in ("confirmed", "refuted", "inconclusive")}
     tally = ", ".join(f"{n} {v}" for v, n in counts.items())
