@@ -18,7 +18,7 @@ class GradientTelemetry(keras.metrics.Metric):
     One vector variable, so a step costs one variable update instead of one per statistic.
     """
 
-    NAMES = ("grad_norm", "clipped_norm", "clip_rate")
+    NAMES = TELEMETRY[:3]
 
     def __init__(self, name="gradient_telemetry", dtype="float32"):
         super().__init__(name=name, dtype=dtype)
