@@ -11,13 +11,14 @@ global norm clipped to 1.0):
                 StabilizedModel + clip_by_global_norm, full telemetry (grad_norm, clipped_norm,
                 clip_rate, nonfinite_steps, per-step StepLog), steps_per_execution = the epoch;
 - no_telemetry: the same with StabilizedOptimizer in a plain Keras model (same input pipeline,
-                execution and accuracy metric, no telemetry).
+                execution and accuracy metric, no telemetry);
+- runner_jit:   the runner with `training.jit_compile: true` (XLA).
 
 These 2-core machines are noisy (the same epoch runs at full speed or at about half of it, for
 seconds at a time), so every round runs each contender for one epoch, in a fresh random order, and
 each ratio is the median over rounds of that round's ratio: P1 = runner / raw (goal ≥ 0.95),
 P2 = runner / keras_fit (goal ≥ 1.8), P3 = no_telemetry / runner − 1 (telemetry cost, goal ≤ 3 %).
-P4 compares the cnn3 ratios with the MLP's (goal: within 5 %). Steps/s are medians over rounds.
+P4 compares the cnn3 ratios with the MLP's (goal: within 5 %); XLA = runner_jit / runner. Steps/s are medians.
 Peak RSS is that of one `keras-stability run` process training one quickstart run.
 """
 
@@ -91,14 +92,14 @@ def keras_fit(model_name, x, y):
     return fit_contender(model, x, y)
 
 
-def runner_default(model_name, x, y):
+def runner_default(model_name, x, y, jit_compile=False):
     """The runner's own path: `compiled_model` and `epoch_dataset`, as `keras-stability run` trains."""
     keras.utils.set_random_seed(0)
     steps = -(-len(y) // BATCH)
     config = RunConfig(
         name="benchmark", model=ModelConfig(name=model_name), optimizer=OptimizerConfig(learning_rate=LEARNING_RATE),
         stabilizer=StabilizerConfig(transforms=[ClipByGlobalNormSpec(name="clip_by_global_norm", max_norm=MAX_NORM)]),
-        training=TrainingConfig(batch_size=BATCH),
+        training=TrainingConfig(batch_size=BATCH, jit_compile=jit_compile),
     )
     model = compiled_model(config, steps, "classification")
     x_tensor, y_tensor = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
@@ -126,13 +127,21 @@ def no_telemetry(model_name, x, y):
     return epoch
 
 
-CONTENDERS = {"raw": raw_contender, "keras_fit": keras_fit, "runner": runner_default, "no_telemetry": no_telemetry}
+def runner_jit(model_name, x, y):
+    """The runner with `training.jit_compile: true` (XLA), to see whether it pays on this machine."""
+    return runner_default(model_name, x, y, jit_compile=True)
+
+
+CONTENDERS = {
+    "raw": raw_contender, "keras_fit": keras_fit, "runner": runner_default, "no_telemetry": no_telemetry, "runner_jit": runner_jit,
+}
 
 
 RATIOS = {
     "P1 runner/raw": lambda r: r["runner"] / r["raw"],
     "P2 runner/keras_fit": lambda r: r["runner"] / r["keras_fit"],
     "P3 telemetry cost": lambda r: r["no_telemetry"] / r["runner"] - 1,
+    "XLA runner_jit/runner": lambda r: r["runner_jit"] / r["runner"],
 }
 
 
@@ -180,6 +189,15 @@ def one_run_peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as stream:
+            names = [line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def ratio_text(key, ratio):
     median, low, high = ratio
     if key.startswith("P3"):
@@ -194,7 +212,7 @@ def main():
     args = parser.parse_args()
     splits = load_dataset(DatasetConfig(name="mnist_small"), 0)
     x, y = splits.x_train, splits.y_train
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}; {len(y)} examples, batch {BATCH}")
     models = ["mlp", "cnn3"] if args.model == "both" else [args.model]
     ratios = {}
@@ -207,7 +225,7 @@ def main():
             print(f"  {key:22s} {ratio_text(key, ratio)}")
     if len(ratios) == 2:
         print()
-        for key in RATIOS:
+        for key in [k for k in RATIOS if k.startswith("P")]:
             cnn, mlp = ratios["cnn3"][key][0], ratios["mlp"][key][0]
             change = f"{cnn - mlp:+.1%} points" if key.startswith("P3") else f"{cnn / mlp - 1:+.1%}"
             print(f"P4 {key}: cnn3 {cnn:.3f} vs mlp {mlp:.3f} ({change})")
