@@ -31,6 +31,9 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import yaml  # noqa: E402
 
 import keras_stability as ks  # noqa: E402
 from keras_stability.datasets import load_dataset  # noqa: E402
@@ -184,12 +188,6 @@ def summarize(per_round):
 
 def one_run_peak_rss_mib():
     """Peak RSS of a `keras-stability run` process training one run: quickstart's clipped variant."""
-    import subprocess
-    import sys
-    import tempfile
-
-    import yaml
-
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "experiments", "quickstart.yaml"), encoding="utf-8") as stream:
         experiment = yaml.safe_load(stream)

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import compiled_model, epoch_dataset, steps_per_execution
+from keras_stability.experiments.zoo import build_model
 
 BATCH, EXAMPLES, EPOCHS, MAX_NORM = 25, 150, 2, 0.5
 CONFIG = {
@@ -37,8 +38,7 @@ def orders():
 
 def simple_path(initial_weights, x, y):
     """Eager, one step per Python iteration, the textbook clipped SGD loop."""
-    keras.utils.set_random_seed(0)
-    model = compiled_model(RunConfig(**CONFIG), EXAMPLES // BATCH, "classification").model
+    model = build_model(RunConfig(**CONFIG).model)
     model.set_weights(initial_weights)
     optimizer = keras.optimizers.SGD(0.3, momentum=0.9)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -1,6 +1,7 @@
 """Plots of one experiment (PNG): learning curves, gradient norms over steps, norm distributions."""
 
 import os
+import warnings
 
 import matplotlib
 import matplotlib.ticker
@@ -24,7 +25,9 @@ def stacked(runs, source, column):
 
 
 def band(axis, x, table, color, label, linestyle="-"):
-    with np.errstate(all="ignore"):
+    # Epochs where every run has diverged have no mean: NaN, not a warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         finite = np.where(np.isfinite(table), table, np.nan)
         mean = np.nanmean(finite, axis=0)
         low, high = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
