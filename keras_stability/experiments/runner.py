@@ -28,7 +28,7 @@ import yaml
 from keras_stability.datasets import load_dataset
 from keras_stability.experiments import storage
 from keras_stability.experiments.provenance import provenance
-from keras_stability.experiments.training import compiled_model, distribution_strategy, epoch_dataset
+from keras_stability.experiments.training import compiled_model, distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.step_log import STEP_FIELDS
 
 METRIC_COLUMNS = (
@@ -172,6 +172,7 @@ def train(run, meta, log, on_epoch=None):
     keep = lambda rows: [row for row in rows if int(row[0]) <= done]  # noqa: E731
     metrics, steps, timing = (keep(storage.read_csv_rows(run.path(name))) for name in ("metrics.csv", "steps.csv", "timing.csv"))
     diverged_at = meta.get("diverged_at_step") if done else None
+    applies_nonfinite = nonfinite_policy(config.stabilizer) == "propagate"
     pruned = None
     x_train, y_train = tf.convert_to_tensor(splits.x_train), tf.convert_to_tensor(splits.y_train)
 
@@ -191,8 +192,10 @@ def train(run, meta, log, on_epoch=None):
                   history["nonfinite_steps"][-1], current_learning_rate(model)]
         metrics.append([epoch, *map(number, values)])
         timing.append([epoch, f"{time.perf_counter() - started:.3f}"])
-        if diverged_at is None and not (np.isfinite(values[0]) and np.isfinite(values[2])):
-            bad = [i for i, row in enumerate(step_rows) if not np.isfinite(row[0])]
+        # A non-finite gradient that was applied puts NaN or inf into the weights; the loss can stay
+        # finite after it (oneDNN's ReLU turns NaN into 0), so such a step is divergence too.
+        bad = [i for i, row in enumerate(step_rows) if not np.isfinite(row[0]) or (applies_nonfinite and not np.isfinite(row[1]))]
+        if diverged_at is None and (bad or not (np.isfinite(values[0]) and np.isfinite(values[2]))):
             diverged_at = first_step + (bad[0] + 1 if bad else len(step_rows))
         checkpoint = f"checkpoint-epoch-{epoch:04d}.keras"
         model.save(run.path(".tmp-" + checkpoint))

@@ -66,6 +66,11 @@ def epoch_dataset(x, y, order, batch_size):
     return indices.map(lambda batch: (tf.gather(x, batch), tf.gather(y, batch))).prefetch(tf.data.AUTOTUNE)
 
 
+def nonfinite_policy(stabilizer):
+    """Without a stabilizer, gradients are applied as they are, as plain Keras does."""
+    return stabilizer.nonfinite if stabilizer is not None else "propagate"
+
+
 def build_transform(stabilizer):
     if stabilizer is None or not stabilizer.transforms:
         return None
@@ -106,7 +111,7 @@ def compiled_model(config, steps_per_epoch, task):
     model = StabilizedModel(
         build_model(config.model),
         build_transform(stabilizer),
-        nonfinite=stabilizer.nonfinite if stabilizer is not None else "propagate",
+        nonfinite=nonfinite_policy(stabilizer),
         step_log=steps_per_epoch,
     )
     if task == "classification":
