@@ -16,6 +16,7 @@ from keras_stability.experiments.runner import METRIC_COLUMNS, STEP_COLUMNS
 from keras_stability.experiments.storage import atomic_write_csv, atomic_write_json, atomic_write_text
 from keras_stability.report import build_reports, collect, judge, judge_all, summarize
 from keras_stability.report.claims import Claim
+from keras_stability.report.collect import RunRecord
 from keras_stability.report.statistics import divergence_test, mean_ci, welch
 from keras_stability.report.summary import METRICS
 
@@ -121,14 +122,12 @@ def summaries_with(no_clip, clipped):
     """A summary whose final validation accuracies are the given lists (all runs done)."""
     from keras_stability.report.summary import summarize_variant
 
-    class Run:
-        def __init__(self, accuracy):
-            self.finished, self.diverged, self.status, self.seed = True, False, "done", 0
-            self.metrics = {"val_accuracy": np.array([accuracy]), "val_loss": np.array([1.0]), "clip_rate": np.array([0.0])}
-            self.steps, self.meta = {}, {}
+    def run(accuracy):
+        metrics = {"val_accuracy": np.array([accuracy]), "val_loss": np.array([1.0]), "clip_rate": np.array([0.0])}
+        return RunRecord("synthetic", "any", 0, "done", {}, {}, metrics, {})
 
-    variants = {"no_clip": summarize_variant("no_clip", [Run(a) for a in no_clip]),
-                "clipped": summarize_variant("clipped", [Run(a) for a in clipped])}
+    variants = {"no_clip": summarize_variant("no_clip", [run(a) for a in no_clip]),
+                "clipped": summarize_variant("clipped", [run(a) for a in clipped])}
     return {"synthetic": {"baseline": "no_clip", "variants": variants}}
 
 

@@ -24,6 +24,10 @@ class RunRecord:
     metrics: dict = field(default_factory=dict)  # column → np.ndarray over epochs
     steps: dict = field(default_factory=dict)  # column → np.ndarray over steps
 
+    def epoch_values(self, column):
+        """The per-epoch values of a metrics.csv column; empty when the run has none."""
+        return self.metrics.get(column, np.array([]))
+
     @property
     def finished(self):
         return self.status in FINISHED

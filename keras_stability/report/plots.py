@@ -48,7 +48,7 @@ def curves(experiment, path):
             table = stacked(finished, "metrics", column)
             band(axis, np.arange(1, table.shape[1] + 1), table, color, f"{variant} (n={len(finished)})")
             for run in finished:
-                values = run.metrics.get(column, np.array([]))
+                values = run.epoch_values(column)
                 if run.diverged and len(values):
                     axis.plot(len(values), np.nan_to_num(values[-1], nan=0.0, posinf=0.0), "x", color=color, markersize=9)
             axis.set_title(title)

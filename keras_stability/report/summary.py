@@ -29,7 +29,7 @@ def generalization_gap(run):
     """Final train accuracy minus final val accuracy; undefined (NaN) for a diverged run."""
     if run.diverged:
         return math.nan
-    return last_value(run.metrics.get("train_accuracy", np.array([]))) - last_value(run.metrics.get("val_accuracy", np.array([])))
+    return last_value(run.epoch_values("train_accuracy")) - last_value(run.epoch_values("val_accuracy"))
 
 
 def log10_max_grad_norm(run):
@@ -43,12 +43,12 @@ def log10_max_grad_norm(run):
 # value is not finite (it failed; it is not missing); loss-kind metrics cannot average a NaN, so such
 # runs are left out of the mean and counted in `excluded`.
 METRICS = {
-    "final_val_accuracy": (lambda run: last_value(run.metrics.get("val_accuracy", np.array([]))), "accuracy"),
-    "best_val_accuracy": (lambda run: best(run.metrics.get("val_accuracy", np.array([]))), "accuracy"),
+    "final_val_accuracy": (lambda run: last_value(run.epoch_values("val_accuracy")), "accuracy"),
+    "best_val_accuracy": (lambda run: best(run.epoch_values("val_accuracy")), "accuracy"),
     "test_accuracy": (test_score("accuracy"), "accuracy"),
-    "final_val_loss": (lambda run: last_value(run.metrics.get("val_loss", np.array([]))), "loss"),
+    "final_val_loss": (lambda run: last_value(run.epoch_values("val_loss")), "loss"),
     "test_loss": (test_score("loss"), "loss"),
-    "first_val_accuracy": (lambda run: first_value(run.metrics.get("val_accuracy", np.array([]))), "accuracy"),
+    "first_val_accuracy": (lambda run: first_value(run.epoch_values("val_accuracy")), "accuracy"),
     "generalization_gap": (generalization_gap, "loss"),
     "log10_max_grad_norm": (log10_max_grad_norm, "loss"),
 }
@@ -81,7 +81,7 @@ def summarize_variant(name, runs):
     for metric in METRICS:
         values, excluded = metric_values(runs, metric)
         metrics[metric] = {**asdict(mean_ci(values)), "values": values, "excluded": excluded}
-    clip_shares = [float(np.mean(run.metrics["clip_rate"])) for run in finished if len(run.metrics.get("clip_rate", []))]
+    clip_shares = [float(np.mean(run.epoch_values("clip_rate"))) for run in finished if len(run.epoch_values("clip_rate"))]
     epoch_seconds = [run.meta["timings"]["seconds_per_epoch"] for run in finished if "timings" in run.meta]
     return {
         "variant": name,
