@@ -5,7 +5,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from keras_stability.report.statistics import divergence_test, mean_ci, welch
+from keras_stability.report.statistics import compare_means, compare_rates, mean_ci
 
 
 def last_value(values):
@@ -102,9 +102,9 @@ def compare(variant, baseline):
     """Each metric of `variant` against `baseline` (summaries from `summarize_variant`)."""
     result = {}
     for metric in METRICS:
-        result[metric] = asdict(welch(variant["metrics"][metric]["values"], baseline["metrics"][metric]["values"]))
+        result[metric] = asdict(compare_means(variant["metrics"][metric]["values"], baseline["metrics"][metric]["values"]))
     result["divergence_rate"] = asdict(
-        divergence_test(variant["diverged"], variant["finished"], baseline["diverged"], baseline["finished"])
+        compare_rates(variant["diverged"], variant["finished"], baseline["diverged"], baseline["finished"])
     )
     return result
 
