@@ -59,8 +59,9 @@ def mean_ci(values, confidence=CONFIDENCE) -> Estimate:
 
 @dataclass(frozen=True)
 class Comparison:
-    """`variant − baseline`: the effect, its interval [low, high], a p-value, and the seeds per side
-    needed for `POWER` at this effect (None: no effect, or out of reach)."""
+    """The effect of `variant` against `baseline` — `measure` "difference" (variant − baseline) or
+    "ratio" (variant / baseline) — its interval [low, high], a p-value, and the seeds per side needed
+    for `POWER` at this effect (None: no effect, or out of reach)."""
 
     difference: float
     low: float
@@ -69,6 +70,7 @@ class Comparison:
     test: str
     alpha: float = 1 - CONFIDENCE
     seeds_needed: int | None = None
+    measure: str = "difference"
 
     @property
     def significant(self) -> bool:
@@ -77,9 +79,10 @@ class Comparison:
     def text(self, digits=4) -> str:
         if not math.isfinite(self.difference):
             return "–"
-        interval = f" [{self.low:+.{digits}f}, {self.high:+.{digits}f}]" if math.isfinite(self.low) else ""
+        sign = "+" if self.measure == "difference" else ""
+        interval = f" [{self.low:{sign}.{digits}f}, {self.high:{sign}.{digits}f}]" if math.isfinite(self.low) else ""
         verdict = "significant" if self.significant else "not significant"
-        text = f"{self.difference:+.{digits}f}{interval} (p = {self.p_value:.3g}, {self.test}, {verdict})"
+        text = f"{'×' if self.measure == 'ratio' else ''}{self.difference:{sign}.{digits}f}{interval} (p = {self.p_value:.3g}, {self.test}, {verdict})"
         if not self.significant and self.seeds_needed:
             text += f"; {self.seeds_needed} seeds per side for {POWER:.0%} power"
         return text
