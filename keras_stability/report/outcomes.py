@@ -19,6 +19,7 @@ LEARNING_RATE = "optimizer.learning_rate"
 # Accuracy of guessing, per dataset with classes; "trained" means at least TRAINED_MARGIN above it.
 CHANCE_ACCURACY = {"mnist_small": 0.1, "mnist": 0.1, "fashion_mnist": 0.1}
 TRAINED_MARGIN = 0.1
+TRAINED_RULE = f"did not diverge and reached a test accuracy of at least chance + {TRAINED_MARGIN} (chance: 1 / classes)"
 
 
 @dataclass(frozen=True)
