@@ -17,6 +17,8 @@ from keras_stability.experiments.storage import atomic_write_csv, atomic_write_j
 from keras_stability.experiments.loading import ConfigError
 from keras_stability.report import analyse, build_reports, collect, judge, judge_all, load_claims, summarize
 from keras_stability.report.claims import Claim
+from keras_stability.report.analyses import strict
+from keras_stability.report.boundary import Cell
 from keras_stability.report.collect import ExperimentResults, RunRecord
 from keras_stability.report.provenance import registrations
 from keras_stability.report.summary import METRICS
@@ -251,7 +253,22 @@ def test_outputs(results, tmp_path):
     assert summary["variants"]["clipped"]["metrics"]["test_accuracy"]["values"] == [0.95, 0.96, 0.94, 0.0]
     assert [v["verdict"] for v in verdicts] == ["inconclusive", "inconclusive"]
     assert "INCONCLUSIVE" in (out / "claims.md").read_text()
-    assert json.loads((out / "claims.json").read_text()) == json.loads(json.dumps(verdicts))
+    assert '<td class="inconclusive">INCONCLUSIVE</td>' in (out / "claims.html").read_text()
+
+
+def refuse(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+def test_every_written_json_is_strict(results, tmp_path):
+    # The synthetic runs hold NaN test scores and too few seeds for some tests: all must come out null.
+    build_reports(results, str(tmp_path / "out"), write_claims(tmp_path), log=lambda _: None)
+    written = sorted((tmp_path / "out").rglob("*.json"))
+    assert [p.name for p in written] == ["claims.json", "summary.json"]
+    for path in written:
+        json.loads(path.read_text(), parse_constant=refuse)
+    assert strict({"a": math.nan, "b": (math.inf, np.float64(-math.inf), np.float32(0.5)), 1: Cell(0.1, 2, 1)}) == {
+        "a": None, "b": [None, None, 0.5], "1": {"learning_rate": 0.1, "runs": 2, "diverged": 1}}
 
 
 def test_cli_report_errors(tmp_path):
