@@ -300,3 +300,11 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
     assert pixels.shape == (2400, 1280)
     assert pixels.std() > 20  # not blank: text, tables and plots
     assert (pixels < 128).mean() > 0.01
+
+
+def test_every_transform_has_its_threshold_setting():
+    from keras_stability.experiments.schema import TRANSFORM_SPECS
+    from keras_stability.report.tradeoff import THRESHOLDS
+
+    assert set(THRESHOLDS) == set(TRANSFORM_SPECS)
+    assert all(THRESHOLDS[name] in spec.model_fields for name, spec in TRANSFORM_SPECS.items())
