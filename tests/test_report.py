@@ -14,10 +14,13 @@ from scipy import stats
 
 from keras_stability.experiments.runner import METRIC_COLUMNS, STEP_COLUMNS
 from keras_stability.experiments.storage import atomic_write_csv, atomic_write_json, atomic_write_text
-from keras_stability.report import build_reports, collect, judge, judge_all, summarize
+from keras_stability.experiments.loading import ConfigError
+from keras_stability.report import analyse, build_reports, collect, judge, judge_all, load_claims, summarize
 from keras_stability.report.claims import Claim
-from keras_stability.report.collect import RunRecord
-from keras_stability.report.statistics import divergence_test, mean_ci, welch
+from keras_stability.report.analyses import strict
+from keras_stability.report.boundary import Cell
+from keras_stability.report.collect import ExperimentResults, RunRecord
+from keras_stability.report.provenance import registrations
 from keras_stability.report.summary import METRICS
 
 # Test accuracies per variant and seed; "clipped" seed 3 diverged (its test accuracy is NaN).
@@ -50,35 +53,6 @@ def results(tmp_path):
     return str(tmp_path / "results")
 
 
-def test_mean_ci_matches_scipy():
-    values = [0.9, 0.92, 0.91]
-    estimate = mean_ci(values)
-    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
-    assert estimate.mean == pytest.approx(0.91, rel=1e-12)
-    assert estimate.ci == pytest.approx((high - low) / 2, rel=1e-12)
-    assert estimate.text() == "0.9100 ± 0.0248 (n=3)"
-    assert math.isnan(mean_ci([1.0]).ci) and mean_ci([]).n == 0
-
-
-def test_welch_matches_scipy_and_hand_formula():
-    a, b = [0.95, 0.96, 0.94, 0.0], [0.90, 0.91]
-    comparison = welch(a, b)
-    assert comparison.p_value == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
-    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 2
-    dof = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 1)
-    assert comparison.ci == pytest.approx(stats.t.ppf(0.975, dof) * math.sqrt(va + vb), rel=1e-12)
-    assert comparison.difference == pytest.approx(np.mean(a) - np.mean(b), rel=1e-12)
-    assert not comparison.significant
-    constant = welch([1.0, 1.0], [1.0, 1.0])
-    assert constant.p_value == 1.0 and not constant.significant
-
-
-def test_divergence_test_is_fishers():
-    comparison = divergence_test(0, 10, 6, 10)
-    assert comparison.p_value == pytest.approx(stats.fisher_exact([[0, 10], [6, 4]]).pvalue, rel=1e-12)
-    assert comparison.difference == pytest.approx(-0.6) and comparison.significant
-
-
 def test_summary_counts_failures_and_leaves_out_unfinished(results):
     experiment = collect(results)["synthetic"]
     assert experiment.baseline == "no_clip" and list(experiment.variants) == ["no_clip", "clipped"]
@@ -94,8 +68,11 @@ def test_summary_counts_failures_and_leaves_out_unfinished(results):
     assert baseline["grad_norm_max"] == 100.0 and baseline["grad_norm_median"] == 10.0
     assert clipped["diverged_at_steps"] == [7]
     comparison = summary["comparisons"]["clipped"]["test_accuracy"]
-    expected = stats.ttest_ind([0.95, 0.96, 0.94, 0.0], [0.90, 0.92, 0.91], equal_var=False)
-    assert comparison["p_value"] == pytest.approx(expected.pvalue, rel=1e-12)
+    expected = stats.permutation_test(([0.95, 0.96, 0.94, 0.0], [0.90, 0.92, 0.91]), lambda a, b: np.mean(a) - np.mean(b),
+                                      permutation_type="independent", n_resamples=np.inf)
+    assert comparison["p_value"] == pytest.approx(expected.pvalue, rel=1e-12) and comparison["test"] == "permutation"
+    # Trained: not diverged and test accuracy ≥ 0.1 + 0.1 (the synthetic runs' dataset has no name: no chance level).
+    assert baseline["trained"] is None and "trained_rate" not in summary["comparisons"]["clipped"]
     divergence = summary["comparisons"]["clipped"]["divergence_rate"]
     assert divergence["difference"] == pytest.approx(1 / 4 - 1 / 3)
     assert divergence["p_value"] == pytest.approx(stats.fisher_exact([[1, 3], [1, 2]]).pvalue, rel=1e-12)
@@ -118,48 +95,140 @@ def claim(**overrides):
     return Claim(**{**fields, **overrides})
 
 
-def summaries_with(no_clip, clipped):
-    """A summary whose final validation accuracies are the given lists (all runs done)."""
-    from keras_stability.report.summary import summarize_variant
+def record(variant, seed, accuracy, learning_rate=0.1, diverged=False, max_norm=None, clip_rate=0.0, meta=None):
+    """A finished run of a digit classifier: one epoch at `accuracy` (validation and test)."""
+    stabilizer = None if max_norm is None else {"transforms": [{"name": "clip_by_global_norm", "max_norm": max_norm}]}
+    config = {"dataset": {"name": "mnist_small"}, "model": {"name": "mlp"}, "training": {"epochs": 1},
+              "optimizer": {"name": "sgd", "learning_rate": learning_rate}, "stabilizer": stabilizer}
+    metrics = {"val_accuracy": np.array([accuracy]), "val_loss": np.array([1.0]), "clip_rate": np.array([clip_rate])}
+    meta = {"test": {"accuracy": accuracy, "loss": 1.0}, **(meta or {})}
+    return RunRecord("synthetic", variant, seed, "diverged" if diverged else "done", meta, config, metrics, {})
 
-    def run(accuracy):
-        metrics = {"val_accuracy": np.array([accuracy]), "val_loss": np.array([1.0]), "clip_rate": np.array([0.0])}
-        return RunRecord("synthetic", "any", 0, "done", {}, {}, metrics, {})
 
-    variants = {"no_clip": summarize_variant("no_clip", [run(a) for a in no_clip]),
-                "clipped": summarize_variant("clipped", [run(a) for a in clipped])}
-    return {"synthetic": {"baseline": "no_clip", "variants": variants}}
+def analysed(runs, baseline="no_clip"):
+    variants = {}
+    for run in runs:
+        variants.setdefault(run.variant, []).append(run)
+    return analyse(ExperimentResults("synthetic", baseline, variants))
+
+
+def analyses_with(no_clip, clipped):
+    """{"synthetic": analysis} whose final validation accuracies are the given lists (all runs done)."""
+    runs = [record("no_clip", s, a) for s, a in enumerate(no_clip)] + [record("clipped", s, a, max_norm=1.0) for s, a in enumerate(clipped)]
+    return {"synthetic": analysed(runs)}
 
 
 def test_verdicts():
-    higher = summaries_with([0.90, 0.91, 0.90, 0.91], [0.95, 0.96, 0.95, 0.96])
-    assert judge(claim(), higher)["verdict"] == "confirmed"
+    higher = analyses_with([0.90, 0.91, 0.90, 0.91], [0.95, 0.96, 0.95, 0.96])
+    assert judge(claim(), higher)["verdict"] == "confirmed"  # exact permutation p = 2/70
     refuted = judge(claim(expect="lower"), higher)
-    assert refuted["verdict"] == "refuted" and refuted["reason"].startswith("higher, not lower, by +0.05 (p = ")
-    noisy = judge(claim(), summaries_with([0.90, 0.95, 0.85], [0.92, 0.88, 0.96]))
-    assert noisy["verdict"] == "inconclusive" and noisy["reason"].startswith("not significant")
+    assert refuted["verdict"] == "refuted" and refuted["reason"] == "higher, not lower, by +0.05 (p = 0.0286)"
+    noisy = judge(claim(), analyses_with([0.90, 0.95, 0.85], [0.92, 0.88, 0.96]))
+    assert noisy["verdict"] == "inconclusive" and noisy["reason"].startswith("not significant: higher by +0.02 (p = 0.7)")
+    assert noisy["reason"].endswith(" seeds per side for 80% power")
     assert judge(claim(experiment="other"), higher)["reason"] == "no results for experiment 'other'"
     assert judge(claim(variant="zclip"), higher)["reason"] == "no results for variant 'zclip'"
-    assert judge(claim(), summaries_with([0.9], [0.95]))["reason"] == "too few finished runs to test (need ≥ 2 seeds per side)"
+    assert judge(claim(), analyses_with([0.9], [0.95]))["reason"] == "too few finished runs to test (need ≥ 2 seeds per side)"
+    # Trained (test accuracy ≥ 0.2 on ten classes) is an outcome of its own.
+    stuck = analyses_with([0.1] * 5, [0.9] * 5)
+    assert judge(claim(metric="trained_rate"), stuck)["comparison"]["difference"] == 1.0
 
 
 def test_ledger_adjusts_for_testing_many_claims():
-    summaries = summaries_with([0.90, 0.91, 0.90, 0.91], [0.95, 0.96, 0.95, 0.96])
-    summaries["borderline"] = summaries_with([0.90, 0.92, 0.91, 0.93], [0.93, 0.94, 0.93, 0.95])["synthetic"]
-    summaries["null"] = summaries_with([0.90, 0.95, 0.85], [0.92, 0.88, 0.96])["synthetic"]
+    analyses = analyses_with([0.90, 0.91, 0.92, 0.93, 0.94], [0.95, 0.96, 0.97, 0.98, 0.99])
+    analyses["borderline"] = analyses_with([0.90, 0.91, 0.92, 0.93, 0.94], [0.92, 0.945, 0.95, 0.96, 0.97])["synthetic"]
+    analyses["null"] = analyses_with([0.90, 0.95, 0.85], [0.92, 0.88, 0.96])["synthetic"]
     borderline = claim(id="b", experiment="borderline")
-    alone = judge(borderline, summaries)
-    p_value = stats.ttest_ind([0.93, 0.94, 0.93, 0.95], [0.90, 0.92, 0.91, 0.93], equal_var=False).pvalue
-    assert alone["verdict"] == "confirmed" and alone["comparison"]["p_value"] == pytest.approx(p_value, rel=1e-12)
+    alone = judge(borderline, analyses)
+    assert alone["verdict"] == "confirmed" and alone["comparison"]["p_value"] == pytest.approx(12 / 252, rel=1e-12)
     ledger = [claim(), borderline, claim(id="n", experiment="null"), claim(experiment="other")]
-    strong, adjusted, null, untested = judge_all(ledger, summaries)
-    # Benjamini–Hochberg over the three tested claims: rank 2 of 3 → p · 3/2 = 0.051 > 0.05.
+    strong, adjusted, null, untested = judge_all(ledger, analyses)
+    # Exact p-values over C(10, 5) = 252 splits; Benjamini–Hochberg over three tested claims:
+    # 2/252 · 3 = 0.024 < 0.05; 12/252 · 3/2 = 0.071 > 0.05.
     assert strong["verdict"] == "confirmed" and strong["reason"].endswith(" over 3 claims")
-    assert strong["comparison"]["p_adjusted"] == pytest.approx(3 * strong["comparison"]["p_value"])
-    assert adjusted["comparison"]["p_adjusted"] == pytest.approx(1.5 * p_value)
+    assert strong["comparison"]["p_adjusted"] == pytest.approx(6 / 252)
+    assert adjusted["comparison"]["p_adjusted"] == pytest.approx(18 / 252)
     assert adjusted["verdict"] == "inconclusive" and "alone, but not over 3 claims" in adjusted["reason"]
     assert null["comparison"]["p_adjusted"] == pytest.approx(null["comparison"]["p_value"])
     assert untested["reason"] == "no results for experiment 'other'"
+
+
+def test_tuned_comparison_picks_each_variant_best_learning_rate():
+    runs = [record("no_clip", s, a, learning_rate=lr) for lr, accuracies in
+            {0.01: [0.80, 0.82, 0.81], 0.1: [0.90, 0.91, 0.92], 0.5: [0.1, 0.1, 0.1]}.items() for s, a in enumerate(accuracies)]
+    runs += [record("clipped", s, a, max_norm=1.0, learning_rate=0.5) for s, a in enumerate([0.93, 0.94, 0.95])]
+    analyses = {"synthetic": analysed(runs)}
+    assert [t.best_lr for t in analyses["synthetic"].tuned] == [0.1, 0.5]
+    # At one point (lr 0.5) clipping wins by 0.84; against the tuned baseline by 0.03 (3 v 3: p = 2/20).
+    verdict = judge(claim(analysis="tuned", metric=None), analyses)
+    assert verdict["comparison"]["difference"] == pytest.approx(0.94 - 0.91)
+    assert verdict["comparison"]["p_value"] == pytest.approx(0.1) and verdict["verdict"] == "inconclusive"
+    assert "(best lr 0.5 vs 0.1)" in verdict["reason"]
+
+
+def test_threshold_claims_compare_at_matched_clip_rates():
+    runs = [record("no_clip", s, a, max_norm=t, clip_rate=r) for t, r, accuracies in
+            [(0.1, 0.9, [0.5, 0.52]), (1.0, 0.5, [0.80, 0.82]), (10.0, 0.1, [0.6, 0.62])] for s, a in enumerate(accuracies)]
+    runs += [record("clipped", s, a) for s, a in enumerate([0.7, 0.72])]
+    for transform, limit, rate, accuracies in [("clip_by_value", 0.01, 0.95, [0.4, 0.42]), ("clip_by_value", 0.1, 0.45, [0.70, 0.71])]:
+        for s, a in enumerate(accuracies):
+            run = record("value", s, a, clip_rate=rate)
+            run.config["stabilizer"] = {"transforms": [{"name": transform, "limit": limit}]}
+            runs.append(run)
+    analysis = analysed(runs)
+    (norm,), (value,) = [[c for c in analysis.curves if c.transform == t] for t in ("clip_by_global_norm", "clip_by_value")]
+    assert [p.threshold for p in norm.points] == [0.1, 1.0, 10.0] and [p.clip_share for p in value.points] == [0.95, 0.45]
+    verdict = judge(claim(analysis="threshold", metric=None, clip_rate=0.5, variant="no_clip", baseline="value"), {"synthetic": analysis})
+    assert verdict["comparison"]["difference"] == pytest.approx(0.81 - 0.705)
+    assert "(threshold 1 clipping 50% of steps vs 0.1 clipping 45%)" in verdict["reason"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(metric=None), "a `point` claim needs `metric:`"),
+    (dict(analysis="boundary"), "`metric` applies to `point` claims only"),
+    (dict(analysis="threshold", metric=None), "`clip_rate` (0 < clip_rate < 1) is needed by `threshold` claims"),
+    (dict(clip_rate=0.5), "Received: analysis='point', clip_rate=0.5"),
+    (dict(analysis="sweep"), "unknown name 'sweep'"),
+])
+def test_claims_file_validation(tmp_path, fields, message):
+    path = tmp_path / "claims.yaml"
+    entry = {**claim().model_dump(exclude_defaults=True), **fields}
+    path.write_text(yaml.safe_dump({"claims": [{k: v for k, v in entry.items() if v is not None}]}, sort_keys=False))
+    with pytest.raises(ConfigError) as error:
+        load_claims(str(path))
+    assert str(error.value).startswith(f"{path}:") and message in str(error.value)
+
+
+def git(directory, *arguments, when="2026-01-01T00:00:00+00:00"):
+    environment = {**os.environ, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when, "GIT_AUTHOR_NAME": "t",
+                   "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", "-C", str(directory), *arguments], check=True, capture_output=True, text=True, env=environment)
+
+
+def test_registration_from_git_marks_late_claims_exploratory(tmp_path):
+    path = tmp_path / "claims.yaml"
+    git(tmp_path, "init", "-q")
+    first, later = claim(id="early").model_dump(), claim(id="late").model_dump()
+    path.write_text(yaml.safe_dump({"claims": [first]}))
+    git(tmp_path, "add", "claims.yaml")
+    git(tmp_path, "commit", "-qm", "one", when="2026-01-01T00:00:00+00:00")
+    path.write_text(yaml.safe_dump({"claims": [first, later]}))
+    git(tmp_path, "commit", "-qam", "two", when="2026-01-03T00:00:00+00:00")
+    path.write_text(yaml.safe_dump({"claims": [first, later, claim(id="uncommitted").model_dump(),
+                                               {**claim(id="hand").model_dump(), "exploratory": True}]}))
+    registered = registrations(str(path))
+    assert set(registered) == {"early", "late"} and registered["early"].time == 1767225600.0
+    started = 1767225600.0 + 86400  # the experiment's first run started on 2 January
+    runs = [record("no_clip", s, a, meta={"started": started + s, "git": {"commit": "a" * 40, "dirty": s == 1}})
+            for s, a in enumerate([0.90, 0.91])]
+    runs += [record("clipped", s, a, meta={"started": started, "git": {"commit": "b" * 40, "dirty": False}}) for s, a in enumerate([0.95, 0.96])]
+    analysis = analysed(runs)
+    assert analysis.provenance.warning == "runs come from 2 commits; 1 of 4 runs ran from a working tree with uncommitted changes"
+    verdicts = judge_all(load_claims(str(path)), {"synthetic": analysis}, registered)
+    assert [v["exploratory"] for v in verdicts] == [False, True, True, True]
+    assert verdicts[1]["exploratory_reason"].startswith(f"registered in {registered['late'].commit[:10]} after the experiment's first run")
+    assert verdicts[2]["exploratory_reason"] == "not committed to the claims file's history"
+    assert verdicts[3]["exploratory_reason"] == "marked exploratory in the claims file"
 
 
 def write_claims(tmp_path):
@@ -172,7 +241,7 @@ def test_outputs(results, tmp_path):
     reports, verdicts = build_reports(os.path.join(results, "synthetic"), str(tmp_path / "out"), write_claims(tmp_path), log=lambda _: None)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
-        "claims.html", "claims.json", "claims.md", "curves.png", "gradient_norms.png", "norm_distribution.png", "report.html", "report.md", "summary.json"
+        "claims.html", "claims.json", "claims.md", "curves.png", "forest.png", "gradient_norms.png", "norm_distribution.png", "report.html", "report.md", "summary.json"
     ]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "src=\"curves.png\"" not in page  # self-contained
@@ -184,7 +253,22 @@ def test_outputs(results, tmp_path):
     assert summary["variants"]["clipped"]["metrics"]["test_accuracy"]["values"] == [0.95, 0.96, 0.94, 0.0]
     assert [v["verdict"] for v in verdicts] == ["inconclusive", "inconclusive"]
     assert "INCONCLUSIVE" in (out / "claims.md").read_text()
-    assert json.loads((out / "claims.json").read_text()) == json.loads(json.dumps(verdicts))
+    assert '<td class="inconclusive">INCONCLUSIVE</td>' in (out / "claims.html").read_text()
+
+
+def refuse(constant):
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+def test_every_written_json_is_strict(results, tmp_path):
+    # The synthetic runs hold NaN test scores and too few seeds for some tests: all must come out null.
+    build_reports(results, str(tmp_path / "out"), write_claims(tmp_path), log=lambda _: None)
+    written = sorted((tmp_path / "out").rglob("*.json"))
+    assert [p.name for p in written] == ["claims.json", "summary.json"]
+    for path in written:
+        json.loads(path.read_text(), parse_constant=refuse)
+    assert strict({"a": math.nan, "b": (math.inf, np.float64(-math.inf), np.float32(0.5)), 1: Cell(0.1, 2, 1)}) == {
+        "a": None, "b": [None, None, 0.5], "1": {"learning_rate": 0.1, "runs": 2, "diverged": 1}}
 
 
 def test_cli_report_errors(tmp_path):
@@ -216,3 +300,11 @@ def test_report_renders_in_headless_chromium(results, tmp_path):
     assert pixels.shape == (2400, 1280)
     assert pixels.std() > 20  # not blank: text, tables and plots
     assert (pixels < 128).mean() > 0.01
+
+
+def test_every_transform_has_its_threshold_setting():
+    from keras_stability.experiments.schema import TRANSFORM_SPECS
+    from keras_stability.report.tradeoff import THRESHOLDS
+
+    assert set(THRESHOLDS) == set(TRANSFORM_SPECS)
+    assert all(THRESHOLDS[name] in spec.model_fields for name, spec in TRANSFORM_SPECS.items())

@@ -1,14 +1,23 @@
-"""Reports over results: statistics across seeds, plots, HTML, and the claims ledger."""
+"""Reports over results: statistics across seeds, the analyses, plots, HTML, and the claims ledger.
+
+Where each part lives: `collect` reads runs; `outcomes` reduces them and groups sweeps by their
+resolved configuration; `statistics` holds the tests; `summary` the per-variant tables; `boundary`,
+`tuned`, `tradeoff` the analyses over swept settings; `analyses` bundles them per experiment;
+`provenance` the runs' commits and the claims' registration; `claims` the ledger; `plots`,
+`analysis_plots`, `templates`, `render` the output; `search_report` an Optuna study's report.
+"""
 
 import os
 
+from keras_stability.report.analyses import analyse
 from keras_stability.report.claims import judge, judge_all, load_claims
 from keras_stability.report.collect import collect
 from keras_stability.report.plots import draw_all
-from keras_stability.report.render import write_experiment_report, write_ledger
+from keras_stability.report.provenance import registrations
+from keras_stability.report.render import draw_analyses, write_experiment_report, write_ledger
 from keras_stability.report.summary import summarize
 
-__all__ = ["build_reports", "collect", "judge", "judge_all", "load_claims", "summarize"]
+__all__ = ["analyse", "build_reports", "collect", "judge", "judge_all", "load_claims", "summarize"]
 
 
 def build_reports(results, output=None, claims_path=None, log=print):
@@ -21,19 +30,21 @@ def build_reports(results, output=None, claims_path=None, log=print):
     """
     experiments = collect(results)
     claims = load_claims(claims_path) if claims_path else []
-    summaries = {name: summarize(experiment) for name, experiment in experiments.items()}
-    verdicts = judge_all(claims, summaries)
+    analyses = {name: analyse(experiment) for name, experiment in experiments.items()}
+    verdicts = judge_all(claims, analyses, registrations(claims_path) if claims else {})
     name = os.path.basename(os.path.normpath(results))
     single = set(experiments) == {name}
     output = output or (os.path.join("reports", name) if single else "reports")
     reports = {}
     for name, experiment in experiments.items():
         directory = output if single else os.path.join(output, name)
-        plots = draw_all(experiment, directory)
+        plots = draw_all(experiment, directory) + draw_analyses(analyses[name], directory)
         related = [v for v in verdicts if v["claim"]["experiment"] == name]
-        write_experiment_report(summaries[name], plots, related, directory)
+        write_experiment_report(analyses[name], plots, related, directory)
         reports[name] = os.path.join(directory, "report.html")
         log(f"{name}: {reports[name]}")
+        if analyses[name].provenance.warning:
+            log(f"{name}: warning: {analyses[name].provenance.warning}")
     if claims:
         links = {name: os.path.relpath(path, output) for name, path in reports.items()}
         write_ledger(verdicts, output, links)

@@ -1,15 +1,33 @@
-"""The claims ledger: published or folk claims, each judged against an experiment's comparison."""
+"""The claims ledger: published or folk claims, each judged by the analysis it names.
+
+`analysis` picks how a claim is judged (default `point`):
+
+- `point`: `metric` of `variant` against `baseline` at the experiment's own settings;
+- `boundary`: the ratio of `variant`'s critical learning rate to `baseline`'s ("X stabilises
+  training": `expect: higher`);
+- `tuned`: test accuracy, each side at its best learning rate chosen on validation accuracy;
+- `threshold`: test accuracy of two clipping transforms, each at the threshold whose share of
+  clipped steps is nearest `clip_rate`.
+"""
 
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
 from keras_stability.experiments.loading import read_yaml, validate
+from keras_stability.report.boundary import boundary_ratio
+from keras_stability.report.provenance import exploratory_reason
+from keras_stability.report.statistics import Comparison
 from keras_stability.report.summary import METRICS, compare
+from keras_stability.report.tradeoff import matched_comparison
+from keras_stability.report.tuned import tuned_comparison
 
-CLAIM_METRICS = tuple(METRICS) + ("divergence_rate",)
+CLAIM_METRICS = tuple(METRICS) + ("divergence_rate", "trained_rate")
+ANALYSES = ("point", "boundary", "tuned", "threshold")
+MEASURED = {"boundary": "critical learning rate", "tuned": "test accuracy at the tuned learning rate",
+            "threshold": "test accuracy at a matched clip rate"}
 
 
 class Claim(BaseModel):
@@ -19,10 +37,29 @@ class Claim(BaseModel):
     text: str
     source: str
     experiment: str
-    metric: Literal[CLAIM_METRICS]
+    analysis: Literal[ANALYSES] = "point"
+    metric: Literal[CLAIM_METRICS] | None = None
+    clip_rate: Annotated[float, Field(gt=0, lt=1)] | None = None
     variant: str
     baseline: str | None = None
     expect: Literal["higher", "lower"]
+    exploratory: bool = False
+
+    @model_validator(mode="after")
+    def keys_of_the_analysis(self):
+        if self.analysis == "point" and self.metric is None:
+            raise ValueError("a `point` claim needs `metric:` (one of " + ", ".join(CLAIM_METRICS) + ")")
+        if self.analysis != "point" and self.metric is not None:
+            raise ValueError(f"`metric` applies to `point` claims only; the {self.analysis} analysis measures "
+                             f"{MEASURED[self.analysis]}. Received: metric={self.metric!r}; remove it")
+        if (self.analysis == "threshold") != (self.clip_rate is not None):
+            raise ValueError("`clip_rate` (0 < clip_rate < 1) is needed by `threshold` claims and only by them. "
+                             f"Received: analysis={self.analysis!r}, clip_rate={self.clip_rate!r}")
+        return self
+
+    @property
+    def measured(self) -> str:
+        return self.metric if self.analysis == "point" else MEASURED[self.analysis]
 
 
 class ClaimsFile(BaseModel):
@@ -31,45 +68,101 @@ class ClaimsFile(BaseModel):
     claims: list[Claim]
 
 
-def load_claims(path):
+def load_claims(path) -> list[Claim]:
     """The claims of a claims YAML file; errors are located like experiment files' (`ConfigError`)."""
     data, marks = read_yaml(path)
     return validate(ClaimsFile, data, [((), marks)]).claims
 
 
-def judge(claim, summaries):
+def point_comparison(claim, analysis, baseline):
+    variants = analysis.summary["variants"]
+    missing = [name for name in (claim.variant, baseline) if name not in variants]
+    if missing:
+        return None, f"no results for variant {missing[0]!r}"
+    comparisons = compare(variants[claim.variant], variants[baseline])
+    if claim.metric not in comparisons:
+        return None, f"no {claim.metric} for {claim.experiment!r}: its dataset has no chance level"
+    return Comparison(**comparisons[claim.metric]), ""
+
+
+def find(records, variant):
+    return next((record for record in records if variant in record.variants), None)
+
+
+def sweep_comparison(claim, analysis, baseline):
+    """(Comparison, "") or (None, why not) for a boundary, tuned or threshold claim."""
+    if claim.analysis == "threshold":
+        records = analysis.curves
+    else:
+        records = analysis.boundaries if claim.analysis == "boundary" else analysis.tuned
+    pair = [find(records, name) for name in (claim.variant, baseline)]
+    if None in pair:
+        missing = (claim.variant, baseline)[pair.index(None)]
+        return None, f"no {claim.analysis} analysis holds variant {missing!r}"
+    if pair[0] is pair[1]:
+        return None, f"{claim.variant!r} and {baseline!r} are one sweep of the same training"
+    if claim.analysis == "boundary":
+        comparison = boundary_ratio(*pair)
+        if not math.isfinite(comparison.difference):
+            notes = "; ".join(f"{b.label}: {b.note}" for b in pair if b.critical_lr is None)
+            return None, f"no critical learning rate ({notes})"
+        return comparison, ""
+    if claim.analysis == "tuned":
+        return tuned_comparison(*pair), f" (best lr {pair[0].best_lr:g} vs {pair[1].best_lr:g})"
+    comparison, point_a, point_b = matched_comparison(*pair, claim.clip_rate)
+    if point_a is None or point_b is None:
+        return None, "no clip-rate telemetry to match"
+    return comparison, (f" (threshold {point_a.threshold:g} clipping {point_a.clip_share:.0%} of steps vs "
+                        f"{point_b.threshold:g} clipping {point_b.clip_share:.0%})")
+
+
+def judge(claim, analyses, registration=None) -> dict:
     """A verdict dict: confirmed / refuted / inconclusive, with the numbers behind it.
 
-    Confirmed: the difference goes the expected way and is significant. Refuted: significant the
-    other way. Inconclusive: not significant, or no finished runs to compare.
+    Confirmed: the effect goes the expected way and is significant. Refuted: significant the other
+    way. Inconclusive: not significant, or nothing to compare. The seeds a decisive test would need
+    are given beside an inconclusive verdict.
     """
-    verdict = {"claim": claim.model_dump(), "verdict": "inconclusive", "reason": "", "comparison": None}
-    summary = summaries.get(claim.experiment)
-    if summary is None:
+    analysis = analyses.get(claim.experiment)
+    verdict = {"claim": claim.model_dump(), "verdict": "inconclusive", "reason": "", "comparison": None,
+               "registered": None if registration is None else {"commit": registration.commit, "time": registration.time}}
+    why_exploratory = exploratory_reason(claim, registration, analysis.provenance if analysis else None)
+    verdict.update(exploratory=bool(why_exploratory), exploratory_reason=why_exploratory)
+    if analysis is None:
         verdict["reason"] = f"no results for experiment {claim.experiment!r}"
         return verdict
-    baseline = claim.baseline or summary["baseline"]
-    missing = [name for name in (claim.variant, baseline) if name not in summary["variants"]]
-    if missing:
-        verdict["reason"] = f"no results for variant {missing[0]!r}"
+    baseline = claim.baseline or analysis.summary["baseline"]
+    if claim.analysis == "point":
+        comparison, detail = point_comparison(claim, analysis, baseline)
+    else:
+        comparison, detail = sweep_comparison(claim, analysis, baseline)
+    if comparison is None:
+        verdict["reason"] = detail
         return verdict
-    comparison = compare(summary["variants"][claim.variant], summary["variants"][baseline])[claim.metric]
-    verdict["comparison"] = {**comparison, "baseline": baseline}
-    difference, p_value = comparison["difference"], comparison["p_value"]
-    if not (math.isfinite(difference) and math.isfinite(p_value)):
+    verdict["comparison"] = {**strict_comparison(comparison), "baseline": baseline}
+    effect, p_value = comparison.difference, comparison.p_value
+    if not (math.isfinite(effect) and math.isfinite(p_value)):
         verdict["reason"] = "too few finished runs to test (need ≥ 2 seeds per side)"
         return verdict
-    direction = "higher" if difference > 0 else "lower" if difference < 0 else "equal"
-    if p_value >= comparison["alpha"]:
-        verdict["reason"] = f"not significant: {direction} by {difference:+.4g} (p = {p_value:.3g})"
+    neutral = 1.0 if comparison.measure == "ratio" else 0.0
+    direction = "higher" if effect > neutral else "lower" if effect < neutral else "equal"
+    amount = f"×{effect:.4g}" if comparison.measure == "ratio" else f"by {effect:+.4g}"
+    if p_value >= comparison.alpha:
+        needed = f"; {comparison.seeds_needed} seeds per side for 80% power" if comparison.seeds_needed else ""
+        verdict["reason"] = f"not significant: {direction} {amount}{detail} (p = {p_value:.3g}){needed}"
     elif direction == claim.expect:
-        verdict.update(verdict="confirmed", reason=f"{direction} by {difference:+.4g} (p = {p_value:.3g})")
+        verdict.update(verdict="confirmed", reason=f"{direction} {amount}{detail} (p = {p_value:.3g})")
     else:
-        verdict.update(verdict="refuted", reason=f"{direction}, not {claim.expect}, by {difference:+.4g} (p = {p_value:.3g})")
+        verdict.update(verdict="refuted", reason=f"{direction}, not {claim.expect}, {amount}{detail} (p = {p_value:.3g})")
     return verdict
 
 
-def judge_all(claims, summaries):
+def strict_comparison(comparison):
+    return {key: (value if not isinstance(value, float) or math.isfinite(value) else None)
+            for key, value in comparison.__dict__.items()}
+
+
+def judge_all(claims, analyses, registrations=None) -> list[dict]:
     """Every claim's verdict, with significance corrected for testing the whole ledger at once.
 
     Judged alone, one in twenty true-null claims would pass at α = 0.05, so a ledger of dozens would
@@ -77,8 +170,9 @@ def judge_all(claims, summaries):
     Benjamini–Hochberg: among the claims called confirmed or refuted, the expected share of false
     ones stays below α. Each comparison keeps its own p-value and gains `p_adjusted`.
     """
-    verdicts = [judge(claim, summaries) for claim in claims]
-    tested = [v for v in verdicts if v["comparison"] and math.isfinite(v["comparison"]["p_value"])]
+    registrations = registrations or {}
+    verdicts = [judge(claim, analyses, registrations.get(claim.id)) for claim in claims]
+    tested = [v for v in verdicts if v["comparison"] and v["comparison"]["p_value"] is not None]
     if not tested:
         return verdicts
     adjusted = stats.false_discovery_control([v["comparison"]["p_value"] for v in tested], method="bh")

@@ -1,14 +1,15 @@
 """report.md, a self-contained report.html (images inlined) and summary.json for one experiment,
-and the claims ledger for all of them."""
+and the claims ledger for all of them. Pages come from Jinja2 templates (`templates`)."""
 
 import base64
-import html
-import json
-import math
+import datetime
 import os
 
 from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
-from keras_stability.report.statistics import Comparison, Estimate
+from keras_stability.report import analysis_plots
+from keras_stability.report.analyses import as_json, strict
+from keras_stability.report.statistics import Comparison, Estimate, mean_ci
+from keras_stability.report.templates import render
 
 METRIC_TITLES = {
     "final_val_accuracy": "final val accuracy",
@@ -20,12 +21,21 @@ METRIC_TITLES = {
     "generalization_gap": "train − val accuracy (final)",
     "log10_max_grad_norm": "log10 max grad norm",
     "divergence_rate": "divergence rate",
+    "trained_rate": "share of runs trained",
 }
 PLOT_TITLES = {
     "curves.png": "Learning curves",
     "gradient_norms.png": "Gradient norm per step, before and after the transform",
     "norm_distribution.png": "Distribution of gradient norms",
+    "boundary.png": "Stability boundary",
+    "tuned.png": "Tuned comparison",
+    "tradeoff.png": "Threshold trade-off",
+    "forest.png": "Forest plot of the ledger",
 }
+NOTE = ("Means ± 95% t-intervals over seeds. Diverged runs count as failures (accuracy 0 when not finite); "
+        "unfinished runs are listed, never averaged. Differences: permutation test (exact for small n) with a "
+        "95% bootstrap interval; rates: Fisher's exact test with Newcombe's interval; beside a non-significant "
+        "difference, the seeds per side a test would need for 80% power at the effect observed.")
 
 
 def estimate_text(data, digits=4):
@@ -33,11 +43,13 @@ def estimate_text(data, digits=4):
 
 
 def comparison_text(data):
-    return Comparison(data["difference"], data["ci"], data["p_value"], data["test"], data["alpha"]).text()
+    fields = Comparison.__dataclass_fields__
+    return Comparison(**{k: float("nan") if v is None and k != "seeds_needed" else v for k, v in data.items() if k in fields}).text()
 
 
-def number(value, digits=3):
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}g}"
+def short_number(value, digits=3):
+    """`value` to `digits` significant figures; "–" for None or a non-finite value."""
+    return "–" if value is None or value != value or value in (float("inf"), float("-inf")) else f"{value:.{digits}g}"
 
 
 def variant_rows(summary):
@@ -45,17 +57,19 @@ def variant_rows(summary):
     for name, variant in summary["variants"].items():
         steps = ", ".join(str(s) for s in variant["diverged_at_steps"] if s is not None)
         unfinished = ", ".join(f"seed {u['seed']}: {u['status']}" for u in variant["unfinished"])
+        trained = "–" if variant["trained"] is None else f"{variant['trained']}/{variant['finished']}"
         rows.append([
             name + (" (baseline)" if name == summary["baseline"] else ""),
             f"{variant['finished']}/{variant['runs']}" + (f" — {unfinished}" if unfinished else ""),
             f"{variant['diverged']}/{variant['finished']}" + (f" (steps {steps})" if steps else ""),
+            trained,
             *(estimate_text(variant["metrics"][m]) + (f", {variant['metrics'][m]['excluded']} diverged left out" if variant["metrics"][m]["excluded"] else "")
               for m in ("final_val_accuracy", "best_val_accuracy", "test_accuracy", "final_val_loss")),
             estimate_text(variant["clip_share"], 3),
-            f"{number(variant['grad_norm_max'])} / {number(variant['grad_norm_median'])}",
+            f"{short_number(variant['grad_norm_max'])} / {short_number(variant['grad_norm_median'])}",
             estimate_text(variant["seconds_per_epoch"], 2),
         ])
-    return ["variant", "finished", "diverged", "final val accuracy", "best val accuracy", "test accuracy",
+    return ["variant", "finished", "diverged", "trained", "final val accuracy", "best val accuracy", "test accuracy",
             "final val loss", "share of steps clipped", "grad norm max / median", "s per epoch"], rows
 
 
@@ -64,18 +78,72 @@ def comparison_rows(summary):
     for name, comparisons in summary["comparisons"].items():
         for metric, data in comparisons.items():
             rows.append([f"{name} − {summary['baseline']}", METRIC_TITLES[metric], comparison_text(data)])
-    return ["comparison", "metric", "difference (95% CI, test, verdict at α = 0.05)"], rows
+    return ["comparison", "metric", "effect [95% interval] (test, verdict at α = 0.05)"], rows
 
 
-def claim_rows(verdicts):
+def boundary_rows(analysis):
     rows = []
+    for result in analysis.boundaries:
+        if len(result.cells) < 2:
+            continue
+        cells = ", ".join(f"{c.learning_rate:g}: {c.diverged}/{c.runs}" for c in result.cells)
+        interval = f"[{short_number(result.low)}, {short_number(result.high)}]"
+        critical = result.note if result.critical_lr is None else f"{result.critical_lr:.3g} {interval}"
+        rows.append([result.label, cells, critical])
+    return ["runs (variants)", "diverged per learning rate", "critical learning rate [95% bootstrap]"], rows
+
+
+def tuned_rows(analysis):
+    rows = []
+    for result in analysis.tuned:
+        if len(result.settings) < 2:
+            continue
+        tried = ", ".join(f"{s.learning_rate:g}: {s.val_accuracy:.3f}" for s in result.settings)
+        test = mean_ci(result.test_accuracies).text()
+        rows.append([result.label, tried, f"{result.best_lr:g}", test])
+    return ["runs (variants)", "mean best val accuracy per learning rate", "best lr", "test accuracy there"], rows
+
+
+def tradeoff_rows(analysis):
+    rows = []
+    for result in analysis.curves:
+        for point in result.points:
+            trained = "–" if point.trained is None else f"{point.trained}/{point.runs}"
+            rows.append([f"{result.label} ({result.transform})", f"{point.threshold:g}", short_number(point.clip_share),
+                         f"{point.diverged}/{point.runs}", trained, f"{point.test_accuracy:.4f}"])
+    return ["runs (transform)", "threshold", "share of steps clipped", "diverged", "trained", "mean test accuracy"], rows
+
+
+def registered_text(verdict):
+    registered = verdict["registered"]
+    if registered is None:
+        return "not committed"
+    day = datetime.datetime.fromtimestamp(registered["time"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"{registered['commit'][:10]}, {day}"
+
+
+def claim_records(verdicts):
+    records = []
     for verdict in verdicts:
-        claim = verdict["claim"]
-        rows.append([claim["id"], claim["text"], claim["source"],
-                     f"{claim['experiment']}: {claim['variant']} vs {(verdict['comparison'] or {}).get('baseline', claim['baseline'] or 'baseline')}, "
-                     f"{METRIC_TITLES[claim['metric']]} {claim['expect']}",
-                     verdict["verdict"].upper(), verdict["reason"]])
-    return ["id", "claim", "source", "test", "verdict", "evidence"], rows
+        claim, comparison = verdict["claim"], verdict["comparison"] or {}
+        what = METRIC_TITLES.get(claim["metric"]) if claim["analysis"] == "point" else claim["analysis"]
+        if claim["analysis"] == "threshold":
+            what += f" at clip rate {claim['clip_rate']:g}"
+        evidence = verdict["reason"] + (f" — exploratory: {verdict['exploratory_reason']}" if verdict["exploratory"] else "")
+        records.append({
+            "id": claim["id"], "text": claim["text"], "source": claim["source"],
+            "test": f"{claim['experiment']}: {claim['variant']} vs {comparison.get('baseline', claim['baseline'] or 'baseline')}, "
+                    f"{what} {claim['expect']}",
+            "verdict": verdict["verdict"], "exploratory": verdict["exploratory"], "evidence": evidence,
+            "registered": registered_text(verdict),
+        })
+    return records
+
+
+def claims_markdown(records):
+    rows = [[r["id"], r["text"], r["source"], r["test"], r["verdict"].upper() + (" (exploratory)" if r["exploratory"] else ""),
+             r["evidence"], r["registered"]] for r in records]
+    return markdown_table(["id", "claim", "source", "test", "verdict", "evidence", "registered"], rows)
 
 
 def markdown_table(header, rows):
@@ -85,76 +153,73 @@ def markdown_table(header, rows):
     return "\n".join(lines)
 
 
-def html_table(header, rows, css_class):
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #bbb;padding:4px 8px;text-align:left}
-th{background:#eef}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
-.CONFIRMED{color:#060;font-weight:bold}.REFUTED{color:#a00;font-weight:bold}.INCONCLUSIVE{color:#666}"""
-
-
-def html_page(title, sections):
-    return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(sections)}</body></html>\n")
-
-
 def inline_image(path):
     with open(path, "rb") as stream:
         return "data:image/png;base64," + base64.b64encode(stream.read()).decode("ascii")
 
 
-def write_experiment_report(summary, plots, verdicts, directory):
+def source_lines(provenance):
+    return [f"{s.runs} run{'s' if s.runs != 1 else ''} from commit {(s.commit or 'unknown')[:10]}"
+            + {True: " (dirty working tree)", False: "", None: " (dirty flag unknown)"}[s.dirty] for s in provenance.sources]
+
+
+def draw_analyses(analysis, directory):
+    """Draws the analyses' plots that apply to `analysis`; returns their file names."""
+    drawn = []
+    for name, (draw, applies) in analysis_plots.ANALYSIS_PLOTS.items():
+        if applies(analysis):
+            draw(analysis, os.path.join(directory, name))
+            drawn.append(name)
+    return drawn
+
+
+def write_experiment_report(analysis, plots, verdicts, directory):
     """Writes report.md, report.html and summary.json into `directory` (plots already there)."""
-    variants = variant_rows(summary)
-    comparisons = comparison_rows(summary)
-    claims = claim_rows(verdicts)
+    summary, provenance = analysis.summary, analysis.provenance
+    tables = [{"title": "Variants", "css": "variants", "note": f"A run trained: it {summary['trained_rule']}.",
+               "table": variant_rows(summary)},
+              {"title": f"Against the baseline ({summary['baseline']})", "css": "comparisons", "note": "",
+               "table": comparison_rows(summary)}]
+    if analysis.swept:
+        tables += [{"title": "Stability boundary", "css": "boundary", "note": "", "table": boundary_rows(analysis)},
+                   {"title": "Tuned comparison", "css": "tuned", "note": "", "table": tuned_rows(analysis)}]
+    if analysis.curves:
+        tables.append({"title": "Threshold trade-off", "css": "tradeoff", "note": "", "table": tradeoff_rows(analysis)})
+    records = claim_records(verdicts)
     title = f"Experiment {summary['experiment']}"
-    note = ("Means ± 95% t-intervals over seeds. Diverged runs count as failures (accuracy 0 when not finite); "
-            "unfinished runs are listed, never averaged.")
-    markdown = [f"# {title}", "", summary["description"].strip(), "", note, "", "## Variants", "",
-                markdown_table(*variants), "", f"## Against the baseline ({summary['baseline']})", "",
-                markdown_table(*comparisons), ""]
+    sources = source_lines(provenance)
+    markdown = [f"# {title}", "", summary["description"].strip(), "", NOTE, "", "## Provenance", ""]
+    markdown += ([f"**Warning: {provenance.warning}.**", ""] if provenance.warning else []) + [f"- {s}" for s in sources] + [""]
+    for table in tables:
+        markdown += [f"## {table['title']}", ""] + ([table["note"], ""] if table["note"] else []) + [markdown_table(*table["table"]), ""]
     if verdicts:
-        markdown += ["## Claims", "", markdown_table(*claims), ""]
-    sections = [f"<p>{html.escape(summary['description'].strip())}</p><p>{html.escape(note)}</p>",
-                "<h2>Variants</h2>", html_table(*variants, "variants"),
-                f"<h2>Against the baseline ({html.escape(summary['baseline'])})</h2>", html_table(*comparisons, "comparisons")]
-    if verdicts:
-        sections += ["<h2>Claims</h2>", claims_html(claims)]
+        markdown += ["## Claims", "", claims_markdown(records), ""]
     for name in plots:
         markdown += [f"## {PLOT_TITLES[name]}", "", f"![{PLOT_TITLES[name]}]({name})", ""]
-        sections += [f"<h2>{html.escape(PLOT_TITLES[name])}</h2>",
-                     f'<img alt="{html.escape(PLOT_TITLES[name])}" src="{inline_image(os.path.join(directory, name))}">']
+    page = render("experiment.html", title=title, description=summary["description"].strip(), note=NOTE,
+                  warning=provenance.warning, sources=sources, claims=records,
+                  tables=[{**t, "header": t["table"][0], "rows": t["table"][1]} for t in tables],
+                  plots=[{"title": PLOT_TITLES[n], "src": inline_image(os.path.join(directory, n))} for n in plots])
     atomic_write_text(os.path.join(directory, "report.md"), "\n".join(markdown))
-    atomic_write_text(os.path.join(directory, "report.html"), html_page(title, sections))
-    atomic_write_json(os.path.join(directory, "summary.json"), json.loads(json.dumps(summary, default=str)))
-
-
-def claims_html(claims):
-    header, rows = claims
-    table = html_table(header, rows, "claims")
-    for verdict in ("CONFIRMED", "REFUTED", "INCONCLUSIVE"):
-        table = table.replace(f"<td>{verdict}</td>", f'<td class="{verdict}">{verdict}</td>')
-    return table
+    atomic_write_text(os.path.join(directory, "report.html"), page)
+    atomic_write_json(os.path.join(directory, "summary.json"), as_json(analysis))
 
 
 def write_ledger(verdicts, directory, report_links):
-    """claims.md, claims.html and claims.json: every claim with its verdict and numbers, and links to
-    the experiment reports."""
-    atomic_write_json(os.path.join(directory, "claims.json"), verdicts)
-    claims = claim_rows(verdicts)
+    """claims.md, claims.html (with the forest plot) and claims.json: every claim with its verdict and
+    numbers, and links to the experiment reports."""
+    atomic_write_json(os.path.join(directory, "claims.json"), strict(verdicts))
+    analysis_plots.forest(verdicts, os.path.join(directory, "forest.png"))
+    records = claim_records(verdicts)
     counts = {v: sum(1 for d in verdicts if d["verdict"] == v) for v in ("confirmed", "refuted", "inconclusive")}
-    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
-    links = "\n".join(f"- [{name}]({link})" for name, link in sorted(report_links.items()))
+    exploratory = sum(1 for d in verdicts if d["exploratory"])
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; {exploratory} exploratory"
+    rule = ("Exploratory: registered after the experiment's first result (or marked so); their verdicts "
+            "suggest, they do not confirm.")
+    links = sorted(report_links.items())
     atomic_write_text(os.path.join(directory, "claims.md"),
-                      f"# Claims ledger\n\n{tally}.\n\n{markdown_table(*claims)}\n\n## Reports\n\n{links}\n")
-    link_items = "".join(f'<li><a href="{html.escape(link)}">{html.escape(name)}</a></li>' for name, link in sorted(report_links.items()))
-    atomic_write_text(os.path.join(directory, "claims.html"),
-                      html_page("Claims ledger", [f"<p>{html.escape(tally)}.</p>", claims_html(claims),
-                                                  f"<h2>Reports</h2><ul>{link_items}</ul>"]))
+                      f"# Claims ledger\n\n{tally}. {rule}\n\n{claims_markdown(records)}\n\n![{PLOT_TITLES['forest.png']}](forest.png)\n\n"
+                      "## Reports\n\n" + "\n".join(f"- [{name}]({link})" for name, link in links) + "\n")
+    atomic_write_text(os.path.join(directory, "claims.html"), render(
+        "ledger.html", title="Claims ledger", tally=tally, rule=rule, claims=records, links=links,
+        plots=[{"title": PLOT_TITLES["forest.png"], "src": inline_image(os.path.join(directory, "forest.png"))}]))

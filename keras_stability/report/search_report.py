@@ -1,6 +1,5 @@
 """The report of one Optuna study: best trials, optimisation history, parameter importances."""
 
-import html
 import math
 import os
 import warnings
@@ -12,7 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
 from keras_stability.experiments.storage import atomic_write_json, atomic_write_text  # noqa: E402
-from keras_stability.report.render import html_page, html_table, inline_image, markdown_table  # noqa: E402
+from keras_stability.report.analyses import strict  # noqa: E402
+from keras_stability.report.render import inline_image, markdown_table  # noqa: E402
+from keras_stability.report.templates import render  # noqa: E402
 
 
 def trial_rows(study, limit=10):
@@ -63,15 +64,16 @@ def write_search_report(study, directory, objective):
     best = study.best_trial if states.get("complete") else None
     headline = (f"Best: trial-{best.number:04d}, {objective} = {best.value:.4f}, {best.params}" if best else "No trial completed yet.")
     markdown = [f"# Study {study.study_name}", "", f"Trials: {tally}. {headline}", "", markdown_table(*table), ""]
-    sections = [f"<p>Trials: {html.escape(tally)}. {html.escape(headline)}</p>", html_table(*table, "trials")]
     for name, title in plots.items():
         markdown += [f"## {title}", "", f"![{title}]({name})", ""]
-        sections += [f"<h2>{html.escape(title)}</h2>", f'<img alt="{html.escape(title)}" src="{inline_image(os.path.join(directory, name))}">']
+    figures = [{"title": title, "src": inline_image(os.path.join(directory, name))} for name, title in plots.items()]
     atomic_write_text(os.path.join(directory, "search.md"), "\n".join(markdown))
-    atomic_write_text(os.path.join(directory, "search.html"), html_page(f"Study {study.study_name}", sections))
-    atomic_write_json(os.path.join(directory, "search.json"), {
+    atomic_write_text(os.path.join(directory, "search.html"), render(
+        "search.html", title=f"Study {study.study_name}", headline=f"Trials: {tally}. {headline}", header=table[0],
+        rows=table[1], plots=figures))
+    atomic_write_json(os.path.join(directory, "search.json"), strict({
         "study": study.study_name, "objective": objective, "direction": study.direction.name.lower(),
         "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params},
         "trials": [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
                     "outcome": t.user_attrs.get("outcome")} for t in study.trials],
-    })
+    }))

@@ -5,7 +5,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from keras_stability.report.statistics import divergence_test, mean_ci, welch
+from keras_stability.report.outcomes import TRAINED_RULE, outcome_of
+from keras_stability.report.statistics import compare_means, compare_rates, mean_ci
 
 
 def last_value(values):
@@ -75,6 +76,7 @@ def metric_values(runs, metric):
 def summarize_variant(name, runs):
     finished = [run for run in runs if run.finished]
     diverged = [run for run in finished if run.diverged]
+    trained = [outcome_of(run).trained for run in finished]
     norms = np.concatenate([run.steps.get("grad_norm", np.array([])) for run in finished] or [np.array([])])
     norms = norms[np.isfinite(norms)]
     metrics = {}
@@ -90,6 +92,8 @@ def summarize_variant(name, runs):
         "unfinished": [{"seed": run.seed, "status": run.status} for run in runs if not run.finished],
         "diverged": len(diverged),
         "diverged_at_steps": [run.meta.get("diverged_at_step") for run in diverged],
+        # None when the dataset has no chance level (a regression task such as the adding problem).
+        "trained": None if None in trained else sum(trained),
         "metrics": metrics,
         "clip_share": asdict(mean_ci(clip_shares)),
         "grad_norm_max": float(norms.max()) if len(norms) else math.nan,
@@ -102,10 +106,13 @@ def compare(variant, baseline):
     """Each metric of `variant` against `baseline` (summaries from `summarize_variant`)."""
     result = {}
     for metric in METRICS:
-        result[metric] = asdict(welch(variant["metrics"][metric]["values"], baseline["metrics"][metric]["values"]))
+        result[metric] = asdict(compare_means(variant["metrics"][metric]["values"], baseline["metrics"][metric]["values"]))
     result["divergence_rate"] = asdict(
-        divergence_test(variant["diverged"], variant["finished"], baseline["diverged"], baseline["finished"])
+        compare_rates(variant["diverged"], variant["finished"], baseline["diverged"], baseline["finished"])
     )
+    if variant["trained"] is not None and baseline["trained"] is not None:
+        result["trained_rate"] = asdict(
+            compare_rates(variant["trained"], variant["finished"], baseline["trained"], baseline["finished"]))
     return result
 
 
@@ -115,6 +122,7 @@ def summarize(experiment):
     baseline = variants[experiment.baseline]
     return {
         "experiment": experiment.name,
+        "trained_rule": TRAINED_RULE,
         "description": experiment.description,
         "baseline": experiment.baseline,
         "variants": variants,
