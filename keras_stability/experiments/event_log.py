@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import yaml
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 from tensorboard.summary.writer.record_writer import RecordWriter
 
@@ -72,7 +72,8 @@ class EventLog:
         shutil.rmtree(self.directory, ignore_errors=True)
         os.makedirs(self.directory)
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
-        self.writer = RecordWriter(open(os.path.join(self.directory, name), "wb"))
+        # Open for the run's lifetime, closed by `close`; no `with` can span the runner's epochs.
+        self.writer = RecordWriter(open(os.path.join(self.directory, name), "wb"))  # noqa: SIM115
         self.last_epoch = 0
         self.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
         with open(os.path.join(run_directory, "config.yaml"), encoding="utf-8") as stream:
