@@ -12,7 +12,10 @@ Where each capability lives:
   `callbacks`: telemetry; `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
 - `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry;
 - `experiments/`: experiment files (`schema`, `loading`), the model zoo (`zoo`), one run (`runner`),
-  all runs (`suite`), hyper-parameter search (`search`);
+  all runs (`suite`), hyper-parameter search (`search`), a run's TensorBoard event files (`event_log`:
+  `EventLog`, `write_event_logs`);
+- `results`: runs as pandas DataFrames (`load_runs`, `load_steps`), a report's summary.json and the
+  claims ledger as typed records (`read_summary`, `read_ledger`);
 - `report/`: statistics, plots, HTML and the claims ledger; `cli`: the `keras-stability` command.
 """
 
@@ -44,6 +47,11 @@ _EXPORTS = {
     "normalize_gradient": "keras_stability.transforms",
     "zclip": "keras_stability.transforms",
     "mnist_small": "keras_stability.datasets",
+    "load_runs": "keras_stability.results",
+    "load_steps": "keras_stability.results",
+    "read_ledger": "keras_stability.results",
+    "read_summary": "keras_stability.results",
+    "write_event_logs": "keras_stability.experiments.event_log",
 }
 _RENAMED = {"NONFINITE_POLICIES": "POLICIES"}
 

@@ -23,6 +23,7 @@ def build_parser():
                      help="override a setting in every run, e.g. --set optimizer.learning_rate=0.1 (repeatable)")
     run.add_argument("--jobs", type=int, default=1, help="parallel runner processes (default: 1)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files (<run>/tensorboard/)")
 
     validate = commands.add_parser("validate", help="check experiment files without running them")
     validate.add_argument("files", nargs="+", metavar="FILE", help="experiment YAML files or directories of them")
