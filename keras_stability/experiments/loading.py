@@ -1,14 +1,21 @@
 """Reading experiment files: YAML with line numbers, variants, `--set` overrides, one-line errors.
 
-Every problem becomes one line `FILE:LINE:COL: key.path: what is wrong (did you mean …?)`, collected
-into a `ConfigError`; the command line prints them and exits with status 2.
+Every problem becomes a `Problem` record (where, key path, message), collected into a `ConfigError`
+and formatted once as `FILE:LINE:COL: key.path: what is wrong (did you mean …?)`; the command line
+prints them and exits with status 2.
+
+YAML anchors and aliases are refused before they are composed: nine levels of nine aliases fit in
+under 1 KB and expand to 9⁹ paths for the validator to walk, and `variants:` and `--set` already
+share settings between runs. Nesting is bounded for the same reason (PyYAML composes recursively).
 """
 
 import copy
+import dataclasses
 import difflib
 import re
 import types
 import typing
+from collections.abc import Iterable, Sequence
 
 import pydantic
 import yaml
@@ -16,14 +23,54 @@ import yaml
 from keras_stability.experiments.schema import TRANSFORM_SPECS, ExperimentFile, RunConfig
 
 BASE_VARIANT = "base"
+MAX_NESTING = 64  # experiment files nest 5 deep; PyYAML's composer recurses once per level
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """Where a problem is: a file (with line and column when known), or the `--set` text."""
+
+    source: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        return self.source if self.line is None else f"{self.source}:{self.line}:{self.column}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: where, which key (None when it is not about a key), what."""
+
+    where: Location | None
+    path: KeyPath | None
+    message: str
+    variant: str | None = None
+
+    def __str__(self) -> str:
+        key = "" if self.path is None else dotted(self.path)
+        if self.variant is not None:
+            key = f"[variant {self.variant}] {key}".rstrip()
+        return ": ".join(part for part in (str(self.where or ""), key, self.message) if part)
+
+
+def dotted(path: KeyPath) -> str:
+    return ".".join(map(str, path)) or "(top level)"
 
 
 class ConfigError(ValueError):
-    """Invalid experiment input; `lines` holds one formatted message per problem."""
+    """Invalid experiment input; `problems` holds one `Problem` per thing wrong, in the order found."""
 
-    def __init__(self, lines):
-        self.lines = list(lines)
-        super().__init__("\n".join(self.lines))
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = tuple(dict.fromkeys(problems))
+        super().__init__("\n".join(map(str, self.problems)))
+
+    @property
+    def lines(self) -> list[str]:
+        """The problems as the command line prints them, one line each."""
+        return [str(problem) for problem in self.problems]
 
 
 class Experiment(typing.NamedTuple):
@@ -44,45 +91,121 @@ class Experiment(typing.NamedTuple):
         return [(variant, seed, config) for variant, config in self.variants.items() for seed in config.seeds]
 
 
-def compose_marks(node, path=(), marks=None, source="file"):
-    """Maps each key path to the (line, column) of its key and of its value; refuses duplicate keys."""
+Marks = dict[KeyPath, tuple[Location, Location]]
+
+
+def compose_marks(node: yaml.Node, path: KeyPath = (), marks: Marks | None = None, source: str = "file") -> Marks:
+    """Maps each key path to the `Location` of its key and of its value; refuses duplicate keys."""
     marks = {} if marks is None else marks
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key_node, value_node in node.value:
             key = key_node.value
-            location = (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            location = mark_location(source, key_node.start_mark)
             if key in seen:
-                raise ConfigError([f"{location[0]}:{location[1]}:{location[2]}: {'.'.join(map(str, path + (key,)))}: duplicate key"])
+                raise ConfigError([Problem(location, path + (key,), "duplicate key")])
             seen.add(key)
-            value_location = (source, value_node.start_mark.line + 1, value_node.start_mark.column + 1)
-            marks[path + (key,)] = (location, value_location)
+            marks[path + (key,)] = (location, mark_location(source, value_node.start_mark))
             compose_marks(value_node, path + (key,), marks, source)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            location = (source, item.start_mark.line + 1, item.start_mark.column + 1)
+            location = mark_location(source, item.start_mark)
             marks[path + (index,)] = (location, location)
             compose_marks(item, path + (index,), marks, source)
     return marks
 
 
-def read_yaml(path):
+def mark_location(source: str, mark: yaml.Mark) -> Location:
+    return Location(source, mark.line + 1, mark.column + 1)
+
+
+def text_location(source: str, text: str, position: int) -> Location:
+    """The line and column of `text[position]`."""
+    line_start = text.rfind("\n", 0, position) + 1
+    return Location(source, text.count("\n", 0, position) + 1, position - line_start + 1)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors, aliases and deep nesting as it meets them (before expanding)."""
+
+    def __init__(self, text: str, source: str):
+        super().__init__(text)
+        self.source, self.depth = source, 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ConfigError([Problem(
+                mark_location(self.source, event.start_mark), None,
+                "YAML anchors and aliases (&name, *name) are not accepted: write the value out, "
+                "or share settings through `variants:` or `--set`",
+            )])
+        if self.depth == MAX_NESTING:
+            raise ConfigError([Problem(
+                mark_location(self.source, event.start_mark), None,
+                f"nested more than {MAX_NESTING} levels deep; an experiment file needs 5",
+            )])
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def parse_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
+    """The data of one YAML document and its node tree (None when empty), or a located `ConfigError`."""
+    loader = None
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        loader = StrictLoader(text, source)  # PyYAML checks for unprintable characters here
+        node = loader.get_single_node()
+        return (None if node is None else loader.construct_document(node)), node
+    except yaml.reader.ReaderError as error:
+        raise ConfigError([Problem(
+            text_location(source, text, error.position), None, f"character {error.character:#06x} is not allowed in "
+            f"YAML: delete it, or write it as an escape (\"\\x{error.character:02x}\") inside double quotes",
+        )]) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        raise ConfigError([f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {error.problem}"]) from None
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}:1:1: an experiment file is a mapping of keys (name, seeds, model, ...)"])
-    marks = compose_marks(node, source=path)
-    marks[()] = ((path, 1, 1), (path, 1, 1))
-    return data, marks
+        where = Location(source, 1, 1) if mark is None else mark_location(source, mark)
+        raise ConfigError([Problem(where, None, f"YAML syntax error: {error.problem or error.context}")]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError([Problem(Location(source, 1, 1), None, f"YAML error: {error}")]) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def decode_utf8(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line_start = data.rfind(b"\n", 0, error.start) + 1
+        column = len(data[line_start:error.start].decode("utf-8", errors="replace")) + 1
+        where = Location(source, data.count(b"\n", 0, error.start) + 1, column)
+        raise ConfigError([Problem(
+            where, None, f"not UTF-8 (byte {data[error.start]:#04x}): save the file as UTF-8",
+        )]) from None
+
+
+def read_yaml(path: str) -> tuple[dict, Marks]:
+    """An experiment (or claims) file's mapping and the `Location` of every key path in it.
+
+    Raises:
+        ConfigError: the file cannot be read, is not UTF-8, is not YAML, or is not a mapping.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise ConfigError([Problem(Location(str(path)), None, f"cannot read: {error.strerror}")]) from None
+    document, node = parse_yaml(decode_utf8(data, str(path)), str(path))
+    if not isinstance(document, dict):
+        raise ConfigError([Problem(
+            Location(str(path), 1, 1), None, "an experiment file is a mapping of keys (name, seeds, model, ...)",
+        )])
+    marks = compose_marks(node, source=str(path))
+    marks[()] = (Location(str(path), 1, 1), Location(str(path), 1, 1))
+    return document, marks
 
 
 def unwrap(annotation, value):
@@ -148,32 +271,31 @@ def describe(error, schema, data, path):
     return message[len("Value error, "):] if message.startswith("Value error, ") else message
 
 
-def locate(path, marks_in_order, extra):
+def locate(path: KeyPath, marks_in_order: Sequence[tuple[KeyPath, Marks]], extra: bool) -> Location:
     """The most precise known location of `path`: the first mark table that has it or a parent."""
     for prefix_length in range(len(path), -1, -1):
         for prefix, marks in marks_in_order:
             key = prefix + path[:prefix_length]
             if key in marks:
                 key_mark, value_mark = marks[key]
-                source, line, column = key_mark if extra and prefix_length == len(path) else value_mark
-                return source if line is None else f"{source}:{line}:{column}"
-    return "(experiment)"
+                return key_mark if extra and prefix_length == len(path) else value_mark
+    return Location("(experiment)")
 
 
-def validate(schema, data, marks_in_order):
+def validate(schema: type[pydantic.BaseModel], data: object, marks_in_order: Sequence[tuple[KeyPath, Marks]]):
+    """`schema.model_validate(data)`, or a `ConfigError` with each pydantic error located and explained."""
     try:
         return schema.model_validate(data)
     except pydantic.ValidationError as exc:
-        lines = []
+        problems = []
         for error in exc.errors():
             path = clean_path(error["loc"])
             where = locate(path, marks_in_order, extra=error["type"] == "extra_forbidden")
-            dotted = ".".join(map(str, path)) or "(top level)"
-            lines.append(f"{where}: {dotted}: {describe(error, schema, data, path)}")
-        raise ConfigError(lines) from None
+            problems.append(Problem(where, path, describe(error, schema, data, path)))
+        raise ConfigError(problems) from None
 
 
-def merge(base, override):
+def merge(base: dict, override: dict) -> dict:
     """`base` with `override` deep-merged in: mappings merge, everything else replaces."""
     result = copy.deepcopy(base)
     for key, value in override.items():
@@ -184,19 +306,20 @@ def merge(base, override):
     return result
 
 
-def parse_override(text):
+def parse_override(text: str) -> tuple[KeyPath, object]:
     """`"optimizer.learning_rate=0.1"` → `(("optimizer", "learning_rate"), 0.1)`; values are YAML."""
     key, separator, value = text.partition("=")
+    where = Location(f"--set {text}")
     if not separator or not key or not re.fullmatch(r"[A-Za-z_]\w*(\.(\w+))*", key):
-        raise ConfigError([f"--set {text}: expected KEY.PATH=VALUE, e.g. optimizer.learning_rate=0.1"])
+        raise ConfigError([Problem(where, None, "expected KEY.PATH=VALUE, e.g. optimizer.learning_rate=0.1")])
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+        parsed = parse_yaml(value, where.source)[0] if value.strip() else None
+    except ConfigError:
+        parsed = value  # not YAML (or an alias, never expanded): the text itself, as a shell user expects
     return tuple(key.split(".")), parsed
 
 
-def apply_overrides(data, overrides):
+def apply_overrides(data: dict, overrides: Iterable[tuple[KeyPath, object]]) -> dict:
     """`data` with each (path, value) set; a numeric path part indexes an existing list."""
     data = copy.deepcopy(data)
     for path, value in overrides:
@@ -206,9 +329,9 @@ def apply_overrides(data, overrides):
             if isinstance(target, list) and str(part).isdigit() and int(part) < len(target):
                 part = int(part)
             elif isinstance(target, list):
-                raise ConfigError([f"{'.'.join(map(str, path))}: {'.'.join(map(str, path[:depth]))} has no item {part}"])
+                raise ConfigError([Problem(None, path, f"{dotted(path[:depth])} has no item {part}")])
             elif not isinstance(target, dict):
-                raise ConfigError([f"{'.'.join(map(str, path))}: {'.'.join(map(str, path[:depth]))} is not a mapping"])
+                raise ConfigError([Problem(None, path, f"{dotted(path[:depth])} is not a mapping")])
             if last:
                 target[part] = value
             else:
@@ -218,16 +341,27 @@ def apply_overrides(data, overrides):
     return data
 
 
-def override_marks(overrides):
+def apply_set_options(data: dict, overrides: Sequence[tuple[str, tuple[KeyPath, object]]]) -> dict:
+    """`apply_overrides` for `--set` texts: a problem is placed at the text that caused it."""
+    for text, override in overrides:
+        try:
+            data = apply_overrides(data, [override])
+        except ConfigError as error:
+            where = Location(f"--set {text}")
+            raise ConfigError(dataclasses.replace(problem, where=where) for problem in error.problems) from None
+    return data
+
+
+def override_marks(overrides: Sequence[tuple[str, tuple[KeyPath, object]]]) -> Marks:
     marks = {}
     for text, (path, _) in overrides:
-        location = (f"--set {text}", None, None)
+        location = Location(f"--set {text}")
         for length in range(1, len(path) + 1):
             marks.setdefault(path[:length], (location, location))
     return marks
 
 
-def load_experiment(path, overrides=()):
+def load_experiment(path: str, overrides: Sequence[str] = ()) -> Experiment:
     """Reads and validates an experiment file; returns an `Experiment` or raises `ConfigError`.
 
     Args:
@@ -237,45 +371,43 @@ def load_experiment(path, overrides=()):
     data, marks = read_yaml(path)
     parsed_overrides = [(text, parse_override(text)) for text in overrides]
     set_marks = override_marks(parsed_overrides)
-    values = [value for _, value in parsed_overrides]
-    top = validate(ExperimentFile, apply_overrides(data, values), [((), set_marks), ((), marks)])
-    base = {k: v for k, v in data.items() if k != "variants"}
-    base = {k: v for k, v in base.items() if k != "search"}
+    top = validate(ExperimentFile, apply_set_options(data, parsed_overrides), [((), set_marks), ((), marks)])
+    base = {k: v for k, v in data.items() if k not in ("variants", "search")}
     variants, sources = {}, {}
-    errors = []
+    problems = []
     for variant, override in (data.get("variants") or {BASE_VARIANT: {}}).items():
-        merged = apply_overrides(merge(base, override or {}), values)
+        merged = apply_set_options(merge(base, override or {}), parsed_overrides)
         sources[variant] = merged
         tables = [((), set_marks), (("variants", variant), marks), ((), marks)]
         try:
             variants[variant] = validate(RunConfig, merged, tables)
         except ConfigError as error:
-            errors.extend(line.replace(": ", f": [variant {variant}] ", 1) for line in error.lines)
+            problems += [dataclasses.replace(problem, variant=variant) for problem in error.problems]
     baseline = top.baseline or next(iter(variants), BASE_VARIANT)
-    if top.baseline is not None and top.baseline not in variants and not errors:
+    if top.baseline is not None and top.baseline not in variants and not problems:
         where = locate(("baseline",), [((), marks)], extra=False)
-        errors.append(f"{where}: baseline: no variant named {top.baseline!r}{suggestion(top.baseline, variants)}")
-    if top.search is not None and not errors:
-        errors += check_search_space(top.search, baseline, sources, marks)
-    if errors:
-        raise ConfigError(sorted(set(errors), key=errors.index))
+        problems.append(Problem(where, ("baseline",), f"no variant named {top.baseline!r}{suggestion(top.baseline, variants)}"))
+    if top.search is not None and not problems:
+        problems += check_search_space(top.search, baseline, sources, marks)
+    if problems:
+        raise ConfigError(problems)
     return Experiment(str(path), top.name, baseline, variants, top.search, sources)
 
 
-def check_search_space(search, baseline, sources, marks):
+def check_search_space(search, baseline: str, sources: dict, marks: Marks) -> list[Problem]:
     """Every searched key must name a real setting: try its first grid point or its low end."""
     variant = search.variant or baseline
     if variant not in sources:
         where = locate(("search", "variant"), [((), marks)], extra=False)
-        return [f"{where}: search.variant: no variant named {variant!r}{suggestion(variant, sources)}"]
-    errors = []
+        return [Problem(where, ("search", "variant"), f"no variant named {variant!r}{suggestion(variant, sources)}")]
+    problems = []
     for key, spec in search.space.items():
         sample = (spec.grid() or [spec.low])[0]
         try:
             trial = apply_overrides(sources[variant], [(tuple(key.split(".")), sample)])
             validate(RunConfig, trial, [((), {})])
         except ConfigError as error:
-            where = locate(("search", "space", key), [((), marks)], extra=True)
-            detail = error.lines[0].split(": ", 1)[-1]
-            errors.append(f"{where}: search.space.{key}: {detail}")
-    return errors
+            first = error.problems[0]
+            detail = first.message if first.path is None else f"{dotted(first.path)}: {first.message}"
+            problems.append(Problem(locate(("search", "space", key), [((), marks)], extra=True), ("search", "space", key), detail))
+    return problems
