@@ -114,7 +114,8 @@ def command_validate(args):
         return 2
     for experiment in experiments:
         runs = len(experiment.runs())
-        print(f"{experiment.path}: ok ({experiment.name}: {len(experiment.variants)} variants, {runs} runs, baseline {experiment.baseline})")
+        counts = f"{len(experiment.variants)} variants, {runs} runs, baseline {experiment.baseline}"
+        print(f"{experiment.path}: ok ({experiment.name}: {counts})")
     return 0
 
 
@@ -132,7 +133,8 @@ def command_list(args):
     print(f"experiments in {args.experiments}/:" + ("" if files else " none"))
     experiments, problems = load_all(files, [])
     for experiment in experiments:
-        print(f"  {experiment.path}  {experiment.name}: {', '.join(experiment.variants)} × seeds {experiment.variants[experiment.baseline].seeds}")
+        seeds = experiment.variants[experiment.baseline].seeds
+        print(f"  {experiment.path}  {experiment.name}: {', '.join(experiment.variants)} × seeds {seeds}")
     for problem in problems:
         print(f"  invalid: {problem}")
     return 0
@@ -155,10 +157,10 @@ def command_search(args):
     if problems:
         print_problems(problems)
         return 2
+    import optuna
+
     from keras_stability.experiments.search import run_search
     from keras_stability.report.search_report import write_search_report
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-epoch lines report progress
     experiment = experiments[0]

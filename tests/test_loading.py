@@ -68,7 +68,8 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
     [
         ("  hidden: [16]", "  hiden: [16]", "{path}:7:3: model.hiden: unknown key (did you mean 'hidden'?)"),
         ("  name: mlp", "  name: mpl",
-         "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn (did you mean 'mlp'?)"),
+         "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn "
+         "(did you mean 'mlp'?)"),
         ("  learning_rate: 0.1", "  learning_rate: -0.1", "{path}:9:18: optimizer.learning_rate: Input should be greater than 0"),
         ("  learning_rate: 0.1", "  learning_rate: fast",
          "{path}:9:18: optimizer.learning_rate: Input should be a valid number, unable to parse string as a number"),
@@ -119,7 +120,7 @@ def test_overrides_parse_yaml_values():
     assert parse_override("stabilizer=null") == (("stabilizer",), None)
     assert parse_override("description='a: b'") == (("description",), "a: b")
     for bad in ["learning_rate", "=3", "optimizer..lr=1", "1x=2"]:
-        with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        with pytest.raises(ConfigError, match=r"expected KEY\.PATH=VALUE"):
             parse_override(bad)
 
 
@@ -177,8 +178,9 @@ def test_problems_are_records_formatted_once(tmp_path):
     assert unknown == Problem(Location(path, 17, 11), ("stabilizer", "transforms", 0, "max_nrm"),
                               "unknown key (did you mean 'max_norm'?)", variant="clipped")
     assert str(error.value) == "\n".join(error.value.lines) == f"{missing}\n{unknown}"
-    problem = unknown
-    assert str(problem) == f"{path}:17:11: [variant clipped] stabilizer.transforms.0.max_nrm: unknown key (did you mean 'max_norm'?)"
+    assert str(unknown) == (
+        f"{path}:17:11: [variant clipped] stabilizer.transforms.0.max_nrm: unknown key (did you mean 'max_norm'?)"
+    )
 
 
 def test_a_set_option_that_does_not_fit_is_placed_at_its_text(tmp_path):

@@ -29,7 +29,8 @@ def finished(tmp_path_factory):
 
 @pytest.fixture
 def results(finished, tmp_path):
-    """Seeds 0 and 1 sound (the same numbers); 2: metrics.csv cut in half; 3: meta.json not JSON; 4: config.yaml not YAML."""
+    """Seeds 0 and 1 sound (the same numbers); 2: metrics.csv cut in half; 3: meta.json not JSON;
+    4: config.yaml not YAML."""
     seed_0 = str(tmp_path / "results" / "quickstart" / "no_clip" / "seed-0")
     shutil.copytree(finished, seed_0)
     copy_as_seed(seed_0, 1)

@@ -70,7 +70,7 @@ class RunCheck:
         return "damaged" if self.damage else self.meta.get("status", "incomplete")
 
 
-class DamagedFile(Exception):
+class DamagedFileError(Exception):
     def __init__(self, path: str, problem: str):
         super().__init__(path, problem)
         self.damage = Damage(path, problem)
@@ -84,11 +84,11 @@ def read_text(path: str) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise DamagedFile(path, f"cannot be read: {error.strerror}") from None
+        raise DamagedFileError(path, f"cannot be read: {error.strerror}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DamagedFile(path, f"not UTF-8 at byte {error.start}") from None
+        raise DamagedFileError(path, f"not UTF-8 at byte {error.start}") from None
 
 
 def read_json_object(path: str) -> dict | None:
@@ -98,9 +98,9 @@ def read_json_object(path: str) -> dict | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise DamagedFile(path, f"not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        raise DamagedFileError(path, f"not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
     if not isinstance(value, dict):
-        raise DamagedFile(path, f"a JSON object was expected. Received: {type(value).__name__}")
+        raise DamagedFileError(path, f"a JSON object was expected. Received: {type(value).__name__}")
     return value
 
 
@@ -110,18 +110,18 @@ def read_table(path: str, columns: tuple[str, ...]) -> dict[str, np.ndarray] | N
     if text is None:
         return None
     if not text.endswith("\n"):
-        raise DamagedFile(path, "cut short: its last line is incomplete")
+        raise DamagedFileError(path, "cut short: its last line is incomplete")
     rows = list(csv.reader(text.splitlines()))
     if tuple(rows[0]) != columns:
-        raise DamagedFile(path, f"its columns should be {','.join(columns)}. Received: {','.join(rows[0])}")
+        raise DamagedFileError(path, f"its columns should be {','.join(columns)}. Received: {','.join(rows[0])}")
     values = []
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(columns):
-            raise DamagedFile(path, f"line {number} has {len(row)} fields, not {len(columns)}")
+            raise DamagedFileError(path, f"line {number} has {len(row)} fields, not {len(columns)}")
         try:
             values.append([float(cell) for cell in row])
         except ValueError:
-            raise DamagedFile(path, f"line {number} holds something other than numbers: {','.join(row)}") from None
+            raise DamagedFileError(path, f"line {number} holds something other than numbers: {','.join(row)}") from None
     table = np.array(values, dtype=np.float64).reshape(len(values), len(columns))
     return {name: table[:, index] for index, name in enumerate(columns)}
 
@@ -131,48 +131,48 @@ def read_document(directory: str) -> dict:
     path = os.path.join(directory, "config.yaml")
     text = read_text(path)
     if text is None:
-        raise DamagedFile(path, "missing")
+        raise DamagedFileError(path, "missing")
     try:
         document = parse_yaml(text, path)[0]
     except ConfigError as error:
-        raise DamagedFile(path, error.problems[0].message) from None
+        raise DamagedFileError(path, error.problems[0].message) from None
     keys = {"experiment": str, "variant": str, "seed": int, "config": dict}
     if not isinstance(document, dict) or any(not isinstance(document.get(k), kind) for k, kind in keys.items()):
-        raise DamagedFile(path, "a mapping of experiment, variant, seed and config was expected")
+        raise DamagedFileError(path, "a mapping of experiment, variant, seed and config was expected")
     parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-3:]
     named = [document["experiment"], document["variant"], f"seed-{document['seed']}"]
     if parts != named:
-        raise DamagedFile(path, f"it describes {'/'.join(named)}, but lies in {'/'.join(parts)}")
+        raise DamagedFileError(path, f"it describes {'/'.join(named)}, but lies in {'/'.join(parts)}")
     return document
 
 
 def check_epochs(path: str, epochs: np.ndarray, expected: int | None, final: bool) -> None:
     """A per-epoch table's rows are epochs 1, 2, …, as many as meta.json says (one more while unfinished)."""
     if not np.array_equal(epochs, np.arange(1, len(epochs) + 1)):
-        raise DamagedFile(path, "its epochs are not numbered 1, 2, … in order")
+        raise DamagedFileError(path, "its epochs are not numbered 1, 2, … in order")
     if expected is not None and not (len(epochs) == expected or (not final and len(epochs) == expected + 1)):
-        raise DamagedFile(path, f"{len(epochs)} epochs, but meta.json says {expected} are done")
+        raise DamagedFileError(path, f"{len(epochs)} epochs, but meta.json says {expected} are done")
 
 
 def check_steps(path: str, steps: dict[str, np.ndarray], meta: dict, final: bool) -> None:
     epochs, numbers = steps["epoch"], steps["step"]
     if np.any(np.diff(epochs) < 0) or np.any(np.diff(numbers) <= 0):
-        raise DamagedFile(path, "its rows are not in step order")
+        raise DamagedFileError(path, "its rows are not in step order")
     expected, per_epoch = meta.get("epochs_done"), meta.get("steps_per_epoch")
     if not final or expected is None:
         return
     if len(epochs) and epochs[-1] != expected:
-        raise DamagedFile(path, f"it ends in epoch {epochs[-1]:g}, but meta.json says {expected} epochs are done")
+        raise DamagedFileError(path, f"it ends in epoch {epochs[-1]:g}, but meta.json says {expected} epochs are done")
     if isinstance(per_epoch, int) and len(epochs) != expected * per_epoch:
-        raise DamagedFile(path, f"{len(epochs)} steps, but meta.json says {expected} epochs of {per_epoch} are done")
+        raise DamagedFileError(path, f"{len(epochs)} steps, but meta.json says {expected} epochs of {per_epoch} are done")
 
 
 def check_meta(path: str, meta: dict) -> None:
     if not isinstance(meta.get("status", ""), str):
-        raise DamagedFile(path, f"status should be text. Received: {meta['status']!r}")
+        raise DamagedFileError(path, f"status should be text. Received: {meta['status']!r}")
     done = meta.get("epochs_done")
     if done is not None and (isinstance(done, bool) or not isinstance(done, int) or done < 0):
-        raise DamagedFile(path, f"epochs_done should be an integer ≥ 0. Received: {done!r}")
+        raise DamagedFileError(path, f"epochs_done should be an integer ≥ 0. Received: {done!r}")
 
 
 def check_progress(directory: str, epochs_written: int) -> None:
@@ -183,11 +183,11 @@ def check_progress(directory: str, epochs_written: int) -> None:
         return
     done, checkpoint = progress.get("epochs_done"), progress.get("checkpoint")
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
-        raise DamagedFile(path, f"epochs_done should be an integer ≥ 0. Received: {done!r}")
+        raise DamagedFileError(path, f"epochs_done should be an integer ≥ 0. Received: {done!r}")
     if done > epochs_written:
-        raise DamagedFile(path, f"it resumes after epoch {done}, but metrics.csv holds {epochs_written}")
+        raise DamagedFileError(path, f"it resumes after epoch {done}, but metrics.csv holds {epochs_written}")
     if done and not (isinstance(checkpoint, str) and os.path.isfile(os.path.join(directory, checkpoint))):
-        raise DamagedFile(path, f"the checkpoint it resumes from is missing: {checkpoint!r}")
+        raise DamagedFileError(path, f"the checkpoint it resumes from is missing: {checkpoint!r}")
 
 
 def check_run(directory: str) -> RunCheck:
@@ -210,7 +210,7 @@ def check_run(directory: str) -> RunCheck:
             path = os.path.join(directory, name)
             table = read_table(path, columns)
             if table is None and expected:
-                raise DamagedFile(path, f"missing, but meta.json says {expected} epochs are done")
+                raise DamagedFileError(path, f"missing, but meta.json says {expected} epochs are done")
             tables[name] = table or {column: np.array([]) for column in columns}
             if name != "steps.csv":
                 check_epochs(path, tables[name]["epoch"], expected, final)
@@ -218,6 +218,6 @@ def check_run(directory: str) -> RunCheck:
         read.update(metrics=tables["metrics.csv"], steps=tables["steps.csv"])
         if not final:
             check_progress(directory, len(tables["metrics.csv"]["epoch"]))
-    except DamagedFile as damaged:
+    except DamagedFileError as damaged:
         return RunCheck(directory, **read, damage=damaged.damage)
     return RunCheck(directory, **read)

@@ -84,7 +84,7 @@ class Experiment(typing.NamedTuple):
     baseline: str
     variants: dict
     search: object = None
-    sources: dict = {}
+    sources: typing.Mapping[str, dict] = types.MappingProxyType({})
 
     def runs(self):
         """(variant, seed, config) for every run of the experiment."""
@@ -262,10 +262,12 @@ def describe(error, schema, data, path):
         return f"unknown key{suggestion(path[-1], allowed_keys(schema, data, path[:-1]))}"
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", error["ctx"]["expected"])
-        return f"unknown name {error['input']!r}, expected one of {', '.join(expected)}{suggestion(error['input'], expected)}"
+        hint = suggestion(error["input"], expected)
+        return f"unknown name {error['input']!r}, expected one of {', '.join(expected)}{hint}"
     if kind == "union_tag_invalid":
         tags = re.findall(r"'([^']*)'", error["ctx"]["expected_tags"])
-        return f"unknown transform {error['ctx']['tag']!r}, expected one of {', '.join(tags)}{suggestion(error['ctx']['tag'], tags)}"
+        tag = error["ctx"]["tag"]
+        return f"unknown transform {tag!r}, expected one of {', '.join(tags)}{suggestion(tag, tags)}"
     if kind == "union_tag_not_found":
         return f"a transform needs `name:` (one of {', '.join(TRANSFORM_SPECS)})"
     return message[len("Value error, "):] if message.startswith("Value error, ") else message
