@@ -29,7 +29,7 @@ class Splits:
 def split_off(x, y, fraction, rng):
     """Shuffles once with `rng` and returns (rest, held-out `fraction`)."""
     order = rng.permutation(len(y))
-    held = max(1, round(fraction * len(y)))
+    held = max(1, int(round(fraction * len(y))))
     keep, out = order[held:], order[:held]
     return (x[keep], y[keep]), (x[out], y[out])
 
