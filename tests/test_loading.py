@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from keras_stability.experiments import loading
+from keras_stability.experiments import loading, yaml_files
 from keras_stability.experiments.loading import ConfigError, Location, Problem, load_experiment, parse_override
 
 GOOD = """\
@@ -229,7 +229,7 @@ def test_alias_bomb_is_refused_at_its_first_anchor_before_expansion(tmp_path, mo
     def never(*args, **kwargs):
         raise AssertionError("the bomb reached a step that walks its expansion")
 
-    monkeypatch.setattr(loading, "compose_marks", never)
+    monkeypatch.setattr(yaml_files, "compose_marks", never)
     monkeypatch.setattr(loading, "validate", never)
     # Line 1, column 4: the first anchor; PyYAML composes as it parses, so nothing after it was read.
     assert errors_of(path) == [f"{path}:1:4: YAML anchors and aliases (&name, *name) are not accepted: write the "

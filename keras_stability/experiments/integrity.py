@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_stability.experiments.loading import ConfigError, parse_yaml
+from keras_stability.experiments.yaml_files import ConfigError, parse_yaml
 
 METRIC_COLUMNS = (
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
