@@ -11,7 +11,8 @@ Where each capability lives:
   `optimizer`: `StabilizedOptimizer`; `model`: `StabilizedModel`, `stabilize`; `step_log`,
   `callbacks`: telemetry; `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
 - `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry;
-- `experiments/`: experiment files (`schema`, `loading`), the model zoo (`zoo`), one run (`runner`),
+- `experiments/`: experiment files (`schema`, `loading`; `yaml_files`: safe YAML and located
+  errors), the model zoo (`zoo`), one run (`runner`), whether a run's files are sound (`integrity`),
   all runs (`suite`), hyper-parameter search (`search`), a run's TensorBoard event files (`event_log`:
   `EventLog`, `write_event_logs`);
 - `results`: runs as pandas DataFrames (`load_runs`, `load_steps`), a report's summary.json and the

@@ -15,14 +15,14 @@ class GradientNormLogger(keras.callbacks.Callback):
     execution (the last step's norms). The file is flushed per epoch so a crash loses at most one epoch.
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike) -> None:
         super().__init__()
         self.path = os.fspath(path)
         self._file = None
         self._writer = None
         self._epoch = 0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         if not getattr(self.model.optimizer, "record_layer_norms", False):
             raise ValueError(
                 "GradientNormLogger needs per-layer norms: build the model with "
@@ -35,17 +35,17 @@ class GradientNormLogger(keras.callbacks.Callback):
         self._writer = csv.writer(self._file)
         self._writer.writerow(["epoch", "batch"] + [v.path for v in self.model.trainable_variables])
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         values = self.model.optimizer.layer_norms.numpy()
         self._writer.writerow([self._epoch, batch] + [f"{v:.9g}" for v in values])
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._file.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -72,29 +72,34 @@ def expand(paths):
 
 
 def load_all(paths, overrides):
-    from keras_stability.experiments.loading import ConfigError, load_experiment
+    """The experiments of `paths` that are valid, and a `Problem` for everything wrong with the rest."""
+    from keras_stability.experiments.loading import ConfigError, Location, Problem, load_experiment
 
-    experiments, errors = [], []
+    experiments, problems = [], []
     for path in expand(paths):
         try:
             experiments.append(load_experiment(path, overrides))
         except ConfigError as error:
-            errors.extend(error.lines)
+            problems.extend(error.problems)
     names = {}
     for experiment in experiments:
         if experiment.name in names:
-            errors.append(f"{experiment.path}: name {experiment.name!r} is also used by {names[experiment.name]}")
+            problems.append(Problem(Location(experiment.path), None, f"name {experiment.name!r} is also used by {names[experiment.name]}"))
         names[experiment.name] = experiment.path
-    return experiments, errors
+    return experiments, problems
+
+
+def print_problems(problems):
+    print("\n".join(map(str, problems)), file=sys.stderr)
 
 
 def command_run(args):
     if args.jobs < 1:
         print(f"keras-stability run: --jobs must be ≥ 1. Received: --jobs {args.jobs}.", file=sys.stderr)
         return 2
-    experiments, errors = load_all(args.files, args.overrides)
-    if errors:
-        print("\n".join(errors), file=sys.stderr)
+    experiments, problems = load_all(args.files, args.overrides)
+    if problems:
+        print_problems(problems)
         return 2
     from keras_stability.experiments.suite import run_experiments
 
@@ -104,13 +109,14 @@ def command_run(args):
 
 
 def command_validate(args):
-    experiments, errors = load_all(args.files, args.overrides)
-    if errors:
-        print("\n".join(errors), file=sys.stderr)
+    experiments, problems = load_all(args.files, args.overrides)
+    if problems:
+        print_problems(problems)
         return 2
     for experiment in experiments:
         runs = len(experiment.runs())
-        print(f"{experiment.path}: ok ({experiment.name}: {len(experiment.variants)} variants, {runs} runs, baseline {experiment.baseline})")
+        counts = f"{len(experiment.variants)} variants, {runs} runs, baseline {experiment.baseline}"
+        print(f"{experiment.path}: ok ({experiment.name}: {counts})")
     return 0
 
 
@@ -126,38 +132,36 @@ def command_list(args):
     print("nonfinite:  " + ", ".join(POLICIES))
     files = expand([args.experiments]) if os.path.isdir(args.experiments) else []
     print(f"experiments in {args.experiments}/:" + ("" if files else " none"))
-    experiments, errors = load_all(files, [])
+    experiments, problems = load_all(files, [])
     for experiment in experiments:
-        print(f"  {experiment.path}  {experiment.name}: {', '.join(experiment.variants)} × seeds {experiment.variants[experiment.baseline].seeds}")
-    for line in errors:
-        print(f"  invalid: {line}")
+        seeds = experiment.variants[experiment.baseline].seeds
+        print(f"  {experiment.path}  {experiment.name}: {', '.join(experiment.variants)} × seeds {seeds}")
+    for problem in problems:
+        print(f"  invalid: {problem}")
     return 0
 
 
 def command_search(args):
-    experiments, errors = load_all([args.file], args.overrides)
-    if not errors and experiments[0].search is None:
-        errors = [f"{args.file}: no `search:` section (see the README's Search section)"]
-    if not errors and args.trials is not None and args.trials < 1:
-        errors = [f"keras-stability search: --trials must be ≥ 1. Received: --trials {args.trials}."]
-    if not errors and args.sampler is not None:
-        import pydantic
+    from keras_stability.experiments.loading import ConfigError, Location, Problem, validate
+    from keras_stability.experiments.schema import SearchConfig
 
-        from keras_stability.experiments.loading import describe
-        from keras_stability.experiments.schema import SearchConfig
-        from keras_stability.experiments.search import with_sampler
-
+    experiments, problems = load_all([args.file], args.overrides)
+    if not problems and experiments[0].search is None:
+        problems = [Problem(Location(args.file), None, "no `search:` section (see the README's Search section)")]
+    if not problems and args.trials is not None and args.trials < 1:
+        problems = [Problem(Location("keras-stability search"), None, f"--trials must be ≥ 1. Received: --trials {args.trials}.")]
+    if not problems and args.sampler is not None:
         try:
-            with_sampler(experiments[0].search, args.sampler)
-        except pydantic.ValidationError as error:
-            errors = [f"{args.file}: --sampler {args.sampler}: {describe(error.errors()[0], SearchConfig, {}, ())}"]
-    if errors:
-        print("\n".join(errors), file=sys.stderr)
+            validate(SearchConfig, {**experiments[0].search.model_dump(), "sampler": args.sampler}, [])
+        except ConfigError as error:
+            problems = [Problem(Location(args.file), None, f"--sampler {args.sampler}: {error.problems[0].message}")]
+    if problems:
+        print_problems(problems)
         return 2
+    import optuna
+
     from keras_stability.experiments.search import run_search
     from keras_stability.report.search_report import write_search_report
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-epoch lines report progress
     experiment = experiments[0]
@@ -181,7 +185,7 @@ def command_report(args):
     try:
         build_reports(args.results, args.output, claims)
     except ConfigError as error:
-        print("\n".join(error.lines), file=sys.stderr)
+        print_problems(error.problems)
         return 2
     except FileNotFoundError as error:
         print(f"keras-stability report: {error}", file=sys.stderr)

@@ -13,11 +13,12 @@ entry is, or when the norm itself overflows float32 (entries beyond ~1e19, which
 import tensorflow as tf
 
 from keras_stability.transforms import norms
+from keras_stability.transforms.base import Gradients
 
 POLICIES = ("raise", "skip", "zero", "propagate")
 
 
-def check_policy(policy):
+def check_policy(policy: str) -> str:
     if policy not in POLICIES:
         raise ValueError(
             f"`nonfinite` must be one of {', '.join(repr(p) for p in POLICIES)}. "
@@ -26,7 +27,7 @@ def check_policy(policy):
     return policy
 
 
-def raise_if_not_finite(finite):
+def raise_if_not_finite(finite: tf.Tensor) -> None:
     """Fails the step with tf.errors.InvalidArgumentError when `finite` is false."""
     tf.debugging.check_numerics(
         tf.where(finite, 0.0, float("nan")),
@@ -35,7 +36,7 @@ def raise_if_not_finite(finite):
     )
 
 
-def zero_if_not_finite(gradients, finite):
+def zero_if_not_finite(gradients: Gradients, finite: tf.Tensor) -> Gradients:
     """The gradients where `finite`, else zeros of the same structure (NaN * 0 would stay NaN)."""
     result = []
     for g in gradients:

@@ -15,7 +15,7 @@ class StepLog:
     the oldest ones.
     """
 
-    def __init__(self, capacity):
+    def __init__(self, capacity: int) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"StepLog capacity must be an integer ≥ 1. Received: capacity={capacity!r}.")
         self.capacity = capacity
@@ -30,14 +30,14 @@ class StepLog:
             name="step_log_count",
         )
 
-    def write(self, loss, grad_norm, clipped_norm):
+    def write(self, loss: tf.Tensor, grad_norm: tf.Tensor, clipped_norm: tf.Tensor) -> None:
         """Records one step; every argument must already be identical on all replicas."""
         row = tf.stack([tf.cast(loss, tf.float32), grad_norm, clipped_norm])
         slot = tf.math.floormod(self.count, self.capacity)
         self.rows.scatter_update(tf.IndexedSlices(row[None, :], slot[None]))
         self.count.assign_add(1)
 
-    def drain(self):
+    def drain(self) -> np.ndarray:
         """The rows written since the last drain, oldest first, as a (n, 3) numpy array."""
         count = int(self.count.numpy())
         rows = self.rows.numpy()

@@ -6,7 +6,8 @@ import textwrap
 
 import pytest
 
-from keras_stability.experiments.loading import ConfigError, load_experiment, parse_override
+from keras_stability.experiments import loading, yaml_files
+from keras_stability.experiments.loading import ConfigError, Location, Problem, load_experiment, parse_override
 
 GOOD = """\
 name: tiny
@@ -41,6 +42,12 @@ def errors_of(path, overrides=()):
     return error.value.lines
 
 
+def problems_of(path, overrides=()):
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path, overrides)
+    return error.value.problems
+
+
 def test_good_file_resolves_every_variant(tmp_path):
     experiment = load_experiment(write(tmp_path, GOOD))
     assert experiment.name == "tiny" and experiment.baseline == "no_clip"
@@ -61,7 +68,8 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
     [
         ("  hidden: [16]", "  hiden: [16]", "{path}:7:3: model.hiden: unknown key (did you mean 'hidden'?)"),
         ("  name: mlp", "  name: mpl",
-         "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn (did you mean 'mlp'?)"),
+         "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn "
+         "(did you mean 'mlp'?)"),
         ("  learning_rate: 0.1", "  learning_rate: -0.1", "{path}:9:18: optimizer.learning_rate: Input should be greater than 0"),
         ("  learning_rate: 0.1", "  learning_rate: fast",
          "{path}:9:18: optimizer.learning_rate: Input should be a valid number, unable to parse string as a number"),
@@ -112,7 +120,7 @@ def test_overrides_parse_yaml_values():
     assert parse_override("stabilizer=null") == (("stabilizer",), None)
     assert parse_override("description='a: b'") == (("description",), "a: b")
     for bad in ["learning_rate", "=3", "optimizer..lr=1", "1x=2"]:
-        with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        with pytest.raises(ConfigError, match=r"expected KEY\.PATH=VALUE"):
             parse_override(bad)
 
 
@@ -145,3 +153,100 @@ def test_repository_experiments_are_valid():
     assert "experiments/quickstart.yaml" in files
     for path in files:
         load_experiment(path)
+
+
+def write_bytes(tmp_path, data, name="experiment.yaml"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def alias_bomb():
+    """Nine levels of nine aliases: 9⁹ ≈ 387 million strings once expanded, 342 bytes written."""
+    lines = ["a: &a [" + ", ".join(['"lol"'] * 9) + "]"]
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_problems_are_records_formatted_once(tmp_path):
+    path = write(tmp_path, GOOD.replace("          max_norm: 1.0", "          max_nrm: 1.0"))
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path)
+    missing, unknown = error.value.problems
+    assert missing == Problem(Location(path, 16, 11), ("stabilizer", "transforms", 0, "max_norm"), "Field required", "clipped")
+    assert unknown == Problem(Location(path, 17, 11), ("stabilizer", "transforms", 0, "max_nrm"),
+                              "unknown key (did you mean 'max_norm'?)", variant="clipped")
+    assert str(error.value) == "\n".join(error.value.lines) == f"{missing}\n{unknown}"
+    assert str(unknown) == (
+        f"{path}:17:11: [variant clipped] stabilizer.transforms.0.max_nrm: unknown key (did you mean 'max_norm'?)"
+    )
+
+
+def test_a_set_option_that_does_not_fit_is_placed_at_its_text(tmp_path):
+    path = write(tmp_path, GOOD)
+    [problem] = problems_of(path, ["model.hidden.3=8"])
+    assert problem == Problem(Location("--set model.hidden.3=8"), ("model", "hidden", "3"), "model.hidden has no item 3")
+    assert str(problem) == "--set model.hidden.3=8: model.hidden.3: model.hidden has no item 3"
+    # A `--set` value with an alias is text, never expanded.
+    assert parse_override("description=*a") == (("description",), "*a")
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        # Latin-1 é: byte 17 of line 2 ("description: caf" is 16 characters).
+        (b"name: x\ndescription: caf\xe9 au lait\n", "{path}:2:17: not UTF-8 (byte 0xe9): save the file as UTF-8"),
+        (b'name: x\ndescription: "tab\x07bell"\n',
+         "{path}:2:18: character 0x0007 is not allowed in YAML: delete it, or write it as an escape (\"\\x07\") "
+         "inside double quotes"),
+        (b"name: x\n\x00seeds: [0]\n", "{path}:2:1: character 0x0000 is not allowed in YAML: delete it, or write it "
+         "as an escape (\"\\x00\") inside double quotes"),
+        # Sequence 64 opens at column 8 + 62 and is the 64th level (the file's mapping is the first).
+        (b"name: x\nseeds: " + b"[" * 100 + b"]" * 100 + b"\n",
+         "{path}:2:71: nested more than 64 levels deep; an experiment file needs 5"),
+        (b"name: !!python/object/apply:os.system [echo]\n",
+         "{path}:1:7: YAML syntax error: could not determine a constructor for the tag "
+         "'tag:yaml.org,2002:python/object/apply:os.system'"),
+        (b'name: "x\n', "{path}:2:1: YAML syntax error: found unexpected end of stream"),
+        (b"", "{path}:1:1: an experiment file is a mapping of keys (name, seeds, model, ...)"),
+        (b"name: &n x\ndescription: *n\n",
+         "{path}:1:7: YAML anchors and aliases (&name, *name) are not accepted: write the value out, "
+         "or share settings through `variants:` or `--set`"),
+    ],
+    ids=["latin-1", "control", "nul", "deep", "python-tag", "unclosed", "empty", "alias"],
+)
+def test_bad_files_are_one_located_line(tmp_path, data, expected):
+    path = write_bytes(tmp_path, data)
+    assert errors_of(path) == [expected.format(path=path)]
+
+
+def test_alias_bomb_is_refused_at_its_first_anchor_before_expansion(tmp_path, monkeypatch):
+    text = alias_bomb()
+    assert len(text.encode()) < 1024 and text.count("\n") == 9
+    path = write(tmp_path, text)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the bomb reached a step that walks its expansion")
+
+    monkeypatch.setattr(yaml_files, "compose_marks", never)
+    monkeypatch.setattr(loading, "validate", never)
+    # Line 1, column 4: the first anchor; PyYAML composes as it parses, so nothing after it was read.
+    assert errors_of(path) == [f"{path}:1:4: YAML anchors and aliases (&name, *name) are not accepted: write the "
+                               "value out, or share settings through `variants:` or `--set`"]
+
+
+def test_cli_reports_each_bad_file_in_one_line_with_exit_2(tmp_path):
+    files = [
+        write_bytes(tmp_path, b"name: x\ndescription: caf\xe9\n", "latin1.yaml"),
+        write_bytes(tmp_path, b"name: x\ndescription: a\x1bb\n", "escape.yaml"),
+        write(tmp_path, alias_bomb(), "bomb.yaml"),
+        write_bytes(tmp_path, b"name: [x\n", "syntax.yaml"),
+    ]
+    completed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "validate", *files], capture_output=True, text=True)
+    assert completed.returncode == 2
+    lines = completed.stderr.splitlines()
+    assert [line.split(":")[:3] for line in lines] == [
+        [files[0], "2", "17"], [files[1], "2", "15"], [files[2], "1", "4"], [files[3], "2", "1"],
+    ]
+    assert "Traceback" not in completed.stderr

@@ -19,7 +19,7 @@ class DataError(RuntimeError):
     """A data file is missing or not what it claims to be; the message says how to fix it."""
 
 
-def read_idx(path, expected_md5=None):
+def read_idx(path: str, expected_md5: str | None = None) -> np.ndarray:
     """Reads one (optionally gzip-compressed) IDX file into a numpy array."""
     if not os.path.exists(path):
         raise DataError(f"IDX file not found: {path}")
@@ -38,7 +38,9 @@ def read_idx(path, expected_md5=None):
     return array.reshape(shape)
 
 
-def load_idx_pair(images_path, labels_path, images_md5=None, labels_md5=None):
+def load_idx_pair(
+    images_path: str, labels_path: str, images_md5: str | None = None, labels_md5: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Images as float32 in [0, 1] with a channel axis (N, 28, 28, 1), labels as int32 (N,)."""
     images = read_idx(images_path, images_md5).astype(np.float32) / 255.0
     labels = read_idx(labels_path, labels_md5).astype(np.int32)
@@ -47,7 +49,7 @@ def load_idx_pair(images_path, labels_path, images_md5=None, labels_md5=None):
     return images[..., None], labels
 
 
-def mnist_small():
+def mnist_small() -> tuple[np.ndarray, np.ndarray]:
     """The embedded real MNIST test split: 10,000 images (N, 28, 28, 1) and labels, checksums verified."""
     names = sorted(MNIST_SMALL_MD5)
     images_name, labels_name = names[0], names[1]

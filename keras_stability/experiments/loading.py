@@ -1,29 +1,35 @@
-"""Reading experiment files: YAML with line numbers, variants, `--set` overrides, one-line errors.
+"""Reading experiment files: variants, `--set` overrides, validation with located, one-line errors.
 
-Every problem becomes one line `FILE:LINE:COL: key.path: what is wrong (did you mean …?)`, collected
-into a `ConfigError`; the command line prints them and exits with status 2.
+The file is read by `yaml_files` (safe YAML with the location of every key); each validation problem
+becomes a `Problem` `FILE:LINE:COL: key.path: what is wrong (did you mean …?)` in a `ConfigError`;
+the command line prints them and exits with status 2.
 """
 
 import copy
+import dataclasses
 import difflib
 import re
 import types
 import typing
+from collections.abc import Iterable, Sequence
 
 import pydantic
-import yaml
 
 from keras_stability.experiments.schema import TRANSFORM_SPECS, ExperimentFile, RunConfig
+from keras_stability.experiments.yaml_files import (
+    ConfigError,
+    KeyPath,
+    Location,
+    Marks,
+    Problem,
+    dotted,
+    parse_yaml,
+    read_yaml,
+)
+
+__all__ = ["ConfigError", "Experiment", "Location", "Problem", "load_experiment", "read_yaml", "validate"]
 
 BASE_VARIANT = "base"
-
-
-class ConfigError(ValueError):
-    """Invalid experiment input; `lines` holds one formatted message per problem."""
-
-    def __init__(self, lines):
-        self.lines = list(lines)
-        super().__init__("\n".join(self.lines))
 
 
 class Experiment(typing.NamedTuple):
@@ -37,52 +43,11 @@ class Experiment(typing.NamedTuple):
     baseline: str
     variants: dict
     search: object = None
-    sources: dict = {}
+    sources: typing.Mapping[str, dict] = types.MappingProxyType({})
 
     def runs(self):
         """(variant, seed, config) for every run of the experiment."""
         return [(variant, seed, config) for variant, config in self.variants.items() for seed in config.seeds]
-
-
-def compose_marks(node, path=(), marks=None, source="file"):
-    """Maps each key path to the (line, column) of its key and of its value; refuses duplicate keys."""
-    marks = {} if marks is None else marks
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            location = (source, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in seen:
-                raise ConfigError([f"{location[0]}:{location[1]}:{location[2]}: {'.'.join(map(str, path + (key,)))}: duplicate key"])
-            seen.add(key)
-            value_location = (source, value_node.start_mark.line + 1, value_node.start_mark.column + 1)
-            marks[path + (key,)] = (location, value_location)
-            compose_marks(value_node, path + (key,), marks, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            location = (source, item.start_mark.line + 1, item.start_mark.column + 1)
-            marks[path + (index,)] = (location, location)
-            compose_marks(item, path + (index,), marks, source)
-    return marks
-
-
-def read_yaml(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        raise ConfigError([f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {error.problem}"]) from None
-    if not isinstance(data, dict):
-        raise ConfigError([f"{path}:1:1: an experiment file is a mapping of keys (name, seeds, model, ...)"])
-    marks = compose_marks(node, source=path)
-    marks[()] = ((path, 1, 1), (path, 1, 1))
-    return data, marks
 
 
 def unwrap(annotation, value):
@@ -139,41 +104,42 @@ def describe(error, schema, data, path):
         return f"unknown key{suggestion(path[-1], allowed_keys(schema, data, path[:-1]))}"
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", error["ctx"]["expected"])
-        return f"unknown name {error['input']!r}, expected one of {', '.join(expected)}{suggestion(error['input'], expected)}"
+        hint = suggestion(error["input"], expected)
+        return f"unknown name {error['input']!r}, expected one of {', '.join(expected)}{hint}"
     if kind == "union_tag_invalid":
         tags = re.findall(r"'([^']*)'", error["ctx"]["expected_tags"])
-        return f"unknown transform {error['ctx']['tag']!r}, expected one of {', '.join(tags)}{suggestion(error['ctx']['tag'], tags)}"
+        tag = error["ctx"]["tag"]
+        return f"unknown transform {tag!r}, expected one of {', '.join(tags)}{suggestion(tag, tags)}"
     if kind == "union_tag_not_found":
         return f"a transform needs `name:` (one of {', '.join(TRANSFORM_SPECS)})"
     return message[len("Value error, "):] if message.startswith("Value error, ") else message
 
 
-def locate(path, marks_in_order, extra):
+def locate(path: KeyPath, marks_in_order: Sequence[tuple[KeyPath, Marks]], extra: bool) -> Location:
     """The most precise known location of `path`: the first mark table that has it or a parent."""
     for prefix_length in range(len(path), -1, -1):
         for prefix, marks in marks_in_order:
             key = prefix + path[:prefix_length]
             if key in marks:
                 key_mark, value_mark = marks[key]
-                source, line, column = key_mark if extra and prefix_length == len(path) else value_mark
-                return source if line is None else f"{source}:{line}:{column}"
-    return "(experiment)"
+                return key_mark if extra and prefix_length == len(path) else value_mark
+    return Location("(experiment)")
 
 
-def validate(schema, data, marks_in_order):
+def validate(schema: type[pydantic.BaseModel], data: object, marks_in_order: Sequence[tuple[KeyPath, Marks]]):
+    """`schema.model_validate(data)`, or a `ConfigError` with each pydantic error located and explained."""
     try:
         return schema.model_validate(data)
     except pydantic.ValidationError as exc:
-        lines = []
+        problems = []
         for error in exc.errors():
             path = clean_path(error["loc"])
             where = locate(path, marks_in_order, extra=error["type"] == "extra_forbidden")
-            dotted = ".".join(map(str, path)) or "(top level)"
-            lines.append(f"{where}: {dotted}: {describe(error, schema, data, path)}")
-        raise ConfigError(lines) from None
+            problems.append(Problem(where, path, describe(error, schema, data, path)))
+        raise ConfigError(problems) from None
 
 
-def merge(base, override):
+def merge(base: dict, override: dict) -> dict:
     """`base` with `override` deep-merged in: mappings merge, everything else replaces."""
     result = copy.deepcopy(base)
     for key, value in override.items():
@@ -184,19 +150,20 @@ def merge(base, override):
     return result
 
 
-def parse_override(text):
+def parse_override(text: str) -> tuple[KeyPath, object]:
     """`"optimizer.learning_rate=0.1"` → `(("optimizer", "learning_rate"), 0.1)`; values are YAML."""
     key, separator, value = text.partition("=")
+    where = Location(f"--set {text}")
     if not separator or not key or not re.fullmatch(r"[A-Za-z_]\w*(\.(\w+))*", key):
-        raise ConfigError([f"--set {text}: expected KEY.PATH=VALUE, e.g. optimizer.learning_rate=0.1"])
+        raise ConfigError([Problem(where, None, "expected KEY.PATH=VALUE, e.g. optimizer.learning_rate=0.1")])
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+        parsed = parse_yaml(value, where.source)[0] if value.strip() else None
+    except ConfigError:
+        parsed = value  # not YAML (or an alias, never expanded): the text itself, as a shell user expects
     return tuple(key.split(".")), parsed
 
 
-def apply_overrides(data, overrides):
+def apply_overrides(data: dict, overrides: Iterable[tuple[KeyPath, object]]) -> dict:
     """`data` with each (path, value) set; a numeric path part indexes an existing list."""
     data = copy.deepcopy(data)
     for path, value in overrides:
@@ -206,9 +173,9 @@ def apply_overrides(data, overrides):
             if isinstance(target, list) and str(part).isdigit() and int(part) < len(target):
                 part = int(part)
             elif isinstance(target, list):
-                raise ConfigError([f"{'.'.join(map(str, path))}: {'.'.join(map(str, path[:depth]))} has no item {part}"])
+                raise ConfigError([Problem(None, path, f"{dotted(path[:depth])} has no item {part}")])
             elif not isinstance(target, dict):
-                raise ConfigError([f"{'.'.join(map(str, path))}: {'.'.join(map(str, path[:depth]))} is not a mapping"])
+                raise ConfigError([Problem(None, path, f"{dotted(path[:depth])} is not a mapping")])
             if last:
                 target[part] = value
             else:
@@ -218,16 +185,27 @@ def apply_overrides(data, overrides):
     return data
 
 
-def override_marks(overrides):
+def apply_set_options(data: dict, overrides: Sequence[tuple[str, tuple[KeyPath, object]]]) -> dict:
+    """`apply_overrides` for `--set` texts: a problem is placed at the text that caused it."""
+    for text, override in overrides:
+        try:
+            data = apply_overrides(data, [override])
+        except ConfigError as error:
+            where = Location(f"--set {text}")
+            raise ConfigError(dataclasses.replace(problem, where=where) for problem in error.problems) from None
+    return data
+
+
+def override_marks(overrides: Sequence[tuple[str, tuple[KeyPath, object]]]) -> Marks:
     marks = {}
     for text, (path, _) in overrides:
-        location = (f"--set {text}", None, None)
+        location = Location(f"--set {text}")
         for length in range(1, len(path) + 1):
             marks.setdefault(path[:length], (location, location))
     return marks
 
 
-def load_experiment(path, overrides=()):
+def load_experiment(path: str, overrides: Sequence[str] = ()) -> Experiment:
     """Reads and validates an experiment file; returns an `Experiment` or raises `ConfigError`.
 
     Args:
@@ -237,45 +215,43 @@ def load_experiment(path, overrides=()):
     data, marks = read_yaml(path)
     parsed_overrides = [(text, parse_override(text)) for text in overrides]
     set_marks = override_marks(parsed_overrides)
-    values = [value for _, value in parsed_overrides]
-    top = validate(ExperimentFile, apply_overrides(data, values), [((), set_marks), ((), marks)])
-    base = {k: v for k, v in data.items() if k != "variants"}
-    base = {k: v for k, v in base.items() if k != "search"}
+    top = validate(ExperimentFile, apply_set_options(data, parsed_overrides), [((), set_marks), ((), marks)])
+    base = {k: v for k, v in data.items() if k not in ("variants", "search")}
     variants, sources = {}, {}
-    errors = []
+    problems = []
     for variant, override in (data.get("variants") or {BASE_VARIANT: {}}).items():
-        merged = apply_overrides(merge(base, override or {}), values)
+        merged = apply_set_options(merge(base, override or {}), parsed_overrides)
         sources[variant] = merged
         tables = [((), set_marks), (("variants", variant), marks), ((), marks)]
         try:
             variants[variant] = validate(RunConfig, merged, tables)
         except ConfigError as error:
-            errors.extend(line.replace(": ", f": [variant {variant}] ", 1) for line in error.lines)
+            problems += [dataclasses.replace(problem, variant=variant) for problem in error.problems]
     baseline = top.baseline or next(iter(variants), BASE_VARIANT)
-    if top.baseline is not None and top.baseline not in variants and not errors:
+    if top.baseline is not None and top.baseline not in variants and not problems:
         where = locate(("baseline",), [((), marks)], extra=False)
-        errors.append(f"{where}: baseline: no variant named {top.baseline!r}{suggestion(top.baseline, variants)}")
-    if top.search is not None and not errors:
-        errors += check_search_space(top.search, baseline, sources, marks)
-    if errors:
-        raise ConfigError(sorted(set(errors), key=errors.index))
+        problems.append(Problem(where, ("baseline",), f"no variant named {top.baseline!r}{suggestion(top.baseline, variants)}"))
+    if top.search is not None and not problems:
+        problems += check_search_space(top.search, baseline, sources, marks)
+    if problems:
+        raise ConfigError(problems)
     return Experiment(str(path), top.name, baseline, variants, top.search, sources)
 
 
-def check_search_space(search, baseline, sources, marks):
+def check_search_space(search, baseline: str, sources: dict, marks: Marks) -> list[Problem]:
     """Every searched key must name a real setting: try its first grid point or its low end."""
     variant = search.variant or baseline
     if variant not in sources:
         where = locate(("search", "variant"), [((), marks)], extra=False)
-        return [f"{where}: search.variant: no variant named {variant!r}{suggestion(variant, sources)}"]
-    errors = []
+        return [Problem(where, ("search", "variant"), f"no variant named {variant!r}{suggestion(variant, sources)}")]
+    problems = []
     for key, spec in search.space.items():
         sample = (spec.grid() or [spec.low])[0]
         try:
             trial = apply_overrides(sources[variant], [(tuple(key.split(".")), sample)])
             validate(RunConfig, trial, [((), {})])
         except ConfigError as error:
-            where = locate(("search", "space", key), [((), marks)], extra=True)
-            detail = error.lines[0].split(": ", 1)[-1]
-            errors.append(f"{where}: search.space.{key}: {detail}")
-    return errors
+            first = error.problems[0]
+            detail = first.message if first.path is None else f"{dotted(first.path)}: {first.message}"
+            problems.append(Problem(locate(("search", "space", key), [((), marks)], extra=True), ("search", "space", key), detail))
+    return problems

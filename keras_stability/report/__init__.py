@@ -9,6 +9,7 @@ resolved configuration; `statistics` holds the tests; `summary` the per-variant 
 
 import os
 
+from keras_stability.experiments.integrity import RERUN_ADVICE
 from keras_stability.report.analyses import analyse
 from keras_stability.report.claims import judge, judge_all, load_claims
 from keras_stability.report.collect import collect
@@ -29,6 +30,8 @@ def build_reports(results, output=None, claims_path=None, log=print):
     Returns {experiment: report.html path} and the list of claim verdicts.
     """
     experiments = collect(results)
+    for run in (run for experiment in experiments.values() for run in experiment.damaged()):
+        log(f"{run.damage} (listed as damaged, never averaged); {RERUN_ADVICE}")
     claims = load_claims(claims_path) if claims_path else []
     analyses = {name: analyse(experiment) for name, experiment in experiments.items()}
     verdicts = judge_all(claims, analyses, registrations(claims_path) if claims else {})

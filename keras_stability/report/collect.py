@@ -1,14 +1,19 @@
-"""Reading a results directory back into runs, grouped by experiment and variant."""
+"""Reading a results directory back into runs, grouped by experiment and variant.
 
-import csv
-import json
+Each run directory goes through `integrity.check_run`: a damaged run becomes a `RunRecord` with
+status "damaged", its `Damage` and no numbers, so it is listed but never averaged.
+"""
+
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import yaml
+
+from keras_stability.experiments.integrity import Damage, check_run
 
 FINISHED = ("done", "diverged")
+RUN_DIRECTORY = re.compile(r"seed-(\d+)")
 
 
 @dataclass
@@ -23,47 +28,29 @@ class RunRecord:
     config: dict
     metrics: dict = field(default_factory=dict)  # column → np.ndarray over epochs
     steps: dict = field(default_factory=dict)  # column → np.ndarray over steps
+    damage: Damage | None = None  # set when status is "damaged"
 
-    def epoch_values(self, column):
+    def epoch_values(self, column: str) -> np.ndarray:
         """The per-epoch values of a metrics.csv column; empty when the run has none."""
         return self.metrics.get(column, np.array([]))
 
     @property
-    def finished(self):
+    def finished(self) -> bool:
         return self.status in FINISHED
 
     @property
-    def diverged(self):
+    def diverged(self) -> bool:
         return self.status == "diverged"
 
 
-def read_columns(path):
-    """A numeric CSV as {column: float array}; {} when the file does not exist."""
-    if not os.path.exists(path):
-        return {}
-    with open(path, newline="", encoding="utf-8") as stream:
-        rows = list(csv.reader(stream))
-    if not rows:
-        return {}
-    header, data = rows[0], rows[1:]
-    return {name: np.array([float(row[i]) for row in data]) for i, name in enumerate(header)}
-
-
-def read_run(directory):
-    with open(os.path.join(directory, "config.yaml"), encoding="utf-8") as stream:
-        document = yaml.safe_load(stream)
-    meta_path = os.path.join(directory, "meta.json")
-    meta = json.load(open(meta_path, encoding="utf-8")) if os.path.exists(meta_path) else {}
-    return RunRecord(
-        experiment=document["experiment"],
-        variant=document["variant"],
-        seed=int(document["seed"]),
-        status=meta.get("status", "incomplete"),
-        meta=meta,
-        config=document["config"],
-        metrics=read_columns(os.path.join(directory, "metrics.csv")),
-        steps=read_columns(os.path.join(directory, "steps.csv")),
-    )
+def read_run(directory: str) -> RunRecord:
+    """The run in `directory` (…/<experiment>/<variant>/seed-<n>); only its damage when it is damaged."""
+    experiment, variant, seed_name = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-3:]
+    seed = int(RUN_DIRECTORY.fullmatch(seed_name).group(1))
+    check = check_run(directory)
+    if not check.sound:
+        return RunRecord(experiment, variant, seed, check.status, {}, {}, damage=check.damage)
+    return RunRecord(experiment, variant, seed, check.status, check.meta, check.document["config"], check.metrics, check.steps)
 
 
 @dataclass
@@ -72,19 +59,22 @@ class ExperimentResults:
 
     name: str
     baseline: str
-    variants: dict  # variant → list[RunRecord], sorted by seed
+    variants: dict[str, list[RunRecord]]  # sorted by seed
     description: str = ""
 
+    def damaged(self) -> list[RunRecord]:
+        return [run for runs in self.variants.values() for run in runs if run.damage is not None]
 
-def find_run_directories(root):
+
+def find_run_directories(root: str) -> list[str]:
     found = []
     for directory, _, files in os.walk(root):
-        if "config.yaml" in files and os.path.basename(directory).startswith("seed-"):
+        if "config.yaml" in files and RUN_DIRECTORY.fullmatch(os.path.basename(directory)):
             found.append(directory)
     return sorted(found)
 
 
-def collect(root):
+def collect(root: str) -> dict[str, ExperimentResults]:
     """Every experiment under `root` (a results root or one experiment's directory), by name.
 
     Raises:
@@ -93,13 +83,14 @@ def collect(root):
     directories = find_run_directories(root)
     if not directories:
         raise FileNotFoundError(f"No runs under {root}: expected <experiment>/<variant>/seed-<n>/config.yaml")
-    experiments = {}
+    experiments, configured = {}, set()
     for directory in directories:
         run = read_run(directory)
-        experiment = experiments.setdefault(
-            run.experiment,
-            ExperimentResults(run.experiment, run.config.get("baseline") or "", {}, run.config.get("description", "")),
-        )
+        experiment = experiments.setdefault(run.experiment, ExperimentResults(run.experiment, "", {}))
+        if run.config and run.experiment not in configured:  # the experiment's settings, from its first sound run
+            configured.add(run.experiment)
+            experiment.baseline = run.config.get("baseline") or ""
+            experiment.description = run.config.get("description", "")
         experiment.variants.setdefault(run.variant, []).append(run)
     for experiment in experiments.values():
         for runs in experiment.variants.values():

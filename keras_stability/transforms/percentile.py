@@ -3,11 +3,11 @@
 import keras
 import tensorflow as tf
 
-from keras_stability.transforms.base import PACKAGE, GlobalNormTransform, state_variable
+from keras_stability.transforms.base import PACKAGE, GlobalNormTransform, Gradients, Variables, state_variable
 from keras_stability.transforms.clipping import scale_by_global_norm
 
 
-def percentile_of_filled(history, filled, percentile):
+def percentile_of_filled(history: tf.Tensor, filled: tf.Tensor, percentile: float) -> tf.Tensor:
     """`np.percentile(history[:filled], percentile)` (linear interpolation) with static shapes.
 
     Unfilled slots become +inf so they sort last; that keeps the graph XLA-compilable.
@@ -26,7 +26,7 @@ def percentile_of_filled(history, filled, percentile):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class AutoClip(GlobalNormTransform):
-    def __init__(self, percentile=10.0, history=1000):
+    def __init__(self, percentile: float = 10.0, history: int = 1000) -> None:
         super().__init__()
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
             raise ValueError(f"`percentile` of autoclip must be in [0, 100]. Received: percentile={percentile!r}.")
@@ -35,16 +35,18 @@ class AutoClip(GlobalNormTransform):
         self.percentile = float(percentile)
         self.history = history
 
-    def build(self, variables):
+    def build(self, variables: Variables) -> None:
         self.norm_history = state_variable("autoclip_norm_history", (self.history,))
         self.observed = state_variable("autoclip_observed", (), "int32")
         self.built = True
 
     @property
-    def variables(self):
+    def variables(self) -> list[keras.Variable]:
         return [self.norm_history, self.observed] if self.built else []
 
-    def transform_measured(self, gradients, variables, norm):
+    def transform_measured(
+        self, gradients: Gradients, variables: Variables, norm: tf.Tensor
+    ) -> tuple[Gradients, tf.Tensor, tf.Tensor]:
         finite = tf.math.is_finite(norm)
         # A non-finite norm is not recorded: one overflow would otherwise set the threshold forever.
         slot = tf.math.floormod(self.observed, self.history)
@@ -64,11 +66,11 @@ class AutoClip(GlobalNormTransform):
         )
         return scale_by_global_norm(gradients, norm, threshold)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {"percentile": self.percentile, "history": self.history}
 
 
-def autoclip(percentile=10.0, history=1000):
+def autoclip(percentile: float = 10.0, history: int = 1000) -> AutoClip:
     """AutoClip: record ‖G‖ each step, then clip the global norm to the `percentile`-th percentile of
     the last `history` recorded norms (this step's included).
 
