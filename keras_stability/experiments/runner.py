@@ -68,6 +68,9 @@ def what_the_run_trains(config_text):
     """
     document = yaml.safe_load(config_text)
     config = {k: v for k, v in document["config"].items() if k not in EXPERIMENT_LEVEL}
+    dataset = config.get("dataset") or {}
+    if "adding_samples" in dataset and dataset.get("name") in ("mnist", "fashion_mnist") and dataset.get("train_size"):
+        document["train_size_before_validation_split"] = True  # the flat schema's IDX loaders cut there
     config.update({section: used_keys(section, config[section]) for section in ("model", "dataset") if section in config})
     try:
         config = RunConfig.model_validate({**config, "name": document["experiment"]}).model_dump(mode="json")
