@@ -147,7 +147,7 @@ def test_entry_points_register_names(own_modules):
     (info / "entry_points.txt").write_text("[keras_stability.models]\ntiny_mlp = fakepkg:build\n")
     assert known_names("model")[-1] == "tiny_mlp"
     registered = experiment(own_modules, "model: {name: tiny_mlp, args: {width: 16}}\n", "registered.yaml")
-    status, metrics, meta = run(own_modules, registered.variants["base"], "registered")
+    status, _, meta = run(own_modules, registered.variants["base"], "registered")
     assert status == "done"
     assert meta["model_factory"]["entry_point"] == "tiny_mlp"
     assert (meta["model_factory"]["package"], meta["model_factory"]["version"]) == ("fakepkg", "1.2.3")

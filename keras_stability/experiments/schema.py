@@ -13,7 +13,15 @@ from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, PositiveFloat, PositiveInt, model_validator
 
-from keras_stability.experiments.sections import DATASET_SPECS, MODEL_SPECS, DatasetConfig, ModelConfig, Strict, is_builtin
+from keras_stability.experiments.sections import (
+    DATASET_SPECS,
+    MODEL_SPECS,
+    DatasetConfig,
+    ModelConfig,
+    Strict,
+    is_builtin,
+)
+
 
 def directory_name(name):
     # Names become directories under results/<experiment>/: no leading dot, so neither `.` nor `..`.
