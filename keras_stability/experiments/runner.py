@@ -32,12 +32,7 @@ from keras_stability.experiments import storage
 from keras_stability.experiments.loading import field_annotation, unwrap
 from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.schema import RunConfig
-from keras_stability.experiments.training import (
-    compiled_model,
-    distribution_strategy,
-    epoch_dataset,
-    nonfinite_policy,
-)
+from keras_stability.experiments.training import compiled_model, distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
 from keras_stability.step_log import STEP_FIELDS
 
