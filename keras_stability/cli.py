@@ -121,13 +121,14 @@ def command_validate(args):
 
 
 def command_list(args):
-    from keras_stability.datasets import DATASETS
-    from keras_stability.experiments.zoo import MODELS
+    from keras_stability.experiments.sections import known_names
+    from keras_stability.experiments.training import OPTIMIZERS
     from keras_stability.nonfinite import POLICIES
     from keras_stability.transforms import FACTORIES
 
-    print("datasets:   " + ", ".join(DATASETS))
-    print("models:     " + ", ".join(MODELS))
+    print("datasets:   " + ", ".join(known_names("dataset")) + ", or {factory: module:function}")
+    print("models:     " + ", ".join(known_names("model")) + ", or {factory: module:function}")
+    print("optimizers: " + ", ".join(OPTIMIZERS))
     print("transforms: " + ", ".join(FACTORIES))
     print("nonfinite:  " + ", ".join(POLICIES))
     files = expand([args.experiments]) if os.path.isdir(args.experiments) else []

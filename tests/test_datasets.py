@@ -9,8 +9,8 @@ import pytest
 
 from keras_stability.datasets import DataError, load_dataset, load_idx_pair, mnist_small
 from keras_stability.datasets.idx import read_idx
-from keras_stability.datasets.registry import DEBIAN_FASHION_MNIST, adding_problem, get_dataset
-from keras_stability.experiments.schema import DatasetConfig
+from keras_stability.datasets.registry import DEBIAN_FASHION_MNIST, DIGITS, adding_problem, get_dataset
+from keras_stability.experiments.sections import DATASET_SPECS
 
 MNIST_TEST_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # shared/data/mnist/README.md
 
@@ -23,13 +23,14 @@ def test_embedded_mnist_matches_its_published_histogram():
 
 
 def test_mnist_small_splits_are_fixed_and_disjoint():
-    first = load_dataset(DatasetConfig(name="mnist_small"), seed=0)
-    second = load_dataset(DatasetConfig(name="mnist_small"), seed=7)
+    first = load_dataset(DATASET_SPECS["mnist_small"](), seed=0)
+    second = load_dataset(DATASET_SPECS["mnist_small"](), seed=7)
     assert (len(first.y_train), len(first.y_val), len(first.y_test)) == (8100, 900, 1000)
     np.testing.assert_array_equal(first.x_train, second.x_train)  # the seed changes order, not the split
     total = np.bincount(np.concatenate([first.y_train, first.y_val, first.y_test]))
     assert total.tolist() == MNIST_TEST_HISTOGRAM
-    assert len(load_dataset(DatasetConfig(name="mnist_small", train_size=500), 0).y_train) == 500
+    assert len(load_dataset(DATASET_SPECS["mnist_small"](train_size=500), 0).y_train) == 500
+    assert first.task == DIGITS and (DIGITS.input_shape, DIGITS.num_classes) == ((28, 28, 1), 10)
 
 
 def write_idx(path, array, type_code=0x08):
@@ -60,14 +61,26 @@ def test_idx_directory_through_config_path(tmp_path):
     for split, count in [("train", 20), ("t10k", 6)]:
         write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", np.zeros((count, 28, 28), np.uint8))
         write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", (np.arange(count) % 10).astype(np.uint8))
-    splits = load_dataset(DatasetConfig(name="mnist", path=str(tmp_path), validation_fraction=0.25), 0)
+    splits = load_dataset(DATASET_SPECS["mnist"](path=str(tmp_path), validation_fraction=0.25), 0)
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (15, 5, 6)
     assert splits.source == f"IDX files in {tmp_path}"
+    # train_size cuts after the validation split, as for mnist_small: the held-out sets do not move.
+    small = load_dataset(DATASET_SPECS["mnist"](path=str(tmp_path), validation_fraction=0.25, train_size=4), 0)
+    np.testing.assert_array_equal(small.y_val, splits.y_val)
+    np.testing.assert_array_equal(small.y_train, splits.y_train[:4])
+
+
+def test_train_size_cuts_mnist_small_after_its_splits():
+    full = load_dataset(DATASET_SPECS["mnist_small"](), 0)
+    small = load_dataset(DATASET_SPECS["mnist_small"](train_size=500), 0)
+    np.testing.assert_array_equal(small.x_train, full.x_train[:500])
+    np.testing.assert_array_equal(small.y_val, full.y_val)
+    np.testing.assert_array_equal(small.y_test, full.y_test)
 
 
 @pytest.mark.skipif(not os.path.isdir(DEBIAN_FASHION_MNIST), reason="apt-get install dataset-fashion-mnist to run this")
 def test_debian_fashion_mnist_is_detected_and_balanced():
-    splits = load_dataset(DatasetConfig(name="fashion_mnist"), 0)
+    splits = load_dataset(DATASET_SPECS["fashion_mnist"](), 0)
     assert splits.source == f"IDX files in {DEBIAN_FASHION_MNIST}"
     assert (len(splits.y_train), len(splits.y_val), len(splits.y_test)) == (54000, 6000, 10000)
     assert np.bincount(splits.y_test).tolist() == [1000] * 10  # Fashion-MNIST's test split is balanced
@@ -79,13 +92,13 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     monkeypatch.delenv("KERAS_STABILITY_MNIST_DIR", raising=False)
     with pytest.raises(DataError) as error:
-        load_dataset(DatasetConfig(name="mnist"), 0)
+        load_dataset(DATASET_SPECS["mnist"](), 0)
     message = str(error.value)
     assert "Dataset 'mnist' is not available here." in message
     assert "KERAS_STABILITY_MNIST_DIR" in message and "tensorflow-datasets" in message
     assert "downloads are disabled" in message
     with pytest.raises(DataError, match="has no train-images-idx3-ubyte"):
-        load_dataset(DatasetConfig(name="fashion_mnist", path=str(tmp_path)), 0)
+        load_dataset(DATASET_SPECS["fashion_mnist"](path=str(tmp_path)), 0)
 
 
 def test_unknown_dataset_name():

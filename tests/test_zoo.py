@@ -4,23 +4,23 @@ import keras
 import numpy as np
 import pytest
 
-from keras_stability.experiments.schema import ModelConfig
+from keras_stability.experiments.sections import MODEL_SPECS
 from keras_stability.experiments.zoo import build_model, get_model
 
 
 @pytest.mark.parametrize(
     "config, parameters",
     [
-        (ModelConfig(name="mlp"), 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10),  # doc 002
-        (ModelConfig(name="deep_mlp", depth=3, width=32), 784 * 32 + 32 + 2 * (32 * 32 + 32) + 32 * 10 + 10),
+        (MODEL_SPECS["mlp"](), 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10),  # doc 002
+        (MODEL_SPECS["deep_mlp"](depth=3, width=32), 784 * 32 + 32 + 2 * (32 * 32 + 32) + 32 * 10 + 10),
         # doc 000: 3×3 convs 1→32→64→128 with pooling 28→14→7→3, fc512.
-        (ModelConfig(name="cnn3"), (9 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (3 * 3 * 128 * 512 + 512) + 5130),
+        (MODEL_SPECS["cnn3"](), (9 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (3 * 3 * 128 * 512 + 512) + 5130),
         # doc 004: 64, 64 → pool → 128, 128 → pool (7×7), fc512.
-        (ModelConfig(name="cnn4"), 640 + 36928 + 73856 + 147584 + (7 * 7 * 128 * 512 + 512) + 5130),
+        (MODEL_SPECS["cnn4"](), 640 + 36928 + 73856 + 147584 + (7 * 7 * 128 * 512 + 512) + 5130),
         # DeepOBS fmnist_2c2d: 5×5 convs 32, 64, fc1024.
-        (ModelConfig(name="fmnist_2c2d"), (25 * 32 + 32) + (25 * 32 * 64 + 64) + (7 * 7 * 64 * 1024 + 1024) + 10250),
-        (ModelConfig(name="rnn", units=8), (2 * 8 + 8 * 8 + 8) + 9),
-        (ModelConfig(name="rnn", cell="lstm", units=8), 4 * (2 * 8 + 8 * 8 + 8) + 9),
+        (MODEL_SPECS["fmnist_2c2d"](), (25 * 32 + 32) + (25 * 32 * 64 + 64) + (7 * 7 * 64 * 1024 + 1024) + 10250),
+        (MODEL_SPECS["rnn"](units=8), (2 * 8 + 8 * 8 + 8) + 9),
+        (MODEL_SPECS["rnn"](cell="lstm", units=8), 4 * (2 * 8 + 8 * 8 + 8) + 9),
     ],
 )
 def test_parameter_counts(config, parameters):
@@ -29,7 +29,7 @@ def test_parameter_counts(config, parameters):
 
 def test_options_reach_the_layers():
     keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig(name="mlp", hidden=[32], activation="tanh", dropout=0.5, l2=1e-3,
+    model = build_model(MODEL_SPECS["mlp"](hidden=[32], activation="tanh", dropout=0.5, l2=1e-3,
                                     initializer="random_normal", init_stddev=1.0))
     dense = model.layers[1]
     assert dense.activation.__name__ == "tanh"
@@ -40,9 +40,9 @@ def test_options_reach_the_layers():
 
 def test_same_seed_same_weights_and_layers_differ():
     keras.utils.set_random_seed(3)
-    first = build_model(ModelConfig(name="deep_mlp", depth=3, width=16)).get_weights()
+    first = build_model(MODEL_SPECS["deep_mlp"](depth=3, width=16)).get_weights()
     keras.utils.set_random_seed(3)
-    second = build_model(ModelConfig(name="deep_mlp", depth=3, width=16)).get_weights()
+    second = build_model(MODEL_SPECS["deep_mlp"](depth=3, width=16)).get_weights()
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[2], first[4])  # two 16×16 kernels are not copies of each other

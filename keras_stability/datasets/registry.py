@@ -1,11 +1,18 @@
-"""The dataset registry: every dataset an experiment can name, as deterministic train/val/test arrays."""
+"""The dataset registry: every dataset an experiment can name, as deterministic train/val/test arrays.
 
+Besides the built-in names, a dataset section may name a factory (see `keras_stability.factories`);
+`load_dataset` reads what it returns into the same `Splits`. For every dataset, `train_size` keeps
+the first N examples of the training split after the test and validation splits are taken.
+"""
+
+import dataclasses
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from keras_stability.datasets.idx import DataError, load_idx_pair, mnist_small
+from keras_stability.factories import described, factory_text, resolve_factory
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 ENVIRONMENT = {"mnist": "KERAS_STABILITY_MNIST_DIR", "fashion_mnist": "KERAS_STABILITY_FASHION_MNIST_DIR"}
@@ -13,8 +20,21 @@ SPLIT_SEED = 20130216  # fixed: every run seed sees the same split, only the tra
 
 
 @dataclass(frozen=True)
+class Task:
+    """What a model must fit: `kind` "classification" (integer labels) or "regression", the shape of
+    one input example, and the number of classes (None for regression)."""
+
+    kind: str
+    input_shape: tuple
+    num_classes: int | None
+
+
+DIGITS = Task("classification", (28, 28, 1), 10)
+
+
+@dataclass(frozen=True)
 class Splits:
-    """Arrays of one dataset. `task` is "classification" (integer labels) or "regression"."""
+    """Arrays of one dataset and the `Task` they pose."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -22,7 +42,7 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    task: str
+    task: Task
     source: str
 
 
@@ -39,8 +59,7 @@ def load_mnist_small(config, seed):
     rng = np.random.default_rng(SPLIT_SEED)
     (rest_x, rest_y), (x_test, y_test) = split_off(images, labels, 0.1, rng)
     (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
-    x_train, y_train = x_train[: config.train_size], y_train[: config.train_size]
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, "classification",
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, DIGITS,
                   "embedded MNIST test split (10,000 real digits): 10% test, then validation_fraction of the rest")
 
 
@@ -113,11 +132,8 @@ def load_idx_dataset(name):
                 source = "tensorflow-datasets"
         except DataError as error:
             raise DataError(f"{how_to_get(name)} ({error})") from None
-        x, y = train
-        if config.train_size is not None:
-            x, y = x[: config.train_size], y[: config.train_size]
-        (x_train, y_train), (x_val, y_val) = split_off(x, y, config.validation_fraction, np.random.default_rng(SPLIT_SEED))
-        return Splits(x_train, y_train, x_val, y_val, test[0], test[1], "classification", source)
+        (x_train, y_train), (x_val, y_val) = split_off(*train, config.validation_fraction, np.random.default_rng(SPLIT_SEED))
+        return Splits(x_train, y_train, x_val, y_val, test[0], test[1], DIGITS, source)
 
     return load
 
@@ -141,7 +157,7 @@ def load_adding_problem(config, seed):
     rng = np.random.default_rng(SPLIT_SEED)
     (rest_x, rest_y), (x_test, y_test) = split_off(x, y, 0.1, rng)
     (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, "regression",
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, Task("regression", x.shape[1:], None),
                   f"adding problem, T={config.sequence_length}, generated from seed {seed}")
 
 
@@ -159,6 +175,50 @@ def get_dataset(name):
     return DATASETS[name]
 
 
+def as_arrays(split, where):
+    """(x, y) numpy arrays from an (x, y) pair or a finite `tf.data.Dataset` of (x, y), read once."""
+    import tensorflow as tf
+
+    if isinstance(split, tf.data.Dataset):
+        if split.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise TypeError(f"{where} is an infinite tf.data.Dataset. Received: cardinality -1; "
+                            "end it (e.g. `.take(n)`): it is read once into memory")
+        batched = split.element_spec[0].shape.rank and split.element_spec[0].shape[0] is None
+        pairs = list(split.as_numpy_iterator())
+        if not pairs:
+            raise TypeError(f"{where} is an empty tf.data.Dataset. Received: no elements")
+        join = np.concatenate if batched else np.stack
+        return join([x for x, _ in pairs]), join([y for _, y in pairs])
+    if isinstance(split, (tuple, list)) and len(split) == 2:
+        x, y = (np.asarray(part) for part in split)
+        if len(x) != len(y):
+            raise TypeError(f"{where} has {len(x)} inputs but {len(y)} targets. Received: x {x.shape}, y {y.shape}")
+        return x, y
+    raise TypeError(f"{where} must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y). Received: {described(split)}")
+
+
+def load_factory_dataset(config, seed):
+    """The `Splits` of a factory dataset section: `load(seed=seed, **args)` read into arrays."""
+    text = factory_text(config, "dataset")[0]
+    returned = resolve_factory(text)(seed=seed, **config.args)
+    if not isinstance(returned, dict) or not {"train", "validation", "test"} <= set(returned):
+        raise TypeError(f"The dataset factory {text!r} must return a dict with keys train, validation and test. "
+                        f"Received: {described(returned)}" + (f" with keys {sorted(returned)}" if isinstance(returned, dict) else ""))
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        as_arrays(returned[part], f"{text} {part!r}") for part in ("train", "validation", "test")
+    )
+    labels = (y_train, y_val, y_test)
+    kind = returned.get("task", "classification" if all(np.issubdtype(y.dtype, np.integer) for y in labels) else "regression")
+    if kind not in ("classification", "regression"):
+        raise TypeError(f"The dataset factory {text!r} returned task {kind!r}. Received: {kind!r}; "
+                        "use 'classification' or 'regression'")
+    classes = int(max(y.max() for y in labels)) + 1 if kind == "classification" else None
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, Task(kind, x_train.shape[1:], classes), f"factory {text}")
+
+
 def load_dataset(config, seed):
-    """The `Splits` of `config.name` (a `DatasetConfig`) for run seed `seed`."""
-    return get_dataset(config.name)(config, seed)
+    """The `Splits` of `config` (a dataset section) for run seed `seed`, `train_size` applied."""
+    name = getattr(config, "name", None)
+    splits = get_dataset(name)(config, seed) if name in DATASETS or not hasattr(config, "args") else load_factory_dataset(config, seed)
+    size = getattr(config, "train_size", None)
+    return splits if size is None else dataclasses.replace(splits, x_train=splits.x_train[:size], y_train=splits.y_train[:size])

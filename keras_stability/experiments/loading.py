@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import pydantic
 
-from keras_stability.experiments.schema import TRANSFORM_SPECS, ExperimentFile, RunConfig
+from keras_stability.experiments.schema import ExperimentFile, RunConfig
+from keras_stability.experiments.sections import NOT_NAMES
 from keras_stability.experiments.yaml_files import (
     ConfigError,
     KeyPath,
@@ -26,6 +27,7 @@ from keras_stability.experiments.yaml_files import (
     parse_yaml,
     read_yaml,
 )
+from keras_stability.factories import ENTRY_POINT_GROUPS
 
 __all__ = ["ConfigError", "Experiment", "Location", "Problem", "load_experiment", "read_yaml", "validate"]
 
@@ -50,15 +52,48 @@ class Experiment(typing.NamedTuple):
         return [(variant, seed, config) for variant, config in self.variants.items() for seed in config.seeds]
 
 
+def tagged_members(annotation):
+    """(tag of a value, {tag: model class}) for a discriminated-union annotation, else None.
+
+    Covers both of pydantic's forms: `Field(discriminator="name")` over classes with a `name` literal,
+    and `Discriminator(function)` over `Annotated[class, Tag(tag)]` members.
+    """
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return None
+    inner, *metadata = typing.get_args(annotation)
+    if typing.get_origin(inner) not in (typing.Union, types.UnionType):
+        return None
+    for item in metadata:
+        discriminator = item.discriminator if isinstance(item, pydantic.fields.FieldInfo) else item
+        if isinstance(discriminator, str):
+            members = {typing.get_args(m.model_fields[discriminator].annotation)[0]: m for m in typing.get_args(inner)}
+            return (lambda value, key=discriminator: value.get(key) if isinstance(value, dict) else None), members
+        if isinstance(discriminator, pydantic.Discriminator):
+            members = {}
+            for member in typing.get_args(inner):
+                spec, *tags = typing.get_args(member)
+                members.update({tag.tag: spec for tag in tags if isinstance(tag, pydantic.Tag)})
+            return discriminator.discriminator, members
+    return None
+
+
+def field_annotation(field):
+    """A field's annotation with the metadata (the discriminator) that pydantic keeps beside it."""
+    extra = list(field.metadata) + ([pydantic.Field(discriminator=field.discriminator)] if field.discriminator else [])
+    return typing.Annotated[(field.annotation, *extra)] if extra else field.annotation
+
+
 def unwrap(annotation, value):
     """The pydantic model class an annotation stands for, given the value it holds (or None)."""
+    tagged = tagged_members(annotation)
+    if tagged is not None:
+        tag_of, members = tagged
+        return members.get(tag_of(value))
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return unwrap(typing.get_args(annotation)[0], value)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if isinstance(value, dict) and value.get("name") in TRANSFORM_SPECS and len(options) > 1:
-            return TRANSFORM_SPECS[value["name"]]
         return unwrap(options[0], value) if len(options) == 1 else None
     if origin is list:
         return annotation
@@ -77,7 +112,7 @@ def allowed_keys(schema, data, path):
             continue
         field = current.model_fields.get(part)
         value = value.get(part) if isinstance(value, dict) else None
-        current = None if field is None else unwrap(field.annotation, value)
+        current = None if field is None else unwrap(field_annotation(field), value)
     return list(current.model_fields) if current is not None and hasattr(current, "model_fields") else []
 
 
@@ -86,33 +121,70 @@ def suggestion(word, candidates):
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def child_annotation(annotation, part):
+    """The annotation one step below `annotation` along a pydantic error location."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return child_annotation(typing.get_args(annotation)[0], part)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return child_annotation(options[0], part) if len(options) == 1 else None
+    if origin in (list, dict):
+        return typing.get_args(annotation)[-1]
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel) and part in annotation.model_fields:
+        return field_annotation(annotation.model_fields[part])
+    return None
+
+
 def clean_path(loc):
-    """Pydantic's error location without the discriminator tags it inserts after list indices."""
-    path = []
+    """Pydantic's error location without the tags it inserts after each tagged union's position."""
+    path, current = [], ExperimentFile
     for part in loc:
-        if isinstance(part, str) and path and isinstance(path[-1], int) and part in TRANSFORM_SPECS:
+        if isinstance(part, str) and (part.startswith("function-") or part == "[key]"):
             continue
-        if isinstance(part, str) and part.startswith("function-"):
+        tagged = tagged_members(current)
+        if tagged is not None and part in tagged[1]:
+            current = tagged[1][part]
             continue
         path.append(part)
+        current = child_annotation(current, part)
     return tuple(path)
+
+
+def union_noun(path):
+    """What a tagged union at `path` holds, for messages: `model`, `dataset`, `transform`."""
+    named = [part for part in path if isinstance(part, str)]
+    noun = named[-1] if named else "value"
+    return noun[:-1] if path and isinstance(path[-1], int) and noun.endswith("s") else noun
 
 
 def describe(error, schema, data, path):
     kind, message = error["type"], error["msg"]
     if kind == "extra_forbidden":
-        return f"unknown key{suggestion(path[-1], allowed_keys(schema, data, path[:-1]))}"
-    if kind == "literal_error":
-        expected = re.findall(r"'([^']*)'", error["ctx"]["expected"])
-        hint = suggestion(error["input"], expected)
-        return f"unknown name {error['input']!r}, expected one of {', '.join(expected)}{hint}"
+        allowed = allowed_keys(schema, data, path[:-1])
+        close = suggestion(path[-1], allowed)
+        return f"unknown key{close}" if close or not allowed else f"unknown key (allowed keys: {', '.join(allowed)})"
+    if kind in ("literal_error", "unknown_name"):
+        expected = error["ctx"]["expected"]
+        expected = re.findall(r"'([^']*)'", expected) if isinstance(expected, str) else expected
+        return f"unknown name {error['input']!r}, expected one of {', '.join(expected)}{suggestion(error['input'], expected)}"
     if kind == "union_tag_invalid":
         tags = re.findall(r"'([^']*)'", error["ctx"]["expected_tags"])
         tag = error["ctx"]["tag"]
-        return f"unknown transform {tag!r}, expected one of {', '.join(tags)}{suggestion(tag, tags)}"
+        return f"unknown {union_noun(path)} {tag!r}, expected one of {', '.join(tags)}{suggestion(tag, tags)}"
     if kind == "union_tag_not_found":
-        return f"a transform needs `name:` (one of {', '.join(TRANSFORM_SPECS)})"
+        names = [tag for tag in tagged_members(field_annotation_at(schema, path))[1] if tag not in NOT_NAMES]
+        factory = " or `factory: module:function`" if union_noun(path) in ENTRY_POINT_GROUPS else ""
+        return f"a {union_noun(path)} needs `name:` (one of {', '.join(names)}){factory}. Received: {error['input']!r}"
     return message[len("Value error, "):] if message.startswith("Value error, ") else message
+
+
+def field_annotation_at(schema, path):
+    """The annotation of the field at `path` (a key path through the schema's classes and lists)."""
+    current = schema
+    for part in path:
+        current = child_annotation(current, part)
+    return current
 
 
 def locate(path: KeyPath, marks_in_order: Sequence[tuple[KeyPath, Marks]], extra: bool) -> Location:

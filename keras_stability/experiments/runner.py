@@ -22,14 +22,18 @@ import time
 
 import keras
 import numpy as np
+import pydantic
 import tensorflow as tf
 import yaml
 
 from keras_stability.datasets import load_dataset
 from keras_stability.epoch_loop import train_epoch
 from keras_stability.experiments import storage
+from keras_stability.experiments.loading import field_annotation, unwrap
 from keras_stability.experiments.provenance import provenance
+from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import compiled_model, distribution_strategy, epoch_dataset, nonfinite_policy
+from keras_stability.factories import factory_provenance
 from keras_stability.step_log import STEP_FIELDS
 
 METRIC_COLUMNS = (
@@ -56,10 +60,32 @@ def resolved_config_text(config, variant, seed):
 
 
 def what_the_run_trains(config_text):
-    """The parts of a config.yaml that decide the run's numbers (all but `EXPERIMENT_LEVEL`)."""
+    """The parts of a config.yaml that decide the run's numbers (all but `EXPERIMENT_LEVEL`).
+
+    The configuration is read through the current schema, so a config.yaml written before `model` and
+    `dataset` became tagged unions (every model's keys in one flat mapping) compares equal when the
+    keys its model and dataset use are the same: the keys they ignore are dropped first.
+    """
     document = yaml.safe_load(config_text)
-    document["config"] = {k: v for k, v in document["config"].items() if k not in EXPERIMENT_LEVEL}
+    config = {k: v for k, v in document["config"].items() if k not in EXPERIMENT_LEVEL}
+    dataset = config.get("dataset") or {}
+    if "adding_samples" in dataset and dataset.get("name") in ("mnist", "fashion_mnist") and dataset.get("train_size"):
+        document["train_size_before_validation_split"] = True  # the flat schema's IDX loaders cut there
+    config.update({section: used_keys(section, config[section]) for section in ("model", "dataset") if section in config})
+    try:
+        config = RunConfig.model_validate({**config, "name": document["experiment"]}).model_dump(mode="json")
+    except pydantic.ValidationError:
+        pass  # compared as written: it differs from every valid configuration
+    document["config"] = {k: v for k, v in config.items() if k not in EXPERIMENT_LEVEL}
     return document
+
+
+def used_keys(section, mapping):
+    """`mapping` (a model or dataset section) without the keys its spec does not declare."""
+    spec = unwrap(field_annotation(RunConfig.model_fields[section]), mapping)
+    if spec is None or not isinstance(mapping, dict):
+        return mapping
+    return {key: value for key, value in mapping.items() if key in spec.model_fields}
 
 
 def configure_determinism(seed):
@@ -134,7 +160,8 @@ def locked_run(run, log, on_epoch):
                 storage.atomic_write_text(run.path("config.yaml"), text)
             return "skipped"
     storage.atomic_write_text(run.path("config.yaml"), text)
-    meta = {**run.meta(), **provenance(), "experiment": run.config.name, "variant": run.variant, "seed": run.seed}
+    meta = {**run.meta(), **provenance(), **factory_provenance(run.config),
+            "experiment": run.config.name, "variant": run.variant, "seed": run.seed}
     meta.update(status="running", started=meta.get("started", time.time()), error=None)
     run.write_meta(meta)
     try:

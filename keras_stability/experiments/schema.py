@@ -1,45 +1,51 @@
-"""The experiment file's schema: every section strict, every name checked, every range bounded."""
+"""The experiment file's schema: every section strict, every name checked, every range bounded.
 
+`model` and `dataset` are tagged unions keyed on `name` (see `sections`): each takes only the keys
+its model or dataset uses. `dataset.train_size` keeps the first N examples of the training split
+after the fixed test and validation splits, for every dataset that has it, so the validation and
+test sets never depend on it. `seeds` are unique and within 0 ≤ seed < 2**32 (numpy's seeding, which
+`keras.utils.set_random_seed` calls); experiment, variant and study names are directory names that
+cannot start with a dot, so a run always lands inside `results/<experiment>/`.
+"""
+
+import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import AfterValidator, Field, PositiveFloat, PositiveInt, model_validator
 
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetConfig(Strict):
-    """`mnist` and `fashion_mnist` come from tensorflow-datasets or an IDX directory (`path`).
-
-    `train_size` keeps only the first N training examples (after the fixed split), for quick runs.
-    """
-
-    name: Literal["mnist_small", "mnist", "fashion_mnist", "adding_problem"] = "mnist_small"
-    path: str | None = None
-    validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    train_size: PositiveInt | None = None
-    sequence_length: Annotated[int, Field(ge=2)] = 50
-    adding_samples: Annotated[int, Field(ge=10)] = 2000
+from keras_stability.experiments.sections import (
+    DATASET_SPECS,
+    MODEL_SPECS,
+    DatasetConfig,
+    ModelConfig,
+    Strict,
+    is_builtin,
+)
 
 
-class ModelConfig(Strict):
-    name: Literal["mlp", "deep_mlp", "cnn3", "cnn4", "fmnist_2c2d", "rnn"] = "mlp"
-    hidden: list[PositiveInt] = [128, 64]
-    depth: PositiveInt = 8
-    width: PositiveInt = 128
-    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
-    initializer: Literal["glorot_uniform", "glorot_normal", "xavier", "he_normal", "he_uniform", "random_normal"] = (
-        "glorot_uniform"
-    )
-    init_stddev: PositiveFloat = 0.05
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    l1: NonNegativeFloat = 0.0
-    l2: NonNegativeFloat = 0.0
-    cell: Literal["simple_rnn", "lstm"] = "simple_rnn"
-    units: PositiveInt = 64
+def directory_name(name):
+    # Names become directories under results/<experiment>/: no leading dot, so neither `.` nor `..`.
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}", name):
+        raise ValueError(
+            "a name becomes a directory under results/: up to 100 letters, digits, `_`, `-` and `.`, "
+            f"not starting with `.`. Received: {name!r}"
+        )
+    return name
+
+
+Name = Annotated[str, AfterValidator(directory_name)]
+# numpy's legacy seeding (`np.random.seed`, called by `keras.utils.set_random_seed`) takes 0 ≤ seed < 2**32.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
+def unique(seeds):
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(f"seeds must be unique: each seed is one run directory. Received: {seeds} (repeated: {repeated})")
+    return seeds
+
+
+Seeds = Annotated[list[Seed], Field(min_length=1), AfterValidator(unique)]
 
 
 class ScheduleConfig(Strict):
@@ -150,18 +156,20 @@ class TrainingConfig(Strict):
 class RunConfig(Strict):
     """One fully resolved run: the base with one variant's overrides applied."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: Name
     description: str = ""
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]
+    seeds: Seeds = [0]
     baseline: str | None = None
-    dataset: DatasetConfig = DatasetConfig()
-    model: ModelConfig = ModelConfig()
+    dataset: DatasetConfig = DATASET_SPECS["mnist_small"]()
+    model: ModelConfig = MODEL_SPECS["mlp"]()
     optimizer: OptimizerConfig = OptimizerConfig()
     stabilizer: StabilizerConfig | None = None
     training: TrainingConfig = TrainingConfig()
 
     @model_validator(mode="after")
     def task_fits_model(self):
+        if not (is_builtin(self.dataset) and is_builtin(self.model)):
+            return self  # a factory's shapes are known only when it is called
         sequence_task = self.dataset.name == "adding_problem"
         if sequence_task != (self.model.name == "rnn"):
             raise ValueError(
@@ -202,13 +210,13 @@ class ParameterSpec(Strict):
 class SearchConfig(Strict):
     """Hyper-parameter search over the base (or `variant`) configuration with Optuna."""
 
-    study: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "search"
+    study: Name = "search"
     variant: str | None = None
     sampler: Literal["grid", "random", "tpe", "gp"] = "tpe"
     sampler_seed: int = 0
     trials: PositiveInt = 20
     timeout_s: PositiveFloat | None = None
-    seeds: list[Annotated[int, Field(ge=0)]] | None = None
+    seeds: Seeds | None = None
     objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     space: Annotated[dict[str, ParameterSpec], Field(min_length=1)]
     prune_grad_norm: PositiveFloat | None = 1e6
@@ -226,5 +234,5 @@ class SearchConfig(Strict):
 class ExperimentFile(RunConfig):
     """The top level of an experiment file; `variants` maps names to partial overrides of the base."""
 
-    variants: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], dict] = {}
+    variants: dict[Name, dict] = {}
     search: SearchConfig | None = None

@@ -4,6 +4,7 @@ import functools
 
 import keras
 import tensorflow as tf
+from keras.src.utils import rng_utils  # get_random_seed is not exported; it reads what set_random_seed stored
 
 from keras_stability.experiments.zoo import build_model
 from keras_stability.model import StabilizedModel
@@ -102,20 +103,25 @@ def steps_per_execution(training, steps_per_epoch):
     return steps_per_epoch if training.distribute == "none" else 1
 
 
-def compiled_model(config, steps_per_epoch, task):
+def compiled_model(config, steps_per_epoch, task, seed=None):
     """A compiled `StabilizedModel` whose `step_log` holds one epoch of per-step telemetry.
 
+    `task` is the dataset's `Task` (`Splits.task`); its kind alone ("classification" or "regression")
+    is enough for the zoo's models. A model factory also receives `seed`: by default the one last
+    given to `keras.utils.set_random_seed` (the runner's run seed), which has already fixed the
+    weights' initialisation.
     Classification uses sparse cross-entropy on logits; regression (the adding problem) uses MSE, and
     its `accuracy` is the fraction of predictions within 0.04 of the target.
     """
     stabilizer = config.stabilizer
+    kind = getattr(task, "kind", task)
     model = StabilizedModel(
-        build_model(config.model),
+        build_model(config.model, task, rng_utils.get_random_seed() if seed is None else seed),
         build_transform(stabilizer),
         nonfinite=nonfinite_policy(stabilizer),
         step_log=steps_per_epoch,
     )
-    if task == "classification":
+    if kind == "classification":
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     else:

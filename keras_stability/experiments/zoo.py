@@ -1,6 +1,12 @@
-"""The model zoo: the seed documents' architectures by name, built from a `ModelConfig`."""
+"""The model zoo: the seed documents' architectures by name, built from a model section.
+
+The image models take 28×28×1 inputs and give 10 logits; `rnn` takes sequences of 2 features and gives
+one value (the adding problem). A model section naming a factory builds through `keras_stability.factories`.
+"""
 
 import keras
+
+from keras_stability.factories import build_factory_model, is_factory_section
 
 # Unseeded on purpose: `keras.utils.set_random_seed` makes them reproducible, and a fixed seed per
 # initializer would give every layer of one shape the same weights.
@@ -96,6 +102,11 @@ def get_model(name):
     return MODELS[name]
 
 
-def build_model(config):
-    """A new Keras model for `config` (a `ModelConfig`); call `keras.utils.set_random_seed` first."""
+def build_model(config, task=None, seed=None):
+    """A new Keras model for `config` (a model section); call `keras.utils.set_random_seed` first.
+
+    A factory section needs the `Task` it trains on (its input shape and classes) and the run seed.
+    """
+    if is_factory_section(config):
+        return build_factory_model(config, task, seed)
     return get_model(config.name)(config)

@@ -1,0 +1,211 @@
+"""The `model` and `dataset` sections of an experiment file: tagged unions keyed on `name`.
+
+Each zoo model and built-in dataset declares only the keys it uses, so a key it would ignore (`units`
+on an mlp, `train_size` on the adding problem) is an error. Besides the built-in names a section may
+name an importable factory (`factory: "mypkg.models:build"`) or a name that an installed package
+registers through the entry point groups `keras_stability.models` / `keras_stability.datasets`; both
+take `args:`, passed to the factory as keyword arguments (the contract is in `factories`).
+
+The built-in names are the keys of `MODEL_SPECS` and `DATASET_SPECS`; the zoo's `MODELS` and the
+dataset registry's `DATASETS` hold the same names in the same order (tests/test_schema.py ties them:
+the registries import TensorFlow, which validating a file must not).
+"""
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator
+from pydantic_core import PydanticCustomError
+
+from keras_stability.factories import ENTRY_POINT_GROUPS, registered, resolve_factory
+
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+FACTORY, REGISTERED, UNKNOWN = "factory", "registered", "unknown"
+NOT_NAMES = (FACTORY, REGISTERED, UNKNOWN)  # union tags that are not names a file can use
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ZooModel(Strict):
+    """Options every zoo model takes: its layers' activation, initialisation and regularisation."""
+
+    name: str
+    activation: Literal["relu", "tanh", "sigmoid"] = "relu"
+    initializer: Literal["glorot_uniform", "glorot_normal", "xavier", "he_normal", "he_uniform", "random_normal"] = (
+        "glorot_uniform"
+    )
+    init_stddev: PositiveFloat = 0.05
+    l1: NonNegativeFloat = 0.0
+    l2: NonNegativeFloat = 0.0
+
+
+Dropout = Annotated[float, Field(ge=0, lt=1)]
+
+
+class MlpConfig(ZooModel):
+    name: Literal["mlp"] = "mlp"
+    hidden: list[PositiveInt] = [128, 64]
+    dropout: Dropout = 0.0
+
+
+class DeepMlpConfig(ZooModel):
+    name: Literal["deep_mlp"] = "deep_mlp"
+    depth: PositiveInt = 8
+    width: PositiveInt = 128
+    dropout: Dropout = 0.0
+
+
+class Cnn3Config(ZooModel):
+    name: Literal["cnn3"] = "cnn3"
+    dropout: Dropout = 0.0
+
+
+class Cnn4Config(ZooModel):
+    name: Literal["cnn4"] = "cnn4"
+    dropout: Dropout = 0.0
+
+
+class Fmnist2c2dConfig(ZooModel):
+    name: Literal["fmnist_2c2d"] = "fmnist_2c2d"
+    dropout: Dropout = 0.0
+
+
+class RnnConfig(ZooModel):
+    """`activation` applies to `simple_rnn`; an LSTM keeps its tanh."""
+
+    name: Literal["rnn"] = "rnn"
+    cell: Literal["simple_rnn", "lstm"] = "simple_rnn"
+    units: PositiveInt = 64
+
+
+ValidationFraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class MnistSmallConfig(Strict):
+    name: Literal["mnist_small"] = "mnist_small"
+    validation_fraction: ValidationFraction = 0.1
+    train_size: PositiveInt | None = None
+
+
+class MnistConfig(Strict):
+    """`path` is a directory of the four IDX files (else the environment or tensorflow-datasets)."""
+
+    name: Literal["mnist"] = "mnist"
+    path: str | None = None
+    validation_fraction: ValidationFraction = 0.1
+    train_size: PositiveInt | None = None
+
+
+class FashionMnistConfig(MnistConfig):
+    name: Literal["fashion_mnist"] = "fashion_mnist"
+
+
+class AddingProblemConfig(Strict):
+    """Its size is `adding_samples` (split 10 % test, then `validation_fraction`), not `train_size`."""
+
+    name: Literal["adding_problem"] = "adding_problem"
+    validation_fraction: ValidationFraction = 0.1
+    sequence_length: Annotated[int, Field(ge=2)] = 50
+    adding_samples: Annotated[int, Field(ge=10)] = 2000
+
+
+class FactorySection(Strict):
+    """Your own model or data: `factory: "module:function"`, called with `args` as keyword arguments."""
+
+    factory: str
+    args: dict[str, Any] = {}
+
+    @field_validator("factory")
+    @classmethod
+    def importable(cls, value):
+        resolve_factory(value)
+        return value
+
+
+class FactoryModelConfig(FactorySection):
+    """`factory(input_shape=..., num_classes=..., seed=..., **args)` returns an uncompiled Keras model."""
+
+
+class FactoryDatasetConfig(FactorySection):
+    """`factory(seed=..., **args)` returns the splits; `train_size` truncates the training split."""
+
+    train_size: PositiveInt | None = None
+
+
+class RegisteredModelConfig(Strict):
+    """A model that an installed package registers under `name` (entry point group `keras_stability.models`)."""
+
+    name: str
+    args: dict[str, Any] = {}
+
+
+class RegisteredDatasetConfig(Strict):
+    """A dataset registered under `name` (entry point group `keras_stability.datasets`)."""
+
+    name: str
+    args: dict[str, Any] = {}
+    train_size: PositiveInt | None = None
+
+
+def by_name(*specs):
+    return {spec.model_fields["name"].default: spec for spec in specs}
+
+
+MODEL_SPECS = by_name(MlpConfig, DeepMlpConfig, Cnn3Config, Cnn4Config, Fmnist2c2dConfig, RnnConfig)
+DATASET_SPECS = by_name(MnistSmallConfig, MnistConfig, FashionMnistConfig, AddingProblemConfig)
+DEFAULT_NAMES = {"model": "mlp", "dataset": "mnist_small"}
+
+
+def known_names(kind):
+    """Every name a `kind` ("model" or "dataset") section accepts: built-in, then registered."""
+    builtin = MODEL_SPECS if kind == "model" else DATASET_SPECS
+    return list(builtin) + [name for name in registered(ENTRY_POINT_GROUPS[kind]) if name not in builtin]
+
+
+def unknown_name_spec(kind):
+    class UnknownName(BaseModel):
+        """Stands in for an unknown name, so that the one error reported is the name's."""
+
+        model_config = ConfigDict(extra="ignore")
+        name: str
+
+        @field_validator("name")
+        @classmethod
+        def refused(cls, value):
+            raise PydanticCustomError("unknown_name", "unknown name {name}", {"name": value, "expected": known_names(kind)})
+
+    return UnknownName
+
+
+def section(kind, specs, factory_spec, registered_spec):
+    """The tagged union of a `kind` section: built-in names, `factory:`, registered names."""
+
+    def tag(value):
+        if isinstance(value, dict):
+            if FACTORY in value:
+                return FACTORY
+            name = value.get("name", DEFAULT_NAMES[kind])
+        elif isinstance(value, BaseModel):
+            name = getattr(value, "name", None)
+            if name is None:
+                return FACTORY
+        else:
+            return None
+        if name in specs:
+            return name
+        return REGISTERED if isinstance(name, str) and name in registered(ENTRY_POINT_GROUPS[kind]) else UNKNOWN
+
+    members = [Annotated[spec, Tag(name)] for name, spec in specs.items()]
+    members += [Annotated[factory_spec, Tag(FACTORY)], Annotated[registered_spec, Tag(REGISTERED)]]
+    members.append(Annotated[unknown_name_spec(kind), Tag(UNKNOWN)])
+    return Annotated[Union[tuple(members)], Discriminator(tag)]
+
+
+ModelConfig = section("model", MODEL_SPECS, FactoryModelConfig, RegisteredModelConfig)
+DatasetConfig = section("dataset", DATASET_SPECS, FactoryDatasetConfig, RegisteredDatasetConfig)
+
+
+def is_builtin(config):
+    """Whether a resolved model or dataset section names a zoo model or built-in dataset."""
+    return isinstance(config, (ZooModel, *DATASET_SPECS.values()))
