@@ -15,7 +15,8 @@ from scipy import stats
 from keras_stability.experiments.runner import METRIC_COLUMNS, STEP_COLUMNS
 from keras_stability.experiments.storage import atomic_write_csv, atomic_write_json, atomic_write_text
 from keras_stability.experiments.loading import ConfigError
-from keras_stability.report import analyse, build_reports, collect, judge, judge_all, load_claims, summarize
+from keras_stability.report import analyse, build_reports, judge, judge_all, load_claims, summarize
+from keras_stability.report.collect import collect
 from keras_stability.report.claims import Claim
 from keras_stability.report.analyses import strict
 from keras_stability.report.boundary import Cell

@@ -10,7 +10,8 @@ import pytest
 from test_integrity import make_finished_run
 
 from keras_stability.experiments.integrity import RERUN_ADVICE
-from keras_stability.report import build_reports, collect, summarize
+from keras_stability.report import build_reports, summarize
+from keras_stability.report.collect import collect
 
 
 def copy_as_seed(source, seed):

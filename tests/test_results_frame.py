@@ -138,6 +138,9 @@ def test_unfinished_run_keeps_its_status(results, tmp_path):
     meta = json.loads(meta_path.read_text())
     meta.update(status="running", test=None)
     meta_path.write_text(json.dumps(meta))
+    # A finished run's progress.json names the checkpoint deleted when it finished: as a running run's,
+    # it would be damaged (nothing to resume from), so this run has not reached its checkpoint yet.
+    (meta_path.parent / "progress.json").unlink()
     row = ks.load_runs(tmp_path).iloc[0]
     assert row["status"] == "running" and math.isnan(row["test_loss"]) and math.isnan(row["test_accuracy"])
 

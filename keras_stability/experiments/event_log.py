@@ -30,7 +30,8 @@ from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
 from keras_stability.experiments.storage import read_json
-from keras_stability.report.collect import find_run_directories, read_columns
+from keras_stability.experiments.integrity import METRIC_COLUMNS, STEP_COLUMNS, read_table
+from keras_stability.report.collect import find_run_directories
 from keras_stability.results import flat_config
 
 SUBDIRECTORY = "tensorboard"
@@ -106,8 +107,8 @@ class EventLog:
         self.last_epoch = epoch
 
     def replay(self, epochs_done: int) -> None:
-        metrics = read_columns(os.path.join(self.run_directory, "metrics.csv"))
-        steps = read_columns(os.path.join(self.run_directory, "steps.csv"))
+        metrics = read_table(os.path.join(self.run_directory, "metrics.csv"), METRIC_COLUMNS) or {}
+        steps = read_table(os.path.join(self.run_directory, "steps.csv"), STEP_COLUMNS) or {}
         for epoch in range(1, epochs_done + 1):
             row = metrics["epoch"] == epoch
             taken = steps["epoch"] == epoch if steps else np.zeros(0, bool)

@@ -7,49 +7,23 @@ resolved configuration; `statistics` holds the tests; `summary` the per-variant 
 `analysis_plots`, `templates`, `render` the output; `search_report` an Optuna study's report.
 """
 
-import os
+import importlib
 
-from keras_stability.experiments.integrity import RERUN_ADVICE
-from keras_stability.report.analyses import analyse
-from keras_stability.report.claims import judge, judge_all, load_claims
-from keras_stability.report.collect import collect
-from keras_stability.report.plots import draw_all
-from keras_stability.report.provenance import registrations
-from keras_stability.report.render import draw_analyses, write_experiment_report, write_ledger
-from keras_stability.report.summary import summarize
+# Submodules load on first use: `collect`, which the runner's event log and `keras_stability.results`
+# import, must not pay for matplotlib and scipy.
+_EXPORTS = {
+    "analyse": "keras_stability.report.analyses",
+    "build_reports": "keras_stability.report.build",
+    "judge": "keras_stability.report.claims",
+    "judge_all": "keras_stability.report.claims",
+    "load_claims": "keras_stability.report.claims",
+    "summarize": "keras_stability.report.summary",
+}
 
-__all__ = ["analyse", "build_reports", "collect", "judge", "judge_all", "load_claims", "summarize"]
+__all__ = sorted(_EXPORTS)
 
 
-def build_reports(results, output=None, claims_path=None, log=print):
-    """Reports every experiment under `results` into `output` (one experiment: `output` itself;
-    several: `output/<experiment>/`), plus the claims ledger when a claims file is given.
-
-    `output` defaults to reports/<experiment> for one experiment's directory, else reports/.
-
-    Returns {experiment: report.html path} and the list of claim verdicts.
-    """
-    experiments = collect(results)
-    for run in (run for experiment in experiments.values() for run in experiment.damaged()):
-        log(f"{run.damage} (listed as damaged, never averaged); {RERUN_ADVICE}")
-    claims = load_claims(claims_path) if claims_path else []
-    analyses = {name: analyse(experiment) for name, experiment in experiments.items()}
-    verdicts = judge_all(claims, analyses, registrations(claims_path) if claims else {})
-    name = os.path.basename(os.path.normpath(results))
-    single = set(experiments) == {name}
-    output = output or (os.path.join("reports", name) if single else "reports")
-    reports = {}
-    for name, experiment in experiments.items():
-        directory = output if single else os.path.join(output, name)
-        plots = draw_all(experiment, directory) + draw_analyses(analyses[name], directory)
-        related = [v for v in verdicts if v["claim"]["experiment"] == name]
-        write_experiment_report(analyses[name], plots, related, directory)
-        reports[name] = os.path.join(directory, "report.html")
-        log(f"{name}: {reports[name]}")
-        if analyses[name].provenance.warning:
-            log(f"{name}: warning: {analyses[name].provenance.warning}")
-    if claims:
-        links = {name: os.path.relpath(path, output) for name, path in reports.items()}
-        write_ledger(verdicts, output, links)
-        log(f"claims ledger: {os.path.join(output, 'claims.html')}")
-    return reports, verdicts
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_stability.report' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
