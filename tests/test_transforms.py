@@ -398,3 +398,38 @@ def test_sparse_global_norm_in_every_mode(mode):
         return ks.global_norm([tf.IndexedSlices(values, indices, sparse.dense_shape)])
 
     np.testing.assert_allclose(run_in_mode(norm, mode, sparse.values, sparse.indices), np.sqrt(101.0), rtol=RTOL)
+
+
+def reference_agc(gradient, weight, clip_factor, eps, axes):
+    """NFNets/optax `adaptive_grad_clip` with unit norms summed over `axes` (numpy, float64)."""
+    unit = lambda x: np.sqrt(np.sum(np.square(x), axis=tuple(axes), keepdims=True))  # noqa: E731
+    max_norm = clip_factor * np.maximum(unit(weight), eps)
+    grad_norm = unit(gradient)
+    return np.where(grad_norm > max_norm, gradient * max_norm / np.maximum(grad_norm, 1e-6), gradient)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_adaptive_clip_multi_head_kernels_reduce_the_input_axis(mode):
+    layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3)
+    sequence = np.zeros((1, 4, 5), np.float32)
+    layer(sequence, sequence)
+    kernels = {v.path.split("/")[-2]: v for v in layer.trainable_variables if v.path.endswith("kernel")}
+    query, output = kernels["query"], kernels["attention_output"]
+    assert tuple(query.shape) == (5, 2, 3) and tuple(output.shape) == (2, 3, 5)
+    rng = np.random.default_rng(0)
+    gradients = [tf.constant(rng.normal(0, 1, v.shape).astype(np.float32)) for v in (query, output)]
+    clipped, _ = apply(ks.adaptive_clip(0.05), gradients, [query, output], mode)
+    # Query: one unit per (head, head_dim), the d_model axis summed (NFNets, optax). Output kernel:
+    # one unit per d_model output, heads and head_dim summed.
+    np.testing.assert_allclose(clipped[0], reference_agc(gradients[0].numpy(), query.numpy(), 0.05, 1e-3, [0]), rtol=1e-5)
+    np.testing.assert_allclose(clipped[1], reference_agc(gradients[1].numpy(), output.numpy(), 0.05, 1e-3, [0, 1]), rtol=1e-5)
+    merged, _ = apply(ks.adaptive_clip(0.05, unit_axes={}), gradients[:1], [query], mode)
+    np.testing.assert_allclose(merged[0], reference_agc(gradients[0].numpy(), query.numpy(), 0.05, 1e-3, [0, 1]), rtol=1e-5)
+    assert not np.allclose(merged[0], clipped[0])
+
+
+def test_adaptive_clip_unit_axes_round_trip_and_errors():
+    transform = ks.adaptive_clip(0.02, unit_axes={"embed/kernel$": [1]})
+    assert transforms.deserialize(transforms.serialize(transform)).get_config() == transform.get_config()
+    with pytest.raises(ValueError, match=r"maps path patterns to lists of axes .* Received: 'q': 0."):
+        ks.adaptive_clip(unit_axes={"q": 0})
