@@ -316,3 +316,15 @@ def test_bit_for_bit_what_the_inner_optimizer_does_alone(name, feature):
     assert int(wrapper.iterations) == int(keras_optimizer.iterations)
     for a, b in zip(keras_optimizer.variables, wrapper.inner_optimizer.variables):
         np.testing.assert_array_equal(a, b, err_msg=a.path)
+
+
+def test_deliberate_difference_repeated_sparse_indices():
+    # An Embedding row looked up twice: the dense gradient's row is [3, 4] + [3, 4] = [6, 8], norm 10.
+    # Keras's clipnorm (tf.clip_by_norm on the IndexedSlices) measures the two stored rows apart,
+    # norm √50 = 7.07, and under-clips; the wrapper clips the dense gradient to norm 1: [0.6, 0.8].
+    gradient = tf.IndexedSlices(constant([[3.0, 4.0], [3.0, 4.0]]), tf.constant([1, 1]), tf.constant([3, 2]))
+    keras_table, wrapped_table = keras.Variable(tf.zeros((3, 2))), keras.Variable(tf.zeros((3, 2)))
+    keras.optimizers.SGD(1.0, clipnorm=1.0).apply([gradient], [keras_table])
+    wrap(keras.optimizers.SGD(1.0), ks.clip_by_norm(1.0)).apply([gradient], [wrapped_table])
+    np.testing.assert_allclose(-wrapped_table.numpy()[1], [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(-keras_table.numpy()[1], 2 * np.array([3.0, 4.0]) / 50**0.5, rtol=1e-6)
