@@ -22,7 +22,13 @@ import tensorflow as tf
 from keras_stability import inner_step
 from keras_stability import nonfinite as nonfinite_policy
 from keras_stability.transforms import norms
-from keras_stability.transforms.base import PACKAGE, GradientTransform, check_transform, deserialize, serialize
+from keras_stability.transforms.base import (
+    PACKAGE,
+    GradientTransform,
+    check_transform,
+    deserialize,
+    serialize,
+)
 
 CLIP_ARGUMENTS = {
     "clipnorm": "clip_by_norm",

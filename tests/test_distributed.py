@@ -206,7 +206,7 @@ def test_one_all_reduce_of_the_gradient_per_step(two_replicas):
     keras_ops = reduction_ops(keras_step.get_concrete_function(tf.TensorSpec((4, 2)), tf.TensorSpec((4, 1))).graph.as_graph_def())
     wrapped_ops = traced_step_reductions(two_replicas, keras.optimizers.SGD(0.1))
     assert keras_ops, "no reduction op found: the op names changed"
-    gradient_reductions = lambda ops: [op for op in ops if "Gather" not in op]  # noqa: E731
+    gradient_reductions = lambda ops: [op for op in ops if "Gather" not in op]
     # The telemetry adds no gradient reduction: same count as Keras, not twice the gradient's.
     assert len(gradient_reductions(wrapped_ops)) == len(gradient_reductions(keras_ops)), (keras_ops, wrapped_ops)
 

@@ -81,7 +81,7 @@ def test_ema():
     grads = constant([[1.0, 1.0], [1.0, 1.0]])
     optimizer = wrap(keras.optimizers.SGD(learning_rate=1.0, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3))
     optimizer.apply_gradients([(grads, v)])
-    average = lambda: optimizer.core_optimizer._model_variables_moving_average[0]  # noqa: E731
+    average = lambda: optimizer.core_optimizer._model_variables_moving_average[0]
     np.testing.assert_allclose(v, [[2.0, 3.0], [4.0, 5.0]])
     np.testing.assert_allclose(average(), [[2.0, 3.0], [4.0, 5.0]])  # initialized after first step
     optimizer.apply_gradients([(grads, v)])
@@ -239,7 +239,7 @@ def test_sgd_single_step():
 def test_weight_decay(name):
     grads = tf.zeros(())
     var1, var2, var3 = keras.Variable(2.0), keras.Variable(2.0, name="exclude"), keras.Variable(2.0)
-    make = lambda: wrap(keras.optimizers.get({"class_name": name, "config": {"learning_rate": 1.0, "weight_decay": 0.004}}))  # noqa: E731
+    make = lambda: wrap(keras.optimizers.get({"class_name": name, "config": {"learning_rate": 1.0, "weight_decay": 0.004}}))
     make().apply_gradients(zip([grads], [var1]))
     optimizer_2 = make()
     optimizer_2.exclude_from_weight_decay(var_names=["exclude"])

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import keras_stability as ks
 
-MODES = {"eager": dict(run_eagerly=True), "graph": dict(), "jit": dict(jit_compile=True)}
+MODES = {"eager": {"run_eagerly": True}, "graph": {}, "jit": {"jit_compile": True}}
 
 
 def linear_model():
@@ -173,7 +173,8 @@ def test_gradient_norm_logger_writes_per_step_layer_norms(tmp_path):
     y = np.array([[40.0], [4.0], [0.5], [0.5]], np.float32)
     path = tmp_path / "layer_norms.csv"
     model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=[ks.GradientNormLogger(path)])
-    rows = list(csv.reader(open(path)))
+    with open(path) as stream:
+        rows = list(csv.reader(stream))
     assert rows[0] == ["epoch", "batch", model.trainable_variables[0].path]
     np.testing.assert_allclose([float(r[2]) for r in rows[1:]], [22.0, 0.5], rtol=1e-6)
 

@@ -10,11 +10,11 @@ name that moved is then followed in the module that uses it, never patched aroun
 """
 
 import re
-import tomllib
 from pathlib import Path
 
 import keras
 import pytest
+import tomllib
 from keras.src.backend.tensorflow.optimizer import TFOptimizer
 
 PACKAGE = Path(__file__).resolve().parents[1] / "keras_stability"

@@ -284,7 +284,7 @@ def test_stateless_transforms_are_idempotent(name):
     gradients = random_gradients(seed=7, scale=10.0)
     variables = variables_like(gradients)
     once, changed_once = transform(gradients, variables)
-    twice, changed_twice = transform(once, variables)
+    twice, _changed_twice = transform(once, variables)
     for a, b in zip(once, twice):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert bool(changed_once)
@@ -402,7 +402,7 @@ def test_sparse_global_norm_in_every_mode(mode):
 
 def reference_agc(gradient, weight, clip_factor, eps, axes):
     """NFNets/optax `adaptive_grad_clip` with unit norms summed over `axes` (numpy, float64)."""
-    unit = lambda x: np.sqrt(np.sum(np.square(x), axis=tuple(axes), keepdims=True))  # noqa: E731
+    unit = lambda x: np.sqrt(np.sum(np.square(x), axis=tuple(axes), keepdims=True))
     max_norm = clip_factor * np.maximum(unit(weight), eps)
     grad_norm = unit(gradient)
     return np.where(grad_norm > max_norm, gradient * max_norm / np.maximum(grad_norm, 1e-6), gradient)
