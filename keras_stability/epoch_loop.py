@@ -9,14 +9,17 @@ calls the model's own `train_step`, so every metric, loss scaling and telemetry 
 """
 
 import weakref
+from collections.abc import Callable
+from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 _EPOCH_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
-def train_epoch(model, x, y, order, batch_size):
+def train_epoch(model: keras.Model, x: Any, y: Any, order: Any, batch_size: int) -> dict[str, float]:
     """Runs `model.train_step` on the batches `x[order[i:i + batch_size]]`; returns the last logs.
 
     Args:
@@ -46,7 +49,12 @@ def train_epoch(model, x, y, order, batch_size):
     # What `fit` does before its first step: create the model's, metrics' and optimizer's variables
     # outside the loop (variables cannot be created inside a tf.while_loop).
     model._maybe_symbolic_build(data_batch=(tf.gather(x, first), tf.gather(y, first), None))
-    functions = _EPOCH_FUNCTIONS.setdefault(model, {})
+    # `compile` makes a new loss tracker (and optimizer, loss, metrics) that a traced epoch would
+    # not see: recompiling starts a new cache, as `compile` resets `fit`'s train_function.
+    compiled, functions = _EPOCH_FUNCTIONS.get(model, (None, {}))
+    if compiled is not model._loss_tracker:
+        functions = {}
+        _EPOCH_FUNCTIONS[model] = (model._loss_tracker, functions)
     key = (batch_size, model.jit_compile, model.run_eagerly)
     if key not in functions:
         functions[key] = epoch_function(weakref.ref(model), *key)
@@ -55,7 +63,7 @@ def train_epoch(model, x, y, order, batch_size):
     return {name: float(value) for name, value in logs.items()}
 
 
-def epoch_function(model_ref, batch_size, jit_compile, run_eagerly):
+def epoch_function(model_ref: weakref.ref, batch_size: int, jit_compile: bool, run_eagerly: bool) -> Callable:
     """The epoch of one model and batch size, compiled unless `run_eagerly`; it is retraced only for
     a new number of examples, and holds the model weakly so that the cache does not keep it alive."""
 

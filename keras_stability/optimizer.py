@@ -4,22 +4,31 @@ Keras 3 clips (`clipnorm`, `clipvalue`, `global_clipnorm`) inside `apply`, on ea
 gradient, before the cross-replica sum; under `MirroredStrategy` that clips the wrong tensor. This
 wrapper runs, per step:
 
-    unscale (loss scaling) → all-reduce across replicas → accumulate (gradient_accumulation_steps)
-    → transform → non-finite policy → inner optimizer update
+    unscale (loss scaling) → all-reduce across replicas (once) → non-finite policy
+    → the inner optimizer's own `apply`, with the transform where Keras would clip (`inner_step`)
 
-The transform and the policy run once, in cross-replica context, on the all-reduced gradient, so
-every replica takes the same decision. The accumulation sums all-reduced gradients, which equals
-all-reducing the accumulated ones (the sum is linear).
+The policy and the transform run once, in cross-replica context, on the all-reduced gradient, so
+every replica takes the same decision, and the inner update is applied once per variable. Under
+gradient accumulation the transform sees the averaged gradient once per update; everything else
+(step counts, learning-rate schedules, weight decay, EMA, `overwrite_with_gradient` variables) is
+the inner optimizer's, in Keras's order.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
 
+from keras_stability import inner_step
 from keras_stability import nonfinite as nonfinite_policy
 from keras_stability.transforms import norms
-from keras_stability.transforms.base import PACKAGE, check_transform, deserialize, serialize
+from keras_stability.transforms.base import (
+    PACKAGE,
+    GradientTransform,
+    check_transform,
+    deserialize,
+    serialize,
+)
 
 CLIP_ARGUMENTS = {
     "clipnorm": "clip_by_norm",
@@ -50,7 +59,7 @@ class GradientStats(NamedTuple):
     updated: tf.Tensor
 
 
-def check_no_base_arguments(kwargs):
+def check_no_base_arguments(kwargs: dict[str, Any]) -> None:
     for name, transform in CLIP_ARGUMENTS.items():
         if kwargs.get(name) is not None:
             raise ValueError(
@@ -68,7 +77,8 @@ def check_no_base_arguments(kwargs):
         raise ValueError(f"StabilizedOptimizer got unexpected arguments. Received: {', '.join(unknown)}.")
 
 
-def check_inner(inner_optimizer):
+def check_inner(inner_optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """The optimizer that owns `update_step` (inside a `LossScaleOptimizer`, its inner one)."""
     if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
         raise TypeError(
             "`inner_optimizer` must be a keras.optimizers.Optimizer instance such as "
@@ -84,7 +94,7 @@ def check_inner(inner_optimizer):
     return core
 
 
-def is_loss_scaled(optimizer):
+def is_loss_scaled(optimizer: keras.optimizers.Optimizer) -> bool:
     return isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
 
@@ -102,12 +112,23 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         record_layer_norms: also keep each variable's gradient norm of the last update in the
             `layer_norms` variable (read by `GradientNormLogger`).
 
+    The inner optimizer's `loss_scale_factor` moves onto the wrapper (a `LossScaleOptimizer` put
+    around the wrapper then disables it, as it does for a plain optimizer).
+
     Example:
         >>> optimizer = StabilizedOptimizer(keras.optimizers.SGD(0.1), clip_by_global_norm(1.0))
         >>> model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     """
 
-    def __init__(self, inner_optimizer, transform=None, nonfinite="skip", record_layer_norms=False, name=None, **kwargs):
+    def __init__(
+        self,
+        inner_optimizer: keras.optimizers.Optimizer,
+        transform: GradientTransform | None = None,
+        nonfinite: str = "skip",
+        record_layer_norms: bool = False,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         check_no_base_arguments(kwargs)
         core = check_inner(inner_optimizer)
         check_transform(transform)
@@ -122,11 +143,18 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         self.transform = transform
         self.nonfinite = nonfinite
         self.record_layer_norms = record_layer_norms
-        # Accumulation moves here so the transform sees the averaged gradient once per update.
-        self.accumulation_steps = core.gradient_accumulation_steps
-        core.gradient_accumulation_steps = None
+        # The gradient is unscaled before the transform, so the factor belongs here; a
+        # LossScaleOptimizer around the wrapper sets it to None, as it does for any optimizer.
+        self.loss_scale_factor = core.loss_scale_factor
+        core.loss_scale_factor = None
 
-    def build(self, var_list):
+    @property
+    def core_optimizer(self) -> keras.optimizers.Optimizer:
+        """The optimizer that owns `update_step`: the inner one, or the one inside its loss scaling."""
+        inner = self.inner_optimizer
+        return inner.inner_optimizer if is_loss_scaled(inner) else inner
+
+    def build(self, var_list: list) -> None:
         self.nonfinite_steps = self.add_variable(
             shape=(), dtype="int64", initializer="zeros", aggregation="only_first_replica", name="nonfinite_steps"
         )
@@ -134,43 +162,65 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
             self.layer_norms = self.add_variable(
                 shape=(len(var_list),), initializer="zeros", aggregation="only_first_replica", name="layer_norms"
             )
-        self.accumulators = []
-        if self.accumulation_steps:
-            self.accumulators = [
-                self.add_variable_from_reference(v, name="gradient_accumulator") for v in var_list
-            ]
         self.inner_optimizer.build(var_list)
         if self.transform is not None:
             self.transform.build(var_list)
         super().build(var_list)
 
     @property
-    def variables(self):
+    def variables(self) -> list:
         transform_variables = self.transform.variables if self.transform is not None else []
         return self._variables + self.inner_optimizer.variables + transform_variables
 
+    def set_weights(self, weights: list) -> None:
+        """Keras's `set_weights`, over every variable in `variables` (the inner optimizer's too)."""
+        if not self.built:
+            raise ValueError(
+                "You are calling `set_weights()` on an optimizer that has not yet been built. "
+                "Call `optimizer.build(trainable_variables)` first."
+            )
+        variables = self.variables
+        if len(weights) != len(variables):
+            raise ValueError(
+                f"StabilizedOptimizer.set_weights needs one array per variable in `variables` "
+                f"({len(variables)}). Received: {len(weights)} arrays."
+            )
+        for variable, weight in zip(variables, weights):
+            if tuple(variable.shape) != tuple(weight.shape):
+                raise ValueError(
+                    f"Optimizer variable {variable.path} has shape {tuple(variable.shape)}, not compatible "
+                    f"with the provided weight. Received: shape {tuple(weight.shape)}."
+                )
+            variable.assign(weight)
+
     @property
-    def iterations(self):
+    def iterations(self) -> tf.Tensor:
         return self.inner_optimizer.iterations
 
     @property
-    def learning_rate(self):
+    def learning_rate(self) -> Any:
         return self.inner_optimizer.learning_rate
 
     @learning_rate.setter
-    def learning_rate(self, learning_rate):
+    def learning_rate(self, learning_rate: Any) -> None:
         self.inner_optimizer.learning_rate = learning_rate
 
-    def scale_loss(self, loss):
-        return self.inner_optimizer.scale_loss(loss)
+    def exclude_from_weight_decay(self, var_list: list | None = None, var_names: list[str] | None = None) -> None:
+        """Delegated to the optimizer that decays the weights (the wrapper itself has no weight decay)."""
+        self.core_optimizer.exclude_from_weight_decay(var_list=var_list, var_names=var_names)
 
-    def finalize_variable_values(self, var_list):
+    def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
+        if is_loss_scaled(self.inner_optimizer):
+            return self.inner_optimizer.scale_loss(loss)
+        return super().scale_loss(loss)
+
+    def finalize_variable_values(self, var_list: list) -> None:
         self.inner_optimizer.finalize_variable_values(var_list)
 
-    def apply(self, grads, trainable_variables=None):
+    def apply(self, grads: list, trainable_variables: list | None = None) -> None:
         self.apply_with_stats(grads, trainable_variables)
 
-    def apply_with_stats(self, grads, trainable_variables=None):
+    def apply_with_stats(self, grads: list, trainable_variables: list | None = None) -> GradientStats:
         """Like `apply`, and returns the step's `GradientStats` (identical on every replica)."""
         if trainable_variables is None:
             if not self.built:
@@ -183,103 +233,113 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         if not self.built:
             with keras.name_scope(self.name, caller=self):
                 self.build(variables)
-        loss_scale = self._loss_scale()
-        grads = [norms.scale(g, 1.0 / loss_scale) for g in grads] if loss_scale is not None else list(grads)
-
+        grads = list(grads)
         replica_context = tf.distribute.get_replica_context()
         if replica_context is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
-            return self._update(grads, variables, strategy=None)
+            return self._step(grads, variables, strategy=None)
         present = [i for i, g in enumerate(grads) if g is not None]
         reduced = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
         for i, g in zip(present, reduced):
             grads[i] = g
 
-        def update_once(strategy, *per_replica):
+        def step_once(strategy, *per_replica):
             # After the all-reduce every replica holds the same gradient: use the first copy.
             local = [None if g is None else strategy.experimental_local_results(g)[0] for g in per_replica]
-            return self._update(local, variables, strategy)
+            return self._step(local, variables, strategy)
 
-        return replica_context.merge_call(update_once, args=tuple(grads))
+        return replica_context.merge_call(step_once, args=tuple(grads))
+
+    def _step(self, grads, variables, strategy):
+        core = self.core_optimizer
+        grads, variables = core._filter_empty_gradients(grads, variables)
+        regular = [not inner_step.overwrites(core, v) for v in variables]
+        scale = self._loss_scale()
+        if scale is not None:
+            grads = [inner_step.unscale(g, scale) if r else g for g, r in zip(grads, regular)]
+        grad_norm = norms.global_norm([g for g, r in zip(grads, regular) if r])
+        # A NaN or an infinity anywhere makes the norm non-finite, and so does a norm beyond float32's
+        # range, which no clipping can use either (tf.clip_by_global_norm turns it into NaN).
+        finite = tf.math.is_finite(grad_norm)
+        for g, r in zip(grads, regular):
+            if not r:
+                finite = tf.logical_and(finite, tf.reduce_all(tf.math.is_finite(g)))
+        self.nonfinite_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
+        one_step = not core.gradient_accumulation_steps
+        idle = (tf.constant(0.0), tf.constant(0.0), tf.constant(False), tf.constant(False))
+
+        def update(update_grads, update_variables):
+            measured = grad_norm if one_step else None
+            return self._transform_and_update(update_grads, update_variables, measured, strategy)
+
+        def apply_step(step_grads):
+            return inner_step.apply_gradients(core, step_grads, variables, update, idle)
+
+        policy = "skip" if is_loss_scaled(self.inner_optimizer) else self.nonfinite
+        if policy == "raise":
+            nonfinite_policy.raise_if_not_finite(finite)
+        if policy == "zero":
+            zeroed = nonfinite_policy.zero_if_not_finite([g for g, r in zip(grads, regular) if r], finite)
+            grads = [zeroed.pop(0) if r else g for g, r in zip(grads, regular)]
+        if policy != "skip":
+            result = apply_step(grads)
+        elif is_loss_scaled(self.inner_optimizer):
+            result = tf.cond(finite, lambda: self._loss_scaled_step(apply_step, grads), self._lower_loss_scale)
+        else:
+            result = tf.cond(finite, lambda: apply_step(grads), lambda: idle)
+        norm, clipped_norm, changed, updated = result
+        return GradientStats(norm, clipped_norm, changed, finite, updated)
 
     def _loss_scale(self):
         if is_loss_scaled(self.inner_optimizer):
             return self.inner_optimizer.dynamic_scale
-        return self.inner_optimizer.loss_scale_factor
+        return self.loss_scale_factor
 
-    def _update(self, grads, variables, strategy):
-        if not self.accumulation_steps:
-            return self._transform_and_apply(grads, variables, strategy)
-        steps = self.accumulation_steps
-        summed = [
-            None if g is None else acc + tf.convert_to_tensor(g)
-            for g, acc in zip(grads, self.accumulators)
-        ]
+    def _loss_scaled_step(self, apply_step, grads):
+        """LossScaleOptimizer's finite step: the update, then its growth counter."""
+        result = apply_step(grads)
+        scaler = self.inner_optimizer
 
-        def update():
-            stats = self._transform_and_apply([None if s is None else s / steps for s in summed], variables, strategy)
-            for acc in self.accumulators:
-                acc.assign(tf.zeros_like(acc))
-            return stats
+        def upscale():
+            scaler.step_counter.assign(0)
+            scaler.dynamic_scale.assign(scaler.dynamic_scale * 2.0)
 
-        def accumulate():
-            for s, acc in zip(summed, self.accumulators):
-                if s is not None:
-                    acc.assign(s)
-            self.iterations.assign_add(1)
-            zero = tf.constant(0.0)
-            return GradientStats(zero, zero, tf.constant(False), tf.constant(True), tf.constant(False))
+        def increment():
+            scaler.step_counter.assign_add(1)
 
-        return tf.cond((self.iterations + 1) % steps == 0, update, accumulate)
+        tf.cond(tf.equal(scaler.step_counter, scaler.dynamic_growth_steps - 1), upscale, increment)
+        return result
 
-    def _transform_and_apply(self, grads, variables, strategy):
-        grad_norm = norms.global_norm(grads)
-        # A NaN or an infinity anywhere makes the norm non-finite, and so does a norm beyond float32's
-        # range, which no clipping can use either (tf.clip_by_global_norm turns it into NaN).
-        finite = tf.math.is_finite(grad_norm)
+    def _lower_loss_scale(self):
+        """LossScaleOptimizer's non-finite step: no update, the loss scale halves."""
+        scaler = self.inner_optimizer
+        scaler.step_counter.assign(0)
+        scaler.dynamic_scale.assign(scaler.dynamic_scale * 0.5)
+        zero = tf.constant(0.0)
+        return zero, zero, tf.constant(False), tf.constant(True)
+
+    def _transform_and_update(self, grads, variables, grad_norm, strategy):
+        if grad_norm is None:
+            grad_norm = norms.global_norm(grads)
         if self.transform is not None:
             new_grads, changed, clipped_norm = self.transform.apply_measured(grads, variables, grad_norm)
         else:
             new_grads, changed, clipped_norm = grads, tf.constant(False), grad_norm
-        self.nonfinite_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
         if self.record_layer_norms:
-            self.layer_norms.assign(tf.stack([tf.constant(0.0) if g is None else norms.tensor_norm(g) for g in grads]))
+            self._record_layer_norms(grads, variables)
+        inner_step.update_variables(self.core_optimizer, new_grads, variables, strategy)
+        return grad_norm, clipped_norm, tf.convert_to_tensor(changed), tf.constant(True)
 
-        policy = "propagate" if is_loss_scaled(self.inner_optimizer) else self.nonfinite
-        if policy == "raise":
-            nonfinite_policy.raise_if_not_finite(finite)
-        if policy == "zero":
-            new_grads = nonfinite_policy.zero_if_not_finite(new_grads, finite)
-        if policy == "skip":
-            tf.cond(finite, lambda: self._apply_inner(new_grads, variables, strategy), lambda: None)
-        else:
-            self._apply_inner(new_grads, variables, strategy)
-        return GradientStats(grad_norm, clipped_norm, changed, finite, tf.constant(True))
-
-    def _apply_inner(self, grads, variables, strategy):
-        loss_scale = self._loss_scale()
-        if loss_scale is not None:
-            # Hand the inner optimizer what it expects: gradients of the scaled loss.
-            grads = [norms.scale(g, loss_scale) for g in grads]
-        if strategy is None:
-            self.inner_optimizer.apply(grads, variables)
-            return
-        # The inner optimizer sums across replicas again; give each replica an equal share.
-        replicas = strategy.num_replicas_in_sync
-        shares = tuple(
-            None if g is None else strategy.extended.broadcast_to(norms.scale(g, 1.0 / replicas), v.value)
-            for g, v in zip(grads, variables)
-        )
-        strategy.extended.call_for_each_replica(
-            lambda *share: self.inner_optimizer.apply(list(share), variables), args=shares
+    def _record_layer_norms(self, grads, variables):
+        core = self.core_optimizer
+        by_index = {core._get_variable_index(v): norms.tensor_norm(g) for g, v in zip(grads, variables)}
+        self.layer_norms.assign(
+            tf.stack([by_index.get(i, tf.constant(0.0)) for i in range(self.layer_norms.shape[0])])
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         inner = keras.saving.serialize_keras_object(self.inner_optimizer)
-        if self.accumulation_steps:
-            core_config = inner["config"]
-            if is_loss_scaled(self.inner_optimizer):
-                core_config = core_config["inner_optimizer"]["config"]
-            core_config["gradient_accumulation_steps"] = self.accumulation_steps
+        if self.loss_scale_factor is not None:
+            inner["config"]["loss_scale_factor"] = self.loss_scale_factor
         return {
             "name": self.name,
             "inner_optimizer": inner,
@@ -289,7 +349,7 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         }
 
     @classmethod
-    def from_config(cls, config, custom_objects=None):
+    def from_config(cls, config: dict[str, Any], custom_objects: dict | None = None) -> "StabilizedOptimizer":
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"), custom_objects=custom_objects)
         return cls(inner, deserialize(config.pop("transform")), **config)

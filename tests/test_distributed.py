@@ -163,3 +163,65 @@ def test_train_epoch_sends_replicated_models_to_fit(two_replicas):
         model.compile(optimizer=keras.optimizers.SGD(1.0), loss=negative_product)
     with pytest.raises(ValueError, match="trains with model.fit. Received: a model on 2 replicas"):
         ks.train_epoch(model, X, Y, np.arange(2), 2)
+
+
+def reduction_ops(graph_def):
+    """Cross-replica reduction ops in a traced graph and its function library, by type."""
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    kinds = ("AllReduce", "CollectiveReduce", "CollectiveGather")
+    return sorted(n.op for n in nodes if any(k in n.op for k in kinds))
+
+
+def traced_step_reductions(strategy, optimizer):
+    with strategy.scope():
+        inner = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model = ks.stabilize(inner, ks.clip_by_global_norm(1.0))
+        model.compile(optimizer=optimizer, loss="mse")
+    model.build((None, 2))
+    model.optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def step(x, y):
+        return strategy.run(model.train_step, args=((x, y),))
+
+    concrete = step.get_concrete_function(tf.TensorSpec((4, 2)), tf.TensorSpec((4, 1)))
+    return reduction_ops(concrete.graph.as_graph_def())
+
+
+def test_one_all_reduce_of_the_gradient_per_step(two_replicas):
+    # MirroredStrategy on CPUs reduces with one collective op per call; Keras's own update is one
+    # all_reduce of the gradients. The wrapper all-reduces the gradients once too, then updates in
+    # cross-replica context, where the inner optimizer has nothing to reduce. The other reductions
+    # are the metrics' (loss, telemetry) and do not depend on the number of variables.
+    with two_replicas.scope():
+        plain = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        plain.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    plain.build((None, 2))
+    plain.optimizer.build(plain.trainable_variables)
+
+    @tf.function
+    def keras_step(x, y):
+        return two_replicas.run(plain.train_step, args=((x, y),))
+
+    keras_ops = reduction_ops(keras_step.get_concrete_function(tf.TensorSpec((4, 2)), tf.TensorSpec((4, 1))).graph.as_graph_def())
+    wrapped_ops = traced_step_reductions(two_replicas, keras.optimizers.SGD(0.1))
+    assert keras_ops, "no reduction op found: the op names changed"
+    gradient_reductions = lambda ops: [op for op in ops if "Gather" not in op]
+    # The telemetry adds no gradient reduction: same count as Keras, not twice the gradient's.
+    assert len(gradient_reductions(wrapped_ops)) == len(gradient_reductions(keras_ops)), (keras_ops, wrapped_ops)
+
+
+def test_nadam_still_trains_the_same_on_two_replicas(two_replicas):
+    # Nadam adds per-step work to Keras's replica-context update, so it takes the shared path.
+    def fit(strategy):
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(32, 5)).astype(np.float32), rng.normal(size=(32, 1)).astype(np.float32)
+        keras.utils.set_random_seed(1)
+        with strategy.scope():
+            model = ks.stabilize(keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)]), ks.clip_by_global_norm(0.5))
+            model.compile(optimizer=keras.optimizers.Nadam(0.05, weight_decay=0.01), loss="mse")
+        model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    for a, b in zip(fit(SINGLE()), fit(two_replicas)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -135,7 +135,7 @@ def test_autoclip_percentile_matches_numpy():
 
 @pytest.mark.parametrize("mode", MODES)
 def test_zclip_closed_form(mode):
-    transform = ks.zclip(alpha=0.5, z_threshold=1.0, warmup=2)
+    transform = ks.zclip(alpha=0.5, z_threshold=1.0, warmup=2, max_grad_norm=None)
     variables = [keras.Variable([0.0], name="w")]
     transform.build(variables)
     step = tf.function(transform, jit_compile=mode == "jit") if mode != "eager" else transform
@@ -149,6 +149,76 @@ def test_zclip_closed_form(mode):
     mean = 0.5 * 2.25 + 0.5 * effective
     np.testing.assert_allclose(transform.mean.numpy(), mean, rtol=1e-5)
     np.testing.assert_allclose(transform.variance.numpy(), 0.5 * 0.53125 + 0.5 * (effective - mean) ** 2, rtol=1e-5)
+
+
+def reference_zclip(norms_seen, alpha=0.97, z_thresh=2.5, max_grad_norm=1.0, warmup_steps=25, mode="zscore",
+                    clip_option="adaptive_scaling", eps=1e-6):
+    """bluorion-com/ZClip's `ZClip.step`, in plain Python: the norm each step is clipped to."""
+    buffer, mean, var, applied = [], None, None, []
+    for norm in norms_seen:
+        if mean is None:
+            buffer.append(norm)
+            if len(buffer) >= warmup_steps:
+                mean = sum(buffer) / len(buffer)
+                var = sum((x - mean) ** 2 for x in buffer) / len(buffer)
+            applied.append(min(norm, max_grad_norm) if max_grad_norm is not None else norm)
+            continue
+        std = var**0.5
+        clip_val = None
+        if mode == "percentile":
+            clip_val = mean + z_thresh * std if norm > mean + z_thresh * std else None
+        else:
+            z = (norm - mean) / (std + eps)
+            if z > z_thresh:
+                clip_val = mean + z_thresh * std / (z / z_thresh) if clip_option == "adaptive_scaling" else mean
+        effective = clip_val if clip_val is not None else norm
+        if max_grad_norm is not None:
+            effective_clip = min(effective, max_grad_norm)
+        else:
+            effective_clip = effective
+        applied.append(min(norm, effective_clip))
+        new = clip_val if clip_val is not None else norm
+        mean = alpha * mean + (1 - alpha) * new
+        var = alpha * var + (1 - alpha) * (new - mean) ** 2
+    return np.array(applied)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"max_grad_norm": None}, {"mode": "percentile"}, {"clip_option": "mean", "max_grad_norm": 2.0}],
+    ids=["defaults", "uncapped", "percentile", "mean-capped-at-2"],
+)
+def test_zclip_matches_the_reference_implementation(options):
+    # Norms of 0.8–2.4 with spikes: with the reference's defaults the cap at 1.0 acts on most steps.
+    rng = np.random.default_rng(0)
+    seen = rng.uniform(0.8, 2.4, 120)
+    seen[[40, 70, 100]] = [9.0, 15.0, 30.0]
+    keyword = {"max_grad_norm": "max_grad_norm", "mode": "mode", "clip_option": "clip_option"}
+    transform = ks.zclip(**{keyword[k]: v for k, v in options.items()})
+    variables = [keras.Variable([0.0], name="w")]
+    transform.build(variables)
+    got = [float(np.abs(transform([tf.constant([n], tf.float32)], variables)[0][0][0])) for n in seen]
+    np.testing.assert_allclose(got, reference_zclip(seen, **options), rtol=1e-5)
+
+
+def test_zclip_experiment_spec_takes_the_same_options():
+    from typing import get_args
+
+    from keras_stability.experiments.schema import ZClipSpec
+    from keras_stability.transforms import zscore
+
+    fields = ZClipSpec.model_fields
+    assert get_args(fields["mode"].annotation) == zscore.MODES
+    assert get_args(fields["clip_option"].annotation) == zscore.CLIP_OPTIONS
+    spec = ZClipSpec(name="zclip").model_dump()
+    assert {k: v for k, v in spec.items() if k != "name"} == {k: v for k, v in ks.zclip().get_config().items() if k != "eps"}
+
+
+def test_zclip_defaults_are_the_reference_defaults():
+    assert ks.zclip().get_config() == {
+        "alpha": 0.97, "z_threshold": 2.5, "warmup": 25, "eps": 1e-6,
+        "max_grad_norm": 1.0, "mode": "zscore", "clip_option": "adaptive_scaling",
+    }
 
 
 @pytest.mark.parametrize("name", ["autoclip", "zclip"])
@@ -214,7 +284,7 @@ def test_stateless_transforms_are_idempotent(name):
     gradients = random_gradients(seed=7, scale=10.0)
     variables = variables_like(gradients)
     once, changed_once = transform(gradients, variables)
-    twice, changed_twice = transform(once, variables)
+    twice, _changed_twice = transform(once, variables)
     for a, b in zip(once, twice):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert bool(changed_once)
@@ -328,3 +398,38 @@ def test_sparse_global_norm_in_every_mode(mode):
         return ks.global_norm([tf.IndexedSlices(values, indices, sparse.dense_shape)])
 
     np.testing.assert_allclose(run_in_mode(norm, mode, sparse.values, sparse.indices), np.sqrt(101.0), rtol=RTOL)
+
+
+def reference_agc(gradient, weight, clip_factor, eps, axes):
+    """NFNets/optax `adaptive_grad_clip` with unit norms summed over `axes` (numpy, float64)."""
+    unit = lambda x: np.sqrt(np.sum(np.square(x), axis=tuple(axes), keepdims=True))
+    max_norm = clip_factor * np.maximum(unit(weight), eps)
+    grad_norm = unit(gradient)
+    return np.where(grad_norm > max_norm, gradient * max_norm / np.maximum(grad_norm, 1e-6), gradient)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_adaptive_clip_multi_head_kernels_reduce_the_input_axis(mode):
+    layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3)
+    sequence = np.zeros((1, 4, 5), np.float32)
+    layer(sequence, sequence)
+    kernels = {v.path.split("/")[-2]: v for v in layer.trainable_variables if v.path.endswith("kernel")}
+    query, output = kernels["query"], kernels["attention_output"]
+    assert tuple(query.shape) == (5, 2, 3) and tuple(output.shape) == (2, 3, 5)
+    rng = np.random.default_rng(0)
+    gradients = [tf.constant(rng.normal(0, 1, v.shape).astype(np.float32)) for v in (query, output)]
+    clipped, _ = apply(ks.adaptive_clip(0.05), gradients, [query, output], mode)
+    # Query: one unit per (head, head_dim), the d_model axis summed (NFNets, optax). Output kernel:
+    # one unit per d_model output, heads and head_dim summed.
+    np.testing.assert_allclose(clipped[0], reference_agc(gradients[0].numpy(), query.numpy(), 0.05, 1e-3, [0]), rtol=1e-5)
+    np.testing.assert_allclose(clipped[1], reference_agc(gradients[1].numpy(), output.numpy(), 0.05, 1e-3, [0, 1]), rtol=1e-5)
+    merged, _ = apply(ks.adaptive_clip(0.05, unit_axes={}), gradients[:1], [query], mode)
+    np.testing.assert_allclose(merged[0], reference_agc(gradients[0].numpy(), query.numpy(), 0.05, 1e-3, [0, 1]), rtol=1e-5)
+    assert not np.allclose(merged[0], clipped[0])
+
+
+def test_adaptive_clip_unit_axes_round_trip_and_errors():
+    transform = ks.adaptive_clip(0.02, unit_axes={"embed/kernel$": [1]})
+    assert transforms.deserialize(transforms.serialize(transform)).get_config() == transform.get_config()
+    with pytest.raises(ValueError, match=r"maps path patterns to lists of axes .* Received: 'q': 0."):
+        ks.adaptive_clip(unit_axes={"q": 0})

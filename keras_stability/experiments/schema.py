@@ -101,10 +101,15 @@ class AutoClipSpec(Strict):
 
 
 class ZClipSpec(Strict):
+    """`zclip`'s arguments and defaults, the reference's (`max_grad_norm: null` for no cap)."""
+
     name: Literal["zclip"]
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.97
     z_threshold: PositiveFloat = 2.5
     warmup: PositiveInt = 25
+    max_grad_norm: PositiveFloat | None = 1.0
+    mode: Literal["zscore", "percentile"] = "zscore"
+    clip_option: Literal["adaptive_scaling", "mean"] = "adaptive_scaling"
 
 
 TransformSpec = Annotated[
