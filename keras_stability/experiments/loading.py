@@ -240,7 +240,7 @@ def load_experiment(path, overrides=()):
     values = [value for _, value in parsed_overrides]
     top = validate(ExperimentFile, apply_overrides(data, values), [((), set_marks), ((), marks)])
     base = {k: v for k, v in data.items() if k != "variants"}
-    base = {k: v for k, v in base.items() if k != "search"}
+    base = {k: v for k, v in base.items() if k not in ("search", "sweep")}
     variants, sources = {}, {}
     errors = []
     for variant, override in (data.get("variants") or {BASE_VARIANT: {}}).items():
@@ -259,6 +259,10 @@ def load_experiment(path, overrides=()):
         errors += check_search_space(top.search, baseline, sources, marks)
     if errors:
         raise ConfigError(sorted(set(errors), key=errors.index))
+    if top.sweep is not None:
+        from keras_stability.experiments.sweep import expand_sweep  # sweep.py builds on this module
+
+        variants, baseline = expand_sweep(top.sweep, baseline, variants, sources, marks)
     return Experiment(str(path), top.name, baseline, variants, top.search, sources)
 
 

@@ -1,8 +1,11 @@
 """The experiment file's schema: every section strict, every name checked, every range bounded."""
 
-from typing import Annotated, Literal, Union
+import urllib.parse
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from keras_stability.experiments.database import mask_password
 
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
@@ -214,6 +217,17 @@ class SearchConfig(Strict):
     prune_grad_norm: PositiveFloat | None = 1e6
     storage: str | None = None
 
+    @field_validator("storage")
+    @classmethod
+    def no_password_in_the_file(cls, url):
+        if url is not None and urllib.parse.urlsplit(url).password is not None:
+            raise ValueError(
+                "a database password does not belong in an experiment file. Received: "
+                f"{mask_password(url)}. Drop the password and give it through PGPASSWORD or ~/.pgpass, "
+                "or give the whole URL through KERAS_STABILITY_STORAGE or --storage"
+            )
+        return url
+
     @model_validator(mode="after")
     def grid_has_points(self):
         if self.sampler == "grid":
@@ -228,3 +242,23 @@ class ExperimentFile(RunConfig):
 
     variants: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], dict] = {}
     search: SearchConfig | None = None
+    sweep: "SweepConfig | None" = None
+
+
+class SweepConfig(Strict):
+    """A grid over dotted settings (list items by index, as in `search.space`), crossed with every
+    variant (or those in `variants`) and every seed: each combination of values is one sweep cell."""
+
+    grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], Field(min_length=1)]
+    variants: Annotated[list[str], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def values_differ(self):
+        for key, values in self.grid.items():
+            repeated = [v for i, v in enumerate(values) if v in values[:i]]
+            if repeated:
+                raise ValueError(f"sweep values must differ. Received: {key}: {values} (repeats {repeated[0]!r})")
+        return self
+
+
+ExperimentFile.model_rebuild()
