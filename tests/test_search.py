@@ -100,7 +100,7 @@ def test_search_section_is_validated(tmp_path):
 
 def test_sampler_given_on_the_command_line_replaces_the_files(tmp_path):
     study = run_search(experiment(tmp_path, sampler="tpe"), str(tmp_path / "results"), trials=2, sampler="random", log=quiet)
-    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+    assert isinstance(study.sampler.base, optuna.samplers.RandomSampler)
     path = tmp_path / "tiny.yaml"
     path.write_text(textwrap.dedent(SEARCH.replace("SAMPLER", "tpe").replace(", values: [1.0]", "")))
     completed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "search", str(path), "--sampler", "grid"],

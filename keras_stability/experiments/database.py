@@ -10,10 +10,13 @@ once more as a new waiting trial (Optuna's `RetryHeartbeatStaleTrialCallback`).
 """
 
 import os
+import time
 import urllib.parse
 
 STORAGE_VARIABLE = "KERAS_STABILITY_STORAGE"
 DEFAULT_HEARTBEAT_S = 30
+# How often a worker with nothing to take looks again at trials running elsewhere.
+POLL_S = 2
 # A worker is declared dead after this many missed heartbeats: a loaded machine can delay one or two.
 GRACE_HEARTBEATS = 4
 # A cell that kills its worker every time (out of memory, say) is given up after this many retries.
@@ -45,7 +48,7 @@ def storage_url(given: str | None, from_file: str | None = None, environment: di
     return given or environment.get(STORAGE_VARIABLE) or from_file or None
 
 
-def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S):
+def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: int = 4):
     """An `optuna.storages.RDBStorage` for `url` in which killed workers' trials are failed and retried.
 
     Raises:
@@ -60,20 +63,25 @@ def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S):
         raise ValueError(f"The heartbeat interval must be > 0 seconds. Received: {heartbeat_s}.")
     # SQLite serialises writers; two workers' heartbeats and trials wait for each other instead of failing.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            # The heartbeat-retry callback is marked experimental; it is the recovery we want.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=int(max(1, heartbeat_s)),
-            grace_period=int(max(1, heartbeat_s) * GRACE_HEARTBEATS),
-            heartbeat_stale_trial_callback=retry,
-        )
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-        raise ValueError(
-            f"Cannot open the Optuna storage {mask_password(url)}: {hide_password(str(error).splitlines()[0], url)}. "
-            "Check the URL, that the server is reachable, and the password (PGPASSWORD or ~/.pgpass)."
-        ) from None
+    with warnings.catch_warnings():
+        # The heartbeat-retry callback is marked experimental; it is the recovery we want.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=int(max(1, heartbeat_s)),
+                grace_period=int(max(1, heartbeat_s) * GRACE_HEARTBEATS),
+                heartbeat_stale_trial_callback=retry,
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+            # Workers starting together race to create the tables; the loser tries again.
+            if attempt < attempts - 1 and isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise ValueError(
+                f"Cannot open the Optuna storage {mask_password(url)}: {hide_password(str(error).splitlines()[0], url)}. "
+                "Check the URL, that the server is reachable, and the password (PGPASSWORD or ~/.pgpass)."
+            ) from None
