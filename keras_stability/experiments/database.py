@@ -85,3 +85,14 @@ def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: i
                 f"Cannot open the Optuna storage {mask_password(url)}: {hide_password(str(error).splitlines()[0], url)}. "
                 "Check the URL, that the server is reachable, and the password (PGPASSWORD or ~/.pgpass)."
             ) from None
+
+
+def retry_dead_workers(study) -> None:
+    """Fails the trials of `study` whose worker stopped beating; the retry callback queues them again."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the recovery we want
+        optuna.storages.fail_stale_trials(study)

@@ -38,6 +38,7 @@ class Experiment(typing.NamedTuple):
     variants: dict
     search: object = None
     sources: dict = {}
+    sweep: object = None
 
     def runs(self):
         """(variant, seed, config) for every run of the experiment."""
@@ -263,7 +264,7 @@ def load_experiment(path, overrides=()):
         from keras_stability.experiments.sweep import expand_sweep  # sweep.py builds on this module
 
         variants, baseline = expand_sweep(top.sweep, baseline, variants, sources, marks)
-    return Experiment(str(path), top.name, baseline, variants, top.search, sources)
+    return Experiment(str(path), top.name, baseline, variants, top.search, sources, top.sweep)
 
 
 def check_search_space(search, baseline, sources, marks):

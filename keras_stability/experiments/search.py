@@ -19,7 +19,7 @@ import time
 import numpy as np
 import optuna
 
-from keras_stability.experiments.database import DEFAULT_HEARTBEAT_S, POLL_S, open_storage, storage_url
+from keras_stability.experiments.database import DEFAULT_HEARTBEAT_S, POLL_S, open_storage, retry_dead_workers, storage_url
 from keras_stability.experiments.loading import ConfigError, apply_overrides, validate
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
 from keras_stability.experiments.schema import RunConfig, SearchConfig
@@ -239,7 +239,7 @@ def run_search(experiment, results_root, storage=None, study_name=None, trials=N
                            n_trials=None if len(finished_trials(study)) < budget else len(waiting(study)))
         elif watched and unsettled(study):
             time.sleep(min(heartbeat_s, POLL_S))  # trials run elsewhere; a dead worker's go stale and come back
-            optuna.storages.fail_stale_trials(study)
+            retry_dead_workers(study)
         else:
             break
     return study
