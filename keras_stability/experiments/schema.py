@@ -3,7 +3,7 @@
 import urllib.parse
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from keras_stability.experiments.database import mask_password
 
@@ -245,20 +245,19 @@ class ExperimentFile(RunConfig):
     sweep: "SweepConfig | None" = None
 
 
+def distinct(values):
+    repeated = [value for index, value in enumerate(values) if value in values[:index]]
+    if repeated:
+        raise ValueError(f"sweep values must differ. Received: {values} (repeats {repeated[0]!r})")
+    return values
+
+
 class SweepConfig(Strict):
     """A grid over dotted settings (list items by index, as in `search.space`), crossed with every
     variant (or those in `variants`) and every seed: each combination of values is one sweep cell."""
 
-    grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1)]], Field(min_length=1)]
+    grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1), AfterValidator(distinct)]], Field(min_length=1)]
     variants: Annotated[list[str], Field(min_length=1)] | None = None
-
-    @model_validator(mode="after")
-    def values_differ(self):
-        for key, values in self.grid.items():
-            repeated = [v for i, v in enumerate(values) if v in values[:i]]
-            if repeated:
-                raise ValueError(f"sweep values must differ. Received: {key}: {values} (repeats {repeated[0]!r})")
-        return self
 
 
 ExperimentFile.model_rebuild()
