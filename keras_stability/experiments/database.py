@@ -63,22 +63,21 @@ def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: i
         raise ValueError(f"The heartbeat interval must be > 0 seconds. Received: {heartbeat_s}.")
     # SQLite serialises writers; two workers' heartbeats and trials wait for each other instead of failing.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    with warnings.catch_warnings():
-        # The heartbeat-retry callback is marked experimental; it is the recovery we want.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine,
-                heartbeat_interval=int(max(1, heartbeat_s)),
-                grace_period=int(max(1, heartbeat_s) * GRACE_HEARTBEATS),
-                heartbeat_stale_trial_callback=retry,
-            )
+            with warnings.catch_warnings():
+                # Heartbeats and their retry callback are marked experimental; they are the recovery we want.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=int(max(1, heartbeat_s)),
+                    grace_period=int(max(1, heartbeat_s) * GRACE_HEARTBEATS),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+                )
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-            # Workers starting together race to create the tables; the loser tries again.
-            if attempt < attempts - 1 and isinstance(error, sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError):
+            # Workers starting together race to create the tables; the losers try again.
+            if attempt < attempts - 1 and isinstance(error, sqlalchemy.exc.DatabaseError):
                 time.sleep(0.5 * (attempt + 1))
                 continue
             raise ValueError(
