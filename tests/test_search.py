@@ -1,5 +1,6 @@
 """Search: every sampler, divergence pruning, resuming a study, two workers on one PostgreSQL study."""
 
+import contextlib
 import glob
 import os
 import pathlib
@@ -118,9 +119,10 @@ def postgres_binaries():
     return os.path.dirname(found[-1]) if found else None
 
 
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on 127.0.0.1, started for this test and stopped after it."""
+@contextlib.contextmanager
+def postgres_server(password=None):
+    """A throwaway PostgreSQL server on 127.0.0.1 (password authentication when `password` is given);
+    yields its URL without a password."""
     binaries = postgres_binaries()
     if binaries is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
@@ -128,14 +130,19 @@ def postgres():
     # In /tmp itself: pytest's tmp_path is private to root, and the server runs as `postgres`.
     server_dir = pathlib.Path(tempfile.mkdtemp(prefix="keras-stability-pg-"))
     data = server_dir / "data"
+    authentication = ["-A", "trust"]
+    if password is not None:
+        (server_dir / "password").write_text(password + "\n")
+        authentication = ["-A", "scram-sha-256", f"--pwfile={server_dir / 'password'}"]
     as_user = []
     if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(server_dir, "postgres")
+        for path in (server_dir, *server_dir.iterdir()):
+            shutil.chown(path, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    subprocess.run([*as_user, f"{binaries}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+    subprocess.run([*as_user, f"{binaries}/initdb", "-D", str(data), *authentication, "-U", "postgres"],
                    check=True, capture_output=True)
     options = f"-p {port} -k {server_dir} -c listen_addresses=127.0.0.1"
     subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(server_dir / "log"), "start"],
@@ -145,6 +152,12 @@ def postgres():
     finally:
         subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(server_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres():
+    with postgres_server() as url:
+        yield url
 
 
 def test_two_workers_share_one_study_through_postgresql(tmp_path, postgres):
