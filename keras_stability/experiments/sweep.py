@@ -129,7 +129,7 @@ def expand_sweep(sweep: SweepConfig, baseline: str, variants: dict, sources: dic
         where = locate(("sweep", "grid"), [((), marks)], extra=False)
         raise ConfigError([f"{where}: sweep.grid: two cells would share the directory {clash!r}; "
                            "give values that read differently (1 and 1.0 do, true and 'true' do not)"])
-    configs = {}
+    configs, failing = {}, {}  # an error line → the variants it occurs in
     for variant, config in variants.items():
         own = [cell for cell in cells if cell.variant == variant]
         if not own:
@@ -138,9 +138,10 @@ def expand_sweep(sweep: SweepConfig, baseline: str, variants: dict, sources: dic
             try:
                 configs[cell.name] = cell_config(sweep, cell, sources[variant], marks)
             except ConfigError as error:
-                errors += [f"{line} (variant {variant})" for line in error.lines]
-    if errors:
-        raise ConfigError(sorted(set(errors), key=errors.index))
+                for line in error.lines:
+                    failing.setdefault(line, {})[variant] = None  # a dict keeps the variants in order, once
+    if failing:
+        raise ConfigError([f"{line} (variant{'s' * (len(names) > 1)} {', '.join(names)})" for line, names in failing.items()])
     first_cell = next((cell.name for cell in cells if cell.variant == baseline), baseline)
     return configs, first_cell
 
