@@ -7,7 +7,7 @@ import textwrap
 import yaml
 
 from keras_stability.experiments.loading import load_experiment
-from keras_stability.experiments.run_store import training_id
+from keras_stability.experiments.run_store import share_finished_run, training_id
 from keras_stability.experiments.runner import resolved_config_text
 from keras_stability.experiments.suite import run_experiments
 from keras_stability.report.collect import collect
@@ -90,3 +90,18 @@ def test_a_shared_run_whose_training_is_gone_trains_itself(tmp_path):
     assert "shared_from" not in json.loads((shared / "meta.json").read_text())
     # The index now points at the run that trained it here, so the first experiment shares it back.
     assert run_experiments([first], str(results), show_progress=False) == {"shared": 1}
+
+
+def test_damaged_files_are_left_to_the_runner(tmp_path):
+    first, second = experiments(tmp_path)
+    results = tmp_path / "results"
+    run_experiments([first], str(results), show_progress=False)
+    shared = results / "second" / "reference" / "seed-0"
+    shared.mkdir(parents=True)
+    (shared / "meta.json").write_text("{not json")
+    assert not share_finished_run(str(results), second.variants["reference"], "reference", 0, log=print)
+    assert (shared / "meta.json").read_text() == "{not json" and not (shared / "metrics.csv").exists()
+    (shared / "meta.json").write_text("{}")
+    (shared / "config.yaml").write_text("experiment: [unclosed")
+    assert not share_finished_run(str(results), second.variants["reference"], "reference", 0, log=print)
+    assert (shared / "meta.json").read_text() == "{}"

@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 
+import yaml
+
 from keras_stability.experiments import storage
 
 SHARED_FILES = ("metrics.csv", "steps.csv", "timing.csv")
@@ -34,13 +36,22 @@ def training_id(config_text: str) -> str:
     return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def readable_meta(directory):
+    """The run's meta.json as a dict; None when there is none, False when it cannot be read."""
+    try:
+        meta = storage.read_json(os.path.join(directory, "meta.json"), None)
+    except (OSError, ValueError):
+        return False
+    return meta if meta is None or isinstance(meta, dict) else False
+
+
 def trained_run(results_root, identity):
     """The directory that trains `identity` and its meta.json, or (None, {}) when there is none."""
     link = os.path.join(results_root, INDEX, identity)
     if not os.path.islink(link):
         return None, {}
     directory = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
-    meta = storage.read_json(os.path.join(directory, "meta.json"), {})
+    meta = readable_meta(directory) or {}
     return (directory, meta) if meta.get("training_id") == identity and "shared_from" not in meta else (None, {})
 
 
@@ -85,7 +96,10 @@ def holds_other_training(directory, config_text):
             existing = stream.read()
     except FileNotFoundError:
         return False
-    return what_the_run_trains(existing) != what_the_run_trains(config_text)
+    try:
+        return what_the_run_trains(existing) != what_the_run_trains(config_text)
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return True  # a damaged config.yaml is the runner's to report
 
 
 def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
@@ -104,7 +118,9 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
         if not locked:
             return False  # another process runs it; the runner says so
         meta_path = os.path.join(directory, "meta.json")
-        meta = storage.read_json(meta_path, None)
+        meta = readable_meta(directory)
+        if meta is False:
+            return False  # a damaged meta.json is the runner's to report
         if meta is not None and "shared_from" not in meta and holds_other_training(directory, text):
             return False  # the runner refuses the directory
         twin, twin_meta = trained_run(results_root, identity)
