@@ -5,6 +5,8 @@ import glob
 import os
 import sys
 
+from keras_stability.experiments.database import DEFAULT_HEARTBEAT_S, GRACE_HEARTBEATS
+
 # The demo's choices; argparse needs them before anything imports TensorFlow.
 ONE_ARGUMENT_TRANSFORMS = ("clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient")
 
@@ -35,9 +37,9 @@ def build_parser():
     search.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql+psycopg://user@host/db "
                         "(default: $KERAS_STABILITY_STORAGE, else the file's search.storage, else a journal file under "
                         "the results); keep the password out of it: PGPASSWORD or ~/.pgpass")
-    search.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
-                        help="with a database: seconds between a worker's heartbeats; a trial silent for 4 of them "
-                        "is retried (default: 30)")
+    search.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
+                        help=f"with a database: seconds between a worker's heartbeats; a trial silent for {GRACE_HEARTBEATS} of them "
+                        "is retried (default: %(default)s)")
     search.add_argument("--study", help="study name (default: the file's search.study)")
     search.add_argument("--trials", type=int, help="finished trials to reach (default: the file's search.trials)")
     search.add_argument("--sampler", choices=["grid", "random", "tpe", "gp"], help="sampler (default: the file's search.sampler)")
@@ -51,8 +53,8 @@ def build_parser():
     sweep.add_argument("--storage", help="Optuna storage URL shared by workers, e.g. postgresql+psycopg://user@host/db "
                        "(default: $KERAS_STABILITY_STORAGE; neither: run here, like `run`)")
     sweep.add_argument("--study", help="study name in the storage (default: <experiment>-sweep)")
-    sweep.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
-                       help="seconds between a worker's heartbeats; a run silent for 4 of them is retried (default: 30)")
+    sweep.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT_S, metavar="SECONDS",
+                       help=f"seconds between a worker's heartbeats; a run silent for {GRACE_HEARTBEATS} of them is retried (default: %(default)s)")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a setting in every run (repeatable)")
     sweep.add_argument("--jobs", type=int, default=1, help="without a storage: parallel runner processes (default: 1)")
@@ -172,6 +174,7 @@ def command_search(args):
     if errors:
         print("\n".join(errors), file=sys.stderr)
         return 2
+    from keras_stability.experiments.database import StorageError
     from keras_stability.experiments.search import run_search
     from keras_stability.report.search_report import write_search_report
 
@@ -182,7 +185,7 @@ def command_search(args):
     try:
         study = run_search(experiment, args.results, args.storage, args.study, args.trials, args.sampler, log=print,
                            heartbeat_s=args.heartbeat)
-    except ValueError as error:  # the storage cannot be opened; the message hides the password
+    except StorageError as error:  # its message hides the password
         print(f"keras-stability search: {error}", file=sys.stderr)
         return 2
     directory = os.path.join(args.report, f"{experiment.name}-{study.study_name}")
@@ -194,7 +197,7 @@ def command_search(args):
 
 
 def command_sweep(args):
-    from keras_stability.experiments.database import storage_url
+    from keras_stability.experiments.database import StorageError, storage_url
 
     experiments, errors = load_all([args.file], args.overrides)
     if not errors and experiments[0].sweep is None:
@@ -217,7 +220,7 @@ def command_sweep(args):
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our per-epoch lines report progress
         try:
             outcomes = run_sweep_worker(experiments[0], args.results, url, args.study, args.heartbeat, log=print)
-        except ValueError as error:  # the storage cannot be opened; the message hides the password
+        except StorageError as error:  # its message hides the password
             print(f"keras-stability sweep: {error}", file=sys.stderr)
             return 2
     print("runs: " + (", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())) or "none left"))

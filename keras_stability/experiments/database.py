@@ -23,6 +23,10 @@ GRACE_HEARTBEATS = 4
 MAX_RETRIES = 3
 
 
+class StorageError(ValueError):
+    """The database cannot be opened; the message names the URL without its password."""
+
+
 def mask_password(url: str) -> str:
     """`url` with its password, if any, shown as `***` (for messages and logs)."""
     parts = urllib.parse.urlsplit(url)
@@ -52,7 +56,7 @@ def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: i
     """An `optuna.storages.RDBStorage` for `url` in which killed workers' trials are failed and retried.
 
     Raises:
-        ValueError: when the database cannot be reached; the message names the URL without its password.
+        StorageError: when the database cannot be reached; the message names the URL without its password.
     """
     import warnings
 
@@ -80,7 +84,7 @@ def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: i
             if attempt < attempts - 1 and isinstance(error, sqlalchemy.exc.DatabaseError):
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            raise ValueError(
+            raise StorageError(
                 f"Cannot open the Optuna storage {mask_password(url)}: {hide_password(str(error).splitlines()[0], url)}. "
                 "Check the URL, that the server is reachable, and the password (PGPASSWORD or ~/.pgpass)."
             ) from None

@@ -93,7 +93,7 @@ def run_sweep_worker(experiment, results_root, url, study_name=None, heartbeat_s
         {outcome: count} of the runs this worker ran ("done", "diverged", "skipped", "shared", "failed", ...).
 
     Raises:
-        ValueError: when the database cannot be opened (the message hides the password).
+        StorageError: when the database cannot be opened (the message hides the password).
     """
     storage = open_storage(url, heartbeat_s)
     study = open_study(study_name or f"{experiment.name}-sweep", storage, optuna.samplers.RandomSampler(seed=0), "maximize")
