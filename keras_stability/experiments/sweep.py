@@ -71,7 +71,7 @@ def sweep_cells(sweep: SweepConfig, variants) -> list[SweepCell]:
         if sweep.variants is not None and variant not in sweep.variants:
             continue
         for values in itertools.product(*sweep.grid.values()):
-            settings = dict(zip(sweep.grid, values))
+            settings = dict(zip(sweep.grid, values, strict=True))
             label = ",".join(f"{short[key]}={value_text(value)}" for key, value in settings.items())
             cells.append(SweepCell(variant, settings, f"{variant}/{label}"))
     return cells
