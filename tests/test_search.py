@@ -1,20 +1,23 @@
 """Search: every sampler, divergence pruning, resuming a study, two workers on one PostgreSQL study."""
 
+import contextlib
 import glob
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import optuna
 import pytest
 
 from keras_stability.experiments.loading import ConfigError, load_experiment
-from keras_stability.experiments.search import run_search
+from keras_stability.experiments.search import make_sampler, run_search, suggest
 
 SEARCH = """\
 name: tiny
@@ -100,7 +103,7 @@ def test_search_section_is_validated(tmp_path):
 
 def test_sampler_given_on_the_command_line_replaces_the_files(tmp_path):
     study = run_search(experiment(tmp_path, sampler="tpe"), str(tmp_path / "results"), trials=2, sampler="random", log=quiet)
-    assert isinstance(study.sampler, optuna.samplers.RandomSampler)
+    assert isinstance(study.sampler.base, optuna.samplers.RandomSampler)
     path = tmp_path / "tiny.yaml"
     path.write_text(textwrap.dedent(SEARCH.replace("SAMPLER", "tpe").replace(", values: [1.0]", "")))
     completed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "search", str(path), "--sampler", "grid"],
@@ -116,9 +119,10 @@ def postgres_binaries():
     return os.path.dirname(found[-1]) if found else None
 
 
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on 127.0.0.1, started for this test and stopped after it."""
+@contextlib.contextmanager
+def postgres_server(password=None):
+    """A throwaway PostgreSQL server on 127.0.0.1 (password authentication when `password` is given);
+    yields its URL without a password."""
     binaries = postgres_binaries()
     if binaries is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql); .ci/run installs it")
@@ -126,14 +130,19 @@ def postgres():
     # In /tmp itself: pytest's tmp_path is private to root, and the server runs as `postgres`.
     server_dir = pathlib.Path(tempfile.mkdtemp(prefix="keras-stability-pg-"))
     data = server_dir / "data"
+    authentication = ["-A", "trust"]
+    if password is not None:
+        (server_dir / "password").write_text(password + "\n")
+        authentication = ["-A", "scram-sha-256", f"--pwfile={server_dir / 'password'}"]
     as_user = []
     if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(server_dir, "postgres")
+        for path in (server_dir, *server_dir.iterdir()):
+            shutil.chown(path, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    subprocess.run([*as_user, f"{binaries}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+    subprocess.run([*as_user, f"{binaries}/initdb", "-D", str(data), *authentication, "-U", "postgres"],
                    check=True, capture_output=True)
     options = f"-p {port} -k {server_dir} -c listen_addresses=127.0.0.1"
     subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(server_dir / "log"), "start"],
@@ -143,6 +152,12 @@ def postgres():
     finally:
         subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(server_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres():
+    with postgres_server() as url:
+        yield url
 
 
 def test_two_workers_share_one_study_through_postgresql(tmp_path, postgres):
@@ -164,3 +179,62 @@ def test_two_workers_share_one_study_through_postgresql(tmp_path, postgres):
     assert sum(trained) == len(finished) and all(n >= 1 for n in trained)
     assert len(glob.glob(str(tmp_path / "results" / "tiny-search" / "trial-*"))) == len(numbers)
     assert os.path.exists(tmp_path / "reports" / "tiny-search" / "search.html")
+
+
+def sample_trials(search, workers, trials):
+    """`trials` trials drawn in turn by `workers` studies on one storage, each with its own sampler."""
+    storage = optuna.storages.InMemoryStorage()
+    studies = [optuna.create_study(study_name="s", storage=storage, sampler=sampler, load_if_exists=True)
+               for sampler in workers]
+    for number in range(trials):
+        study = studies[number % len(studies)]
+        trial = study.ask()
+        for name, spec in search.space.items():
+            suggest(trial, name, spec)
+        study.tell(trial, 0.5)
+    return [tuple(sorted(t.params.items())) for t in studies[0].trials]
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_workers_on_one_study_do_not_repeat_each_others_parameters(tmp_path, sampler):
+    search = experiment(tmp_path, sampler=sampler).search
+    drawn = sample_trials(search, [make_sampler(search), make_sampler(search)], 8)
+    assert len(set(drawn)) == 8
+    # One worker alone draws the same trials every time (and the same as two workers, trial by trial).
+    assert sample_trials(search, [make_sampler(search)], 8) == drawn
+    # What each worker did before: one sampler seeded alike per worker, so worker 2 repeated worker 1.
+    if sampler == "random":
+        repeated = sample_trials(search, [optuna.samplers.RandomSampler(seed=0), optuna.samplers.RandomSampler(seed=0)], 8)
+        assert repeated[1] == repeated[0] and len(set(repeated)) == 4
+
+
+def test_a_killed_workers_trial_is_retried_in_its_own_directory(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SEARCH.replace("SAMPLER", "random").replace("trials: 3", "trials: 4").replace(
+        "train_size: 200", "train_size: 1000").replace("epochs: 2", "epochs: 4").replace(
+        "low: 0.01, high: 0.5", "low: 0.01, high: 0.05"))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.getcwd()}
+    command = [sys.executable, "-m", "keras_stability.cli", "search", str(path), "--storage", url, "--heartbeat", "1",
+               "--results", str(tmp_path / "results"), "--report", str(tmp_path / "reports")]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    workers = [subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=environment) for log in logs]
+    while "epoch 1/4" not in logs[0].read_text():
+        assert workers[0].poll() is None, logs[0].read_text()[-3000:]
+        time.sleep(0.05)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    assert workers[1].wait(timeout=300) == 0, logs[1].read_text()[-3000:]
+    workers[0].wait()
+    study = optuna.load_study(study_name="search", storage=url)
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.WAITING not in states
+    killed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(killed) == 1
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed[0].number]
+    assert len(retry) == 1 and retry[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert retry[0].params == killed[0].params and retry[0].user_attrs["variant"] == killed[0].user_attrs["variant"]
+    assert f"tiny-search/{killed[0].user_attrs['variant']}/seed-0: resuming after epoch" in logs[1].read_text()
+    others = [tuple(sorted(t.params.items())) for t in study.trials if t not in retry]
+    assert len(set(others)) == len(others)  # the two workers drew no parameters twice
+    finished = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
+    assert len(finished) >= 4

@@ -46,6 +46,7 @@ class Experiment(typing.NamedTuple):
     variants: dict
     search: object = None
     sources: typing.Mapping[str, dict] = types.MappingProxyType({})
+    sweep: object = None
 
     def runs(self):
         """(variant, seed, config) for every run of the experiment."""
@@ -288,7 +289,7 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> Experiment:
     parsed_overrides = [(text, parse_override(text)) for text in overrides]
     set_marks = override_marks(parsed_overrides)
     top = validate(ExperimentFile, apply_set_options(data, parsed_overrides), [((), set_marks), ((), marks)])
-    base = {k: v for k, v in data.items() if k not in ("variants", "search")}
+    base = {k: v for k, v in data.items() if k not in ("variants", "search", "sweep")}
     variants, sources = {}, {}
     problems = []
     for variant, override in (data.get("variants") or {BASE_VARIANT: {}}).items():
@@ -307,7 +308,11 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> Experiment:
         problems += check_search_space(top.search, baseline, sources, marks)
     if problems:
         raise ConfigError(problems)
-    return Experiment(str(path), top.name, baseline, variants, top.search, sources)
+    if top.sweep is not None:
+        from keras_stability.experiments.sweep import expand_sweep  # sweep.py builds on this module
+
+        variants, baseline = expand_sweep(top.sweep, baseline, variants, sources, marks)
+    return Experiment(str(path), top.name, baseline, variants, top.search, sources, top.sweep)
 
 
 def check_search_space(search, baseline: str, sources: dict, marks: Marks) -> list[Problem]:

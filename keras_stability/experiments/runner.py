@@ -28,7 +28,7 @@ import yaml
 
 from keras_stability.datasets import load_dataset
 from keras_stability.epoch_loop import train_epoch
-from keras_stability.experiments import storage
+from keras_stability.experiments import run_store, storage
 from keras_stability.experiments.loading import field_annotation, unwrap
 from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.schema import RunConfig
@@ -136,8 +136,11 @@ def run_one(results_root, config, variant, seed, log=print, on_epoch=None):
             "pruned" (used by the search to prune trials).
 
     Returns:
-        "done", "diverged", "pruned", "skipped", "busy" or "failed".
+        "done", "diverged", "pruned", "skipped", "shared" (another experiment's identical run, linked),
+        "busy" or "failed".
     """
+    if run_store.share_finished_run(results_root, config, variant, seed, log):
+        return "shared"
     run = Run(results_root, config, variant, seed)
     with storage.run_lock(run.directory) as locked:
         if not locked:

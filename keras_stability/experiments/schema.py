@@ -9,9 +9,12 @@ cannot start with a dot, so a run always lands inside `results/<experiment>/`.
 """
 
 import re
-from typing import Annotated, Literal, Union
+import urllib.parse
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import AfterValidator, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from keras_stability.experiments.database import mask_password
 
 from keras_stability.experiments.sections import (
     DATASET_SPECS,
@@ -227,6 +230,17 @@ class SearchConfig(Strict):
     prune_grad_norm: PositiveFloat | None = 1e6
     storage: str | None = None
 
+    @field_validator("storage")
+    @classmethod
+    def no_password_in_the_file(cls, url):
+        if url is not None and urllib.parse.urlsplit(url).password is not None:
+            raise ValueError(
+                "a database password does not belong in an experiment file. Received: "
+                f"{mask_password(url)}. Drop the password and give it through PGPASSWORD or ~/.pgpass, "
+                "or give the whole URL through KERAS_STABILITY_STORAGE or --storage"
+            )
+        return url
+
     @model_validator(mode="after")
     def grid_has_points(self):
         if self.sampler == "grid":
@@ -241,3 +255,22 @@ class ExperimentFile(RunConfig):
 
     variants: dict[Name, dict] = {}
     search: SearchConfig | None = None
+    sweep: "SweepConfig | None" = None
+
+
+def distinct(values):
+    repeated = [value for index, value in enumerate(values) if value in values[:index]]
+    if repeated:
+        raise ValueError(f"sweep values must differ. Received: {values} (repeats {repeated[0]!r})")
+    return values
+
+
+class SweepConfig(Strict):
+    """A grid over dotted settings (list items by index, as in `search.space`), crossed with every
+    variant (or those in `variants`) and every seed: each combination of values is one sweep cell."""
+
+    grid: Annotated[dict[str, Annotated[list[Any], Field(min_length=1), AfterValidator(distinct)]], Field(min_length=1)]
+    variants: Annotated[list[str], Field(min_length=1)] | None = None
+
+
+ExperimentFile.model_rebuild()

@@ -4,42 +4,100 @@ Each trial resolves the searched variant with the trial's parameters, runs it fo
 through the ordinary runner (into `results/<experiment>-<study>/trial-<n>/seed-<s>/`, so `report`
 compares trials like variants), and returns the mean final validation metric. Several processes or
 machines given the same storage and study name share one study; rerunning continues it.
+
+Trial n draws its parameters with the sampler seeded by (`sampler_seed`, n): workers sharing a study
+hold different trial numbers, so they never repeat each other's draws, and a study run by one worker
+is reproducible. A trial whose worker was killed is failed after the heartbeat's grace period and
+retried once more under its first trial's directory, where the runner resumes it (database storage
+only; see `database`).
 """
 
 import math
 import os
 import time
 
+import numpy as np
 import optuna
 
+from keras_stability.experiments.database import DEFAULT_HEARTBEAT_S, POLL_S, open_storage, retry_dead_workers, storage_url
 from keras_stability.experiments.loading import ConfigError, apply_overrides, validate
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
-from keras_stability.experiments.storage import read_csv_rows, run_directory
 from keras_stability.experiments.schema import RunConfig, SearchConfig
+from keras_stability.experiments.storage import read_csv_rows, read_json, run_directory
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
-def make_sampler(search):
-    if search.sampler == "grid":
-        return optuna.samplers.GridSampler({name: spec.grid() for name, spec in search.space.items()}, seed=search.sampler_seed)
+def sampler_factory(search):
+    """A function from a seed to a new sampler of the kind `search` asks for (not grid)."""
     if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.sampler_seed)
+        return lambda seed: optuna.samplers.RandomSampler(seed=seed)
     if search.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=search.sampler_seed)
+        return lambda seed: optuna.samplers.TPESampler(seed=seed)
     try:
         import torch  # noqa: F401  (Optuna's GPSampler is built on PyTorch)
     except ImportError:
         raise RuntimeError("sampler 'gp' needs PyTorch: pip install 'keras-stability[gp]' (or pip install torch)") from None
-    return optuna.samplers.GPSampler(seed=search.sampler_seed)
+    return lambda seed: optuna.samplers.GPSampler(seed=seed)
 
 
-def make_storage(url, default_path):
-    """A database URL as given; otherwise an Optuna journal file, which needs no server."""
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Draws trial n with a fresh sampler seeded by (seed, n); `base` is the sampler of the current trial.
+
+    One seed for every worker made two workers on one study draw the same parameters (trials 4-6
+    repeated trials 0-2); the trial number is unique in a study, so seeding by it cannot repeat.
+    """
+
+    def __init__(self, build, seed):
+        self.build, self.seed = build, seed
+        self.base = build(seed)
+
+    def trial_seed(self, number):
+        return int(np.random.SeedSequence([self.seed, number]).generate_state(1)[0])
+
+    def before_trial(self, study, trial):
+        self.base = self.build(self.trial_seed(trial.number))
+        self.base.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.base.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):
+        self.base.after_trial(study, trial, state, values)
+
+    def reseed_rng(self):
+        self.base.reseed_rng()
+
+
+def make_sampler(search):
+    if search.sampler == "grid":
+        # The grid sampler already gives trial n the n-th point of its seeded shuffle: workers do not
+        # repeat each other (and a new shuffle per trial would).
+        grid = {name: spec.grid() for name, spec in search.space.items()}
+        return optuna.samplers.GridSampler(grid, seed=search.sampler_seed)
+    return TrialSeededSampler(sampler_factory(search), search.sampler_seed)
+
+
+def make_storage(url, default_path, heartbeat_s=DEFAULT_HEARTBEAT_S):
+    """A database (with heartbeats, so killed workers' trials are retried); otherwise an Optuna journal
+    file, which needs no server."""
     if url:
-        return url
+        return open_storage(url, heartbeat_s)
     os.makedirs(os.path.dirname(default_path), exist_ok=True)
     return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(default_path))
+
+
+def finished_trials(study):
+    """Trials that count against the budget: finished ones, less those failed and then retried."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for trial in trials for number in trial.system_attrs.get("retry_history", [])}
+    return [t for t in trials if t.state in FINISHED_STATES and t.number not in retried]
 
 
 def suggest(trial, name, spec):
@@ -67,7 +125,9 @@ def objective_for(experiment, search, study_name, results_root, log):
             config = trial_config(experiment, search, parameters, study_name)
         except ConfigError as error:
             raise optuna.TrialPruned(f"invalid parameters: {error.lines[0]}") from None
-        variant = f"trial-{trial.number:04d}"
+        # A retried trial carries its first attempt's user attributes: it resumes that directory.
+        variant = trial.user_attrs.get("variant", f"trial-{trial.number:04d}")
+        trial.set_user_attr("variant", variant)
         scores = []
         for index, seed in enumerate(seeds):
 
@@ -84,6 +144,9 @@ def objective_for(experiment, search, study_name, results_root, log):
                 return None
 
             outcome = run_one(results_root, config, variant, seed, log=log, on_epoch=on_epoch)
+            if outcome == "shared":  # the same training, finished by another experiment or trial
+                directory = run_directory(results_root, config.name, variant, seed)
+                outcome = read_json(os.path.join(directory, "meta.json"), {}).get("status")
             if outcome in ("diverged", "pruned"):
                 trial.set_user_attr("outcome", outcome)
                 if outcome == "diverged":
@@ -126,10 +189,14 @@ def with_sampler(search, sampler):
     return SearchConfig.model_validate({**search.model_dump(), "sampler": sampler})
 
 
-def run_search(experiment, results_root, storage=None, study_name=None, trials=None, sampler=None, log=print):
+def run_search(experiment, results_root, storage=None, study_name=None, trials=None, sampler=None, log=print,
+               heartbeat_s=DEFAULT_HEARTBEAT_S):
     """Runs (or joins, or continues) the experiment's study until it holds `trials` finished trials.
 
-    `sampler` replaces the file's `search.sampler`. Returns the `optuna.Study`.
+    `storage` is a database URL (else $KERAS_STABILITY_STORAGE, else the file's `search.storage`, else a
+    journal file under the results); `sampler` replaces the file's `search.sampler`. With a database, a
+    worker that reaches the budget waits for the trials still running elsewhere and retries those whose
+    worker died. Returns the `optuna.Study`.
     """
     search = experiment.search
     if search is None:
@@ -138,9 +205,12 @@ def run_search(experiment, results_root, storage=None, study_name=None, trials=N
         search = with_sampler(search, sampler)
     study_name = study_name or search.study
     journal = os.path.join(results_root, f"{experiment.name}-{study_name}", "optuna-journal.log")
+    storage = make_storage(storage_url(storage, search.storage), journal, heartbeat_s)
+    # Only a database records heartbeats; in a journal file a killed trial stays RUNNING, unwaited for.
+    watched = isinstance(storage, optuna.storages.RDBStorage)
     study = open_study(
         study_name,
-        make_storage(storage or search.storage, journal),
+        storage,
         make_sampler(search),
         "maximize" if search.objective == "val_accuracy" else "minimize",
     )
@@ -148,15 +218,37 @@ def run_search(experiment, results_root, storage=None, study_name=None, trials=N
     if search.sampler == "grid":
         grid_size = math.prod(len(spec.grid()) for spec in search.space.values())
         budget = min(budget, grid_size)
-    finished = len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
-    if finished >= budget:
+    finished = len(finished_trials(study))
+    if finished >= budget and not (watched and unsettled(study)):
         log(f"study {study_name}: {finished} trials finished already (budget {budget})")
         return study
     log(f"study {study_name}: {finished}/{budget} trials finished; running the rest")
-    study.optimize(
-        objective_for(experiment, search, study_name, results_root, log),
-        callbacks=[optuna.study.MaxTrialsCallback(budget, states=FINISHED_STATES)],
-        timeout=search.timeout_s,
-        catch=(RuntimeError,),
-    )
+    objective = objective_for(experiment, search, study_name, results_root, log)
+
+    def stop_at_budget(study, trial):
+        if len(finished_trials(study)) >= budget:
+            study.stop()
+
+    started = time.monotonic()
+    while True:
+        remaining = None if search.timeout_s is None else search.timeout_s - (time.monotonic() - started)
+        if remaining is not None and remaining <= 0:
+            break
+        if len(finished_trials(study)) < budget or waiting(study):
+            study.optimize(objective, callbacks=[stop_at_budget], timeout=remaining, catch=(RuntimeError,),
+                           n_trials=None if len(finished_trials(study)) < budget else len(waiting(study)))
+        elif watched and unsettled(study):
+            time.sleep(min(heartbeat_s, POLL_S))  # trials run elsewhere; a dead worker's go stale and come back
+            retry_dead_workers(study)
+        else:
+            break
     return study
+
+
+def waiting(study):
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+
+
+def unsettled(study):
+    """Whether trials of `study` still run somewhere (or wait to be retried)."""
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)))

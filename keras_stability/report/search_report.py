@@ -25,7 +25,8 @@ def trial_rows(study, limit=10):
         value = "–" if trial.value is None or not math.isfinite(trial.value) else f"{trial.value:.4f}"
         outcome = trial.user_attrs.get("outcome", trial.state.name.lower())
         parameters = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-        rows.append([f"trial-{trial.number:04d}", value, outcome, parameters])
+        # A retried trial (its worker was killed) ran in its first attempt's directory.
+        rows.append([trial.user_attrs.get("variant", f"trial-{trial.number:04d}"), value, outcome, parameters])
     return ["trial", "objective", "state", "parameters"], rows
 
 

@@ -1,0 +1,101 @@
+"""Optuna storage shared by workers: where its URL comes from, its password kept out of sight, heartbeats.
+
+The URL is `--storage` if given, else the environment variable `KERAS_STABILITY_STORAGE`, else the
+experiment file's `search.storage` (which may not hold a password). A PostgreSQL URL without a password
+lets libpq's own sources supply it: `PGPASSWORD`, or a line in `~/.pgpass` (psycopg reads both).
+
+Every worker records a heartbeat while it runs a trial; a trial whose worker stops beating for the
+grace period (killed, machine lost) is failed by the next worker that looks and put back in the queue
+once more as a new waiting trial (Optuna's `RetryHeartbeatStaleTrialCallback`).
+"""
+
+import os
+import time
+import urllib.parse
+
+STORAGE_VARIABLE = "KERAS_STABILITY_STORAGE"
+DEFAULT_HEARTBEAT_S = 30
+# How often a worker with nothing to take looks again at trials running elsewhere.
+POLL_S = 2
+# A worker is declared dead after this many missed heartbeats: a loaded machine can delay one or two.
+GRACE_HEARTBEATS = 4
+# A cell that kills its worker every time (out of memory, say) is given up after this many retries.
+MAX_RETRIES = 3
+
+
+class StorageError(ValueError):
+    """The database cannot be opened; the message names the URL without its password."""
+
+
+def mask_password(url: str) -> str:
+    """`url` with its password, if any, shown as `***` (for messages and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def hide_password(text: str, url: str | None) -> str:
+    """`text` (an error message, say) with `url`'s password replaced by `***` wherever it appears."""
+    password = urllib.parse.urlsplit(url).password if url else None
+    if not password:
+        return text
+    for form in {password, urllib.parse.quote(password, safe=""), urllib.parse.unquote(password)}:
+        text = text.replace(form, "***")
+    return text
+
+
+def storage_url(given: str | None, from_file: str | None = None, environment: dict | None = None) -> str | None:
+    """The storage URL to use: `given` (the command line), else $KERAS_STABILITY_STORAGE, else `from_file`."""
+    environment = os.environ if environment is None else environment
+    return given or environment.get(STORAGE_VARIABLE) or from_file or None
+
+
+def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: int = 4):
+    """An `optuna.storages.RDBStorage` for `url` in which killed workers' trials are failed and retried.
+
+    Raises:
+        StorageError: when the database cannot be reached; the message names the URL without its password.
+    """
+    import warnings
+
+    import optuna
+    import sqlalchemy.exc
+
+    if heartbeat_s <= 0:
+        raise ValueError(f"The heartbeat interval must be > 0 seconds. Received: {heartbeat_s}.")
+    # SQLite serialises writers; two workers' heartbeats and trials wait for each other instead of failing.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                # Heartbeats and their retry callback are marked experimental; they are the recovery we want.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine,
+                    heartbeat_interval=int(max(1, heartbeat_s)),
+                    grace_period=int(max(1, heartbeat_s) * GRACE_HEARTBEATS),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+                )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+            # Workers starting together race to create the tables; the losers try again.
+            if attempt < attempts - 1 and isinstance(error, sqlalchemy.exc.DatabaseError):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise StorageError(
+                f"Cannot open the Optuna storage {mask_password(url)}: {hide_password(str(error).splitlines()[0], url)}. "
+                "Check the URL, that the server is reachable, and the password (PGPASSWORD or ~/.pgpass)."
+            ) from None
+
+
+def retry_dead_workers(study) -> None:
+    """Fails the trials of `study` whose worker stopped beating; the retry callback queues them again."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the recovery we want
+        optuna.storages.fail_stale_trials(study)

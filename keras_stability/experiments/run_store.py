@@ -1,0 +1,142 @@
+"""Shared runs: a training that another experiment has finished is linked into this one, not trained again.
+
+Two runs are the same training when their resolved configurations agree on everything but the
+experiment's name and its experiment-level settings (seed list, description, baseline), and their seed
+is the same. That identity, `training_id` (a hash), is written into every run's meta.json, and
+`results/.trainings/<training_id>` is a relative link to the run directory that trains it.
+
+A shared run's directory keeps the experiment's layout, `results/<experiment>/<variant>/seed-<n>/`,
+with its own `config.yaml`, a `meta.json` copied from the trained run plus `shared_from` (the trained
+run's directory, relative) and relative links to the trained run's `metrics.csv`, `steps.csv` and
+`timing.csv`: reports read it like any run, git stores three links, and a ledger counts one training
+once by its `training_id`.
+"""
+
+import hashlib
+import json
+import os
+
+import yaml
+
+from keras_stability.experiments import storage
+
+SHARED_FILES = ("metrics.csv", "steps.csv", "timing.csv")
+# Only a whole training is shared: a pruned search trial stopped where its study wanted.
+SHAREABLE = ("done", "diverged")
+INDEX = ".trainings"
+
+
+def training_id(config_text: str) -> str:
+    """The identity of the training a resolved config.yaml text describes (its seed included)."""
+    # Imported here: the runner imports this module.
+    from keras_stability.experiments.runner import what_the_run_trains
+
+    document = what_the_run_trains(config_text)
+    trained = {"config": {k: v for k, v in document["config"].items() if k != "name"}, "seed": document["seed"]}
+    return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def readable_meta(directory):
+    """The run's meta.json as a dict; None when there is none, False when it cannot be read."""
+    try:
+        meta = storage.read_json(os.path.join(directory, "meta.json"), None)
+    except (OSError, ValueError):
+        return False
+    return meta if meta is None or isinstance(meta, dict) else False
+
+
+def trained_run(results_root, identity):
+    """The directory that trains `identity` and its meta.json, or (None, {}) when there is none."""
+    link = os.path.join(results_root, INDEX, identity)
+    if not os.path.islink(link):
+        return None, {}
+    directory = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+    meta = readable_meta(directory) or {}
+    return (directory, meta) if meta.get("training_id") == identity and "shared_from" not in meta else (None, {})
+
+
+def claim(results_root, identity, directory):
+    """Points the index entry of `identity` at `directory` (atomically: a link is replaced, never half-written)."""
+    index = os.path.join(results_root, INDEX)
+    os.makedirs(index, exist_ok=True)
+    temporary = os.path.join(index, f".tmp-{identity}-{os.getpid()}")
+    os.symlink(os.path.relpath(directory, index), temporary)
+    os.replace(temporary, os.path.join(index, identity))
+
+
+def link_to(directory, twin, twin_meta, config_text, identity, document):
+    """Makes `directory` a shared copy of the finished run in `twin`."""
+    os.makedirs(directory, exist_ok=True)
+    for name in SHARED_FILES:
+        target = os.path.join(directory, name)
+        if os.path.lexists(target):
+            os.unlink(target)
+        if os.path.exists(os.path.join(twin, name)):
+            os.symlink(os.path.relpath(os.path.join(twin, name), directory), target)
+    storage.atomic_write_text(os.path.join(directory, "config.yaml"), config_text)
+    storage.atomic_write_json(os.path.join(directory, "meta.json"), {
+        **twin_meta, "experiment": document["experiment"], "variant": document["variant"], "seed": document["seed"],
+        "training_id": identity, "shared_from": os.path.relpath(twin, directory),
+    })
+
+
+def unshare(directory):
+    """Removes a shared copy whose trained run is gone or changed, so that the run trains here."""
+    for name in (*SHARED_FILES, "meta.json", "config.yaml"):
+        path = os.path.join(directory, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+
+
+def holds_other_training(directory, config_text):
+    from keras_stability.experiments.runner import what_the_run_trains
+
+    try:
+        with open(os.path.join(directory, "config.yaml"), encoding="utf-8") as stream:
+            existing = stream.read()
+    except FileNotFoundError:
+        return False
+    try:
+        return what_the_run_trains(existing) != what_the_run_trains(config_text)
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return True  # a damaged config.yaml is the runner's to report
+
+
+def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
+    """Links the run to the same training finished by another experiment; True when it did (or had).
+
+    Otherwise records the run's `training_id` in its meta.json (the runner keeps it) and, unless
+    another run already trains it, makes this directory the one the index points to; returns False and
+    the runner trains, resumes or skips the run as usual.
+    """
+    from keras_stability.experiments.runner import resolved_config_text
+
+    directory = storage.run_directory(results_root, config.name, variant, seed)
+    text = resolved_config_text(config, variant, seed)
+    identity = training_id(text)
+    with storage.run_lock(directory) as locked:
+        if not locked:
+            return False  # another process runs it; the runner says so
+        meta_path = os.path.join(directory, "meta.json")
+        meta = readable_meta(directory)
+        if meta is False:
+            return False  # a damaged meta.json is the runner's to report
+        if meta is not None and "shared_from" not in meta and holds_other_training(directory, text):
+            return False  # the runner refuses the directory
+        twin, twin_meta = trained_run(results_root, identity)
+        if meta is not None and "shared_from" in meta:
+            if twin is not None and twin_meta.get("status") in SHAREABLE:
+                link_to(directory, twin, twin_meta, text, identity, {"experiment": config.name, "variant": variant, "seed": seed})
+                return True
+            log(f"{config.name}/{variant}/seed-{seed}: the run it shared ({meta['shared_from']}) is gone or changed; training it here")
+            unshare(directory)
+            meta = None
+        if meta is None and twin is not None and twin_meta.get("status") in SHAREABLE:
+            link_to(directory, twin, twin_meta, text, identity, {"experiment": config.name, "variant": variant, "seed": seed})
+            log(f"{config.name}/{variant}/seed-{seed}: the same training finished in {os.path.relpath(twin, results_root)}; shared")
+            return True
+        if (meta or {}).get("training_id") != identity:
+            storage.atomic_write_json(meta_path, {**(meta or {}), "training_id": identity})
+        if twin is None or (twin != os.path.normpath(directory) and twin_meta.get("status") not in (*SHAREABLE, "running")):
+            claim(results_root, identity, directory)
+        return False
