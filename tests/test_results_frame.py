@@ -193,7 +193,8 @@ LATE = """\
 
 
 def git(directory, *arguments):
-    command = ["git", "-C", str(directory), "-c", "user.name=test", "-c", "user.email=test@example.com", *arguments]
+    identity = ["-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
+    command = ["git", "-C", str(directory), *identity, *arguments]
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
 
 
