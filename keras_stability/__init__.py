@@ -10,14 +10,24 @@ Where each capability lives:
 - `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies;
   `optimizer`: `StabilizedOptimizer`; `model`: `StabilizedModel`, `stabilize`; `step_log`,
   `callbacks`: telemetry; `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
-- `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry;
-- `experiments/`: experiment files (`schema`, `loading`; `yaml_files`: safe YAML and located
-  errors), the model zoo (`zoo`), one run (`runner`), whether a run's files are sound (`integrity`),
-  all runs (`suite`), hyper-parameter search (`search`), a run's TensorBoard event files (`event_log`:
-  `EventLog`, `write_event_logs`);
+- `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry (`Splits`, `Task`);
+- `factories`: your own model and data, named as `module:function` in a file or registered by an
+  installed package (entry points), and the contract they are called with;
+- `experiments/`: experiment files (`schema`, `loading`; `sections`: the model and dataset sections,
+  tagged unions on `name`; `yaml_files`: safe YAML and located errors), the model zoo (`zoo`), a
+  compiled model from a configuration (`training`), one run (`runner`), crash-safe files and the
+  results layout (`storage`), where a run came from (`provenance`), whether a run's files are sound
+  (`integrity`), all runs (`suite`), hyper-parameter search (`search`), a run's TensorBoard event
+  files (`event_log`: `EventLog`, `write_event_logs`);
 - `results`: runs as pandas DataFrames (`load_runs`, `load_steps`), a report's summary.json and the
   claims ledger as typed records (`read_summary`, `read_ledger`);
-- `report/`: statistics, plots, HTML and the claims ledger; `cli`: the `keras-stability` command.
+- `report/`: reading runs (`collect`), outcomes and sweep groups (`outcomes`), statistics over seeds
+  (`statistics`), per-variant tables (`summary`), the stability boundary (`boundary`), the tuned
+  comparison (`tuned`), the threshold trade-off (`tradeoff`), one experiment's analyses
+  (`analyses`), run commits and claim registration (`provenance`), the claims ledger (`claims`),
+  plots (`plots`, `analysis_plots`), pages from Jinja2 templates (`templates`, `render`), every report
+  at once (`build`: `build_reports`), an Optuna study's report (`search_report`); `cli`: the
+  `keras-stability` command (`demo`: its end-to-end training run).
 """
 
 import importlib

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 from keras_stability.datasets import mnist_small
-from keras_stability.experiments.schema import ModelConfig
+from keras_stability.experiments.sections import MlpConfig
 from keras_stability.experiments.zoo import build_model
 from keras_stability.model import stabilize
 from keras_stability.transforms import FACTORIES
@@ -19,7 +19,7 @@ def run_demo(epochs=3, transform="clip_by_global_norm", threshold=1.0, learning_
     images, labels = mnist_small()
     order = np.random.default_rng(seed).permutation(len(labels))
     train, test = order[:8000], order[8000:]
-    model = stabilize(build_model(ModelConfig(name="mlp")), FACTORIES[transform](threshold) if transform else None)
+    model = stabilize(build_model(MlpConfig()), FACTORIES[transform](threshold) if transform else None)
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -8,21 +8,30 @@
     ledger = ks.read_ledger("reports")                 # claims.json as a list of `Verdict`
 
 Runs are read by the report's own reader (`report.collect`), so a frame holds exactly the runs a
-report would see, unfinished ones included (filter on `status`).
+report would see, unfinished ones included (filter on `status`). The JSON files are read into the
+report's own records (`Comparison`, `Boundary`, `Tuned`, `Curve`, `Provenance`, ...) by `from_json`.
 """
 
+import dataclasses
 import json
 import math
 import os
+import types
+import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pydantic
 
+from keras_stability.report.boundary import Boundary
 from keras_stability.report.claims import Claim
 from keras_stability.report.collect import RunRecord, collect
+from keras_stability.report.provenance import Provenance, Registration
 from keras_stability.report.statistics import Comparison, Estimate
+from keras_stability.report.tradeoff import Curve
+from keras_stability.report.tuned import Tuned
 
 IDENTITY_COLUMNS = ("experiment", "variant", "seed", "status", "diverged_at_step", "test_loss", "test_accuracy")
 CONFIG_PREFIX = "config."
@@ -87,7 +96,8 @@ def runs_frame(runs: Iterable[RunRecord], table: str = "metrics") -> pd.DataFram
 
 
 def all_runs(path: str | os.PathLike) -> list[RunRecord]:
-    return [run for experiment in collect(os.fspath(path)).values() for runs in experiment.variants.values() for run in runs]
+    experiments = collect(os.fspath(path)).values()
+    return [run for experiment in experiments for runs in experiment.variants.values() for run in runs]
 
 
 def load_runs(path: str | os.PathLike) -> pd.DataFrame:
@@ -107,8 +117,49 @@ def load_steps(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def real(value: Any) -> float:
-    """A JSON number as a float; `null` (and NaN written by older reports) reads as NaN."""
+    """A JSON number as a float; `null` (how strict JSON writes NaN and ±inf) reads as NaN."""
     return math.nan if value is None else float(value)
+
+
+def from_json(kind: Any, data: Any) -> Any:
+    """`data`, as the report's strict JSON holds it, as a value of the type `kind`.
+
+    Dataclasses are read field by field (a field absent from `data` takes its default; one without a
+    default raises KeyError) and keep the whole object in a `raw` field when they have one; pydantic
+    models are validated; `tuple[T, ...]` and `dict[str, T]` are read item by item. `null` reads as
+    None where the type allows None, and as NaN where it is a plain `float`.
+    """
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        if data is None and type(None) in arguments:
+            return None
+        (kind,) = [argument for argument in arguments if argument is not type(None)]
+        return from_json(kind, data)
+    if origin is tuple:
+        return tuple(from_json(arguments[0], item) for item in data)
+    if origin is dict:
+        return {key: from_json(arguments[1], value) for key, value in data.items()}
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        values = {
+            f.name: from_json(hints[f.name], data[f.name])
+            for f in dataclasses.fields(kind)
+            if f.name != "raw" and (f.name in data or no_default(f))
+        }
+        if "raw" in hints:
+            values["raw"] = dict(data)
+        return kind(**values)
+    if isinstance(kind, type) and issubclass(kind, pydantic.BaseModel):
+        return kind.model_validate(data)
+    if kind is float:
+        return real(data)
+    if kind is int:
+        return int(data)
+    return data
+
+
+def no_default(field_: dataclasses.Field) -> bool:
+    return field_.default is dataclasses.MISSING and field_.default_factory is dataclasses.MISSING
 
 
 def json_file(path: str | os.PathLike, name: str) -> Any:
@@ -118,14 +169,6 @@ def json_file(path: str | os.PathLike, name: str) -> Any:
         path = os.path.join(path, name)
     with open(path, encoding="utf-8") as stream:
         return json.load(stream)
-
-
-def estimate(data: Mapping[str, Any]) -> Estimate:
-    return Estimate(real(data["mean"]), real(data["ci"]), int(data["n"]))
-
-
-def comparison(data: Mapping[str, Any]) -> Comparison:
-    return Comparison(real(data["difference"]), real(data["ci"]), real(data["p_value"]), data["test"], real(data["alpha"]))
 
 
 @dataclass(frozen=True)
@@ -145,14 +188,16 @@ class UnfinishedRun:
 
 @dataclass(frozen=True)
 class VariantSummary:
-    """One variant of a summary.json; `raw` keeps every field, typed here or not."""
+    """One variant of a summary.json (`report.summary.summarize_variant`); `trained` is None for a
+    dataset without a chance level; `raw` keeps every field, typed here or not."""
 
     variant: str
     runs: int
     finished: int
+    unfinished: tuple[UnfinishedRun, ...]
     diverged: int
     diverged_at_steps: tuple[int | None, ...]
-    unfinished: tuple[UnfinishedRun, ...]
+    trained: int | None
     metrics: dict[str, MetricSummary]
     clip_share: Estimate
     grad_norm_max: float
@@ -163,51 +208,27 @@ class VariantSummary:
 
 @dataclass(frozen=True)
 class Summary:
-    """A report's summary.json: every variant, and every other variant against the baseline
-    (`comparisons[variant][metric]`); `raw` keeps every field, typed here or not."""
+    """A report's summary.json (`report.analyses.as_json`): every variant, every other variant against
+    the baseline (`comparisons[variant][metric]`), the stability boundary, tuned comparison and
+    threshold curves of each sweep group, and where the runs came from; `raw` keeps every field,
+    typed here or not."""
 
     experiment: str
+    trained_rule: str
     description: str
     baseline: str
     variants: dict[str, VariantSummary]
     comparisons: dict[str, dict[str, Comparison]]
+    boundaries: tuple[Boundary, ...]
+    tuned: tuple[Tuned, ...]
+    threshold_curves: tuple[Curve, ...]
+    provenance: Provenance
     raw: dict = field(repr=False, default_factory=dict)
-
-
-def variant_summary(data: Mapping[str, Any]) -> VariantSummary:
-    metrics = {
-        name: MetricSummary(real(m["mean"]), real(m["ci"]), int(m["n"]), tuple(real(v) for v in m["values"]), int(m["excluded"]))
-        for name, m in data["metrics"].items()
-    }
-    return VariantSummary(
-        variant=data["variant"],
-        runs=int(data["runs"]),
-        finished=int(data["finished"]),
-        diverged=int(data["diverged"]),
-        diverged_at_steps=tuple(data["diverged_at_steps"]),
-        unfinished=tuple(UnfinishedRun(int(u["seed"]), u["status"]) for u in data["unfinished"]),
-        metrics=metrics,
-        clip_share=estimate(data["clip_share"]),
-        grad_norm_max=real(data["grad_norm_max"]),
-        grad_norm_median=real(data["grad_norm_median"]),
-        seconds_per_epoch=estimate(data["seconds_per_epoch"]),
-        raw=dict(data),
-    )
 
 
 def read_summary(path: str | os.PathLike) -> Summary:
     """A report's summary.json (`path` is the file or its report directory) as a `Summary`."""
-    data = json_file(path, "summary.json")
-    return Summary(
-        experiment=data["experiment"],
-        description=data["description"],
-        baseline=data["baseline"],
-        variants={name: variant_summary(variant) for name, variant in data["variants"].items()},
-        comparisons={
-            name: {metric: comparison(c) for metric, c in metrics.items()} for name, metrics in data["comparisons"].items()
-        },
-        raw=data,
-    )
+    return from_json(Summary, json_file(path, "summary.json"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,28 +242,20 @@ class ClaimComparison(Comparison):
 
 @dataclass(frozen=True)
 class Verdict:
-    """One entry of the ledger (claims.json); `comparison` is None when there was nothing to compare."""
+    """One entry of the ledger (claims.json, `report.claims.judge_all`): `comparison` is None when
+    there was nothing to compare, `registered` None when the claim is not committed; `exploratory`
+    with its reason when it was registered after its experiment's first result (or marked so)."""
 
     claim: Claim
     verdict: str  # confirmed / refuted / inconclusive
     reason: str
     comparison: ClaimComparison | None
+    registered: Registration | None
+    exploratory: bool
+    exploratory_reason: str
     raw: dict = field(repr=False, default_factory=dict)
-
-
-def ledger_entry(data: Mapping[str, Any]) -> Verdict:
-    tested = data["comparison"]
-    return Verdict(
-        claim=Claim.model_validate(data["claim"]),
-        verdict=data["verdict"],
-        reason=data["reason"],
-        comparison=None if tested is None else ClaimComparison(
-            **asdict(comparison(tested)), baseline=tested["baseline"], p_adjusted=real(tested.get("p_adjusted"))
-        ),
-        raw=dict(data),
-    )
 
 
 def read_ledger(path: str | os.PathLike) -> list[Verdict]:
     """The claims ledger (`path` is claims.json or the directory holding it) as a list of `Verdict`."""
-    return [ledger_entry(entry) for entry in json_file(path, "claims.json")]
+    return [from_json(Verdict, entry) for entry in json_file(path, "claims.json")]

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import pydantic
 
 from keras_stability.experiments.schema import ExperimentFile, RunConfig
-from keras_stability.experiments.sections import NOT_NAMES
+from keras_stability.experiments.sections import DEFAULT_NAMES, FACTORY, NOT_NAMES
 from keras_stability.experiments.yaml_files import (
     ConfigError,
     KeyPath,
@@ -212,15 +212,38 @@ def validate(schema: type[pydantic.BaseModel], data: object, marks_in_order: Seq
         raise ConfigError(problems) from None
 
 
-def merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict, override: dict) -> dict:
     """`base` with `override` deep-merged in: mappings merge, everything else replaces."""
     result = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merge(result[key], value)
+            result[key] = deep_merge(result[key], value)
         else:
             result[key] = copy.deepcopy(value)
     return result
+
+
+def union_member(kind: str, section: dict) -> str:
+    """The member of the `kind` section's tagged union a mapping selects: `factory`, or its `name`."""
+    return FACTORY if FACTORY in section else section.get("name", DEFAULT_NAMES[kind])
+
+
+def switches_member(kind: str, base: object, override: object) -> bool:
+    """Whether a variant's `model` / `dataset` override selects another member than the base's (another
+    `name`, or `factory` added or removed): the base's keys belong to its member (`hidden` means
+    nothing to a `deep_mlp`), so the override replaces the section instead of merging into it."""
+    if kind not in DEFAULT_NAMES or not (isinstance(base, dict) and isinstance(override, dict)):
+        return False
+    selects = "name" in override or FACTORY in override
+    return selects and union_member(kind, override) != union_member(kind, base)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """A variant: `base` with `override` deep-merged in, except that a `model` or `dataset` override that
+    selects another member of its union (`switches_member`) replaces the base's section."""
+    replaced = {key: value for key, value in override.items() if switches_member(key, base.get(key), value)}
+    merged = deep_merge(base, {key: value for key, value in override.items() if key not in replaced})
+    return {**merged, **copy.deepcopy(replaced)}
 
 
 def parse_override(text: str) -> tuple[KeyPath, object]:
