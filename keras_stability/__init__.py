@@ -8,7 +8,8 @@ TensorFlow's logging before TensorFlow starts:
 Where each capability lives:
 
 - `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies;
-  `optimizer`: `StabilizedOptimizer`; `model`: `StabilizedModel`, `stabilize`; `step_log`,
+  `optimizer`: `StabilizedOptimizer` (`inner_step`: the wrapped optimizer's own `apply` steps, in
+  Keras's order); `model`: `StabilizedModel`, `stabilize`; `step_log`,
   `callbacks`: telemetry; `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
 - `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry (`Splits`, `Task`);
 - `factories`: your own model and data, named as `module:function` in a file or registered by an
@@ -17,8 +18,10 @@ Where each capability lives:
   tagged unions on `name`; `yaml_files`: safe YAML and located errors), the model zoo (`zoo`), a
   compiled model from a configuration (`training`), one run (`runner`), crash-safe files and the
   results layout (`storage`), where a run came from (`provenance`), whether a run's files are sound
-  (`integrity`), all runs (`suite`), hyper-parameter search (`search`), a run's TensorBoard event
-  files (`event_log`: `EventLog`, `write_event_logs`);
+  (`integrity`), all runs (`suite`), hyper-parameter search (`search`), sweep grids (`sweep`) and
+  their workers on a shared database (`sweep_workers`), database storage and credentials
+  (`database`), runs shared between experiments (`run_store`), a run's TensorBoard event files
+  (`event_log`: `EventLog`, `write_event_logs`);
 - `results`: runs as pandas DataFrames (`load_runs`, `load_steps`), a report's summary.json and the
   claims ledger as typed records (`read_summary`, `read_ledger`);
 - `report/`: reading runs (`collect`), outcomes and sweep groups (`outcomes`), statistics over seeds
