@@ -290,6 +290,18 @@ def test_variant_naming_another_model_or_dataset_replaces_the_section(tmp_path):
     assert list(experiment.sources["deep"]) == list(experiment.sources["wider"])
 
 
+def test_set_naming_another_model_replaces_the_section(tmp_path):
+    path = write(tmp_path, SWITCHING.split("  adding:")[0])
+    # --set applies to every variant last: `wider`'s mlp keys are dropped with the switch, then depth is set.
+    experiment = load_experiment(path, ["model.name=deep_mlp", "model.depth=2"])
+    assert experiment.sources["wider"]["model"] == {"name": "deep_mlp", "depth": 2}
+    assert (experiment.variants["wider"].model.name, experiment.variants["wider"].model.depth) == ("deep_mlp", 2)
+    # The same name merges: the variant keeps its own keys.
+    assert load_experiment(path, ["model.name=mlp"]).sources["wider"]["model"] == {
+        "name": "mlp", "hidden": [32], "dropout": 0.25,
+    }
+
+
 @pytest.mark.parametrize("base, override, expected", [
     # No `name`: the section is the default member (mlp), so naming mlp merges and naming deep_mlp replaces.
     ({"hidden": [16]}, {"name": "mlp", "dropout": 0.5}, {"hidden": [16], "name": "mlp", "dropout": 0.5}),

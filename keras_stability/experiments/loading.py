@@ -260,9 +260,14 @@ def parse_override(text: str) -> tuple[KeyPath, object]:
 
 
 def apply_overrides(data: dict, overrides: Iterable[tuple[KeyPath, object]]) -> dict:
-    """`data` with each (path, value) set; a numeric path part indexes an existing list."""
+    """`data` with each (path, value) set; a numeric path part indexes an existing list. Setting a
+    `model` / `dataset` section's `name` or `factory` to another member replaces the section, as a
+    variant's override does (`merge`)."""
     data = copy.deepcopy(data)
     for path, value in overrides:
+        if len(path) == 2 and switches_member(path[0], data.get(path[0]), {path[1]: value}):
+            data = merge(data, {path[0]: {path[1]: value}})
+            continue
         target = data
         for depth, part in enumerate(path):
             last = depth == len(path) - 1
