@@ -22,11 +22,25 @@ import itertools
 import json
 import re
 
-from keras_stability.experiments.loading import ConfigError, Problem, apply_overrides, locate, suggestion, unwrap, validate
+from keras_stability.experiments.loading import (
+    ConfigError,
+    Problem,
+    apply_overrides,
+    field_annotation,
+    locate,
+    suggestion,
+    tagged_members,
+    unwrap,
+    validate,
+)
 from keras_stability.experiments.schema import RunConfig, SweepConfig
 
 # What a sweep may vary: the sections that decide what a run trains (not its name, seeds or description).
-SWEPT_SECTIONS = tuple(name for name, field in RunConfig.model_fields.items() if isinstance(unwrap(field.annotation, None), type))
+# The run's sections (a settings class, or a tagged union of them, as `model` and `dataset` are).
+SWEPT_SECTIONS = tuple(
+    name for name, field in RunConfig.model_fields.items()
+    if isinstance(unwrap(field.annotation, None), type) or tagged_members(field_annotation(field))
+)
 SAFE_TEXT = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
