@@ -7,7 +7,8 @@ import pytest
 import statsmodels.api as sm
 
 from keras_stability.report.boundary import Cell, boundary, boundary_ratio, cells_of, curve, firth_logistic
-from keras_stability.report.outcomes import LEARNING_RATE, Outcome, sweep_groups
+from keras_stability.experiments.sweep import file_variant
+from keras_stability.report.outcomes import LEARNING_RATE, Outcome, group_of, holds, sweep_groups
 
 LEARNING_RATES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 
@@ -78,6 +79,17 @@ def test_groups_come_from_the_configuration_not_the_names():
     plain, clipped = sweep_groups(outcomes, LEARNING_RATE, baseline="lr_0.1")
     assert plain.label == "lr_0.1" and set(plain.variants) == {"lr_0.05", "lr_0.1", "lr_0.2"}
     assert clipped.label == "clip" and len(cells_of(clipped)) == len(LEARNING_RATES)
+
+
+def test_sweep_cells_group_and_are_found_under_their_file_variant():
+    # A `sweep:` names its runs `<variant>/<key=value>`; groups and claims know them by `<variant>`.
+    outcomes = [outcome(f"no_clip/learning_rate={lr}", lr, s, lr > 0.15) for lr in (0.05, 0.1, 0.2) for s in range(2)]
+    outcomes += [outcome(f"clip/learning_rate={lr}", lr, s, False, 1.0) for lr in (0.05, 0.1, 0.2) for s in range(2)]
+    groups = sweep_groups(outcomes, LEARNING_RATE, baseline="no_clip")
+    assert [group.label for group in groups] == ["no_clip", "clip"]
+    assert group_of(groups, "clip") is groups[1] and group_of(groups, "no_clip") is groups[0]
+    assert group_of(groups, "no_clip/learning_rate=0.1") is groups[0] and group_of(groups, "no") is None
+    assert holds(("a/x=1",), "a") and not holds(("ab/x=1",), "a") and file_variant("a/x=1,y=2") == "a"
 
 
 def test_ratio_of_critical_learning_rates():

@@ -42,6 +42,13 @@ SWEPT_SECTIONS = tuple(
     if isinstance(unwrap(field.annotation, None), type) or tagged_members(field_annotation(field))
 )
 SAFE_TEXT = re.compile(r"[A-Za-z0-9_.+-]+")
+# A cell is named `<variant>/<key=value,...>`: file variant names cannot hold "/", so the first part is it.
+CELL_SEPARATOR = "/"
+
+
+def file_variant(name: str) -> str:
+    """The experiment file's variant a run belongs to: itself, or the variant a sweep cell was made from."""
+    return name.split(CELL_SEPARATOR, 1)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +94,7 @@ def sweep_cells(sweep: SweepConfig, variants) -> list[SweepCell]:
         for values in itertools.product(*sweep.grid.values()):
             settings = dict(zip(sweep.grid, values, strict=True))
             label = ",".join(f"{short[key]}={value_text(value)}" for key, value in settings.items())
-            cells.append(SweepCell(variant, settings, f"{variant}/{label}"))
+            cells.append(SweepCell(variant, settings, f"{variant}{CELL_SEPARATOR}{label}"))
     return cells
 
 

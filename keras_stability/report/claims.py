@@ -18,6 +18,7 @@ from scipy import stats
 
 from keras_stability.experiments.loading import read_yaml, validate
 from keras_stability.report.boundary import boundary_ratio
+from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason
 from keras_stability.report.statistics import Comparison
 from keras_stability.report.summary import METRICS, compare
@@ -86,7 +87,7 @@ def point_comparison(claim, analysis, baseline):
 
 
 def find(records, variant):
-    return next((record for record in records if variant in record.variants), None)
+    return next((record for record in records if holds(record.variants, variant)), None)
 
 
 def sweep_comparison(claim, analysis, baseline):

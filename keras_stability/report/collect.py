@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keras_stability.experiments.integrity import Damage, check_run
+from keras_stability.experiments.sweep import file_variant
 
 FINISHED = ("done", "diverged")
 RUN_DIRECTORY = re.compile(r"seed-(\d+)")
@@ -95,8 +96,9 @@ def collect(root: str) -> dict[str, ExperimentResults]:
     for experiment in experiments.values():
         for runs in experiment.variants.values():
             runs.sort(key=lambda run: run.seed)
-        if experiment.baseline not in experiment.variants:
-            experiment.baseline = sorted(experiment.variants)[0]
+        if experiment.baseline not in experiment.variants:  # swept: the baseline's first cell
+            cells = [v for v in sorted(experiment.variants) if file_variant(v) == experiment.baseline]
+            experiment.baseline = (cells or sorted(experiment.variants))[0]
         rest = sorted(v for v in experiment.variants if v != experiment.baseline)
         experiment.variants = {v: experiment.variants[v] for v in [experiment.baseline, *rest]}
     return experiments

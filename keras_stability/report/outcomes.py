@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_stability.experiments.sweep import file_variant
 from keras_stability.report.collect import RunRecord
 
 # The sections that define a training (experiment-level keys such as seeds or baseline do not).
@@ -107,8 +108,9 @@ class SweepGroup:
 def sweep_groups(outcomes, path, baseline="") -> list[SweepGroup]:
     """Outcomes with a value at `path`, grouped by everything else that defines their training.
 
-    A group of one variant is labelled by it; a group of several (a sweep written as one variant per
-    value) by `baseline` when it holds it, else by its variants joined with " + ".
+    A group of one file variant (one variant, or one variant's sweep cells) is labelled by it; a group
+    of several (a sweep written as one variant per value) by `baseline` when it holds it, else by its
+    variants joined with " + ".
     """
     groups = {}
     for outcome in outcomes:
@@ -117,11 +119,17 @@ def sweep_groups(outcomes, path, baseline="") -> list[SweepGroup]:
     result = []
     for members in groups.values():
         variants = tuple(dict.fromkeys(o.variant for o in members))
-        label = variants[0] if len(variants) == 1 else baseline if baseline in variants else " + ".join(sorted(variants))
+        files = tuple(dict.fromkeys(map(file_variant, variants)))  # a sweep's cells are one file variant
+        label = files[0] if len(files) == 1 else baseline if baseline in files else " + ".join(sorted(files))
         result.append(SweepGroup(label, variants, tuple(members)))
     return sorted(result, key=lambda group: (group.label != baseline, group.label))
 
 
+def holds(variants, variant) -> bool:
+    """Whether `variants` (run variants) include `variant`, or sweep cells of the file's `variant`."""
+    return variant in variants or any(file_variant(name) == variant for name in variants)
+
+
 def group_of(groups, variant):
     """The group holding runs of `variant`; None when there is none."""
-    return next((group for group in groups if variant in group.variants), None)
+    return next((group for group in groups if holds(group.variants, variant)), None)
