@@ -23,6 +23,9 @@ from keras_stability.experiments.zoo import build_model
 
 MODELS_KEPT = 4
 SPLITS_KEPT = 4
+# Datasets whose splits do not depend on the run seed (SPLIT_SEED fixes them), so one load serves
+# every seed; any other dataset is loaded per seed, as the adding problem must be.
+SEED_INDEPENDENT = frozenset({"mnist_small", "mnist", "fashion_mnist"})
 
 
 class LeastRecentlyUsed:
@@ -101,8 +104,8 @@ class DeviceSplits:
 
 
 def splits_for_run(dataset_config, seed):
-    """The run's dataset, loaded once per (dataset configuration, seed) and process."""
-    key = (dataset_config.model_dump_json(), seed)
+    """The run's dataset, loaded once per dataset configuration (and seed, where it matters) and process."""
+    key = (dataset_config.model_dump_json(), None if dataset_config.name in SEED_INDEPENDENT else seed)
     return _SPLITS.get(key, lambda: DeviceSplits(load_dataset(dataset_config, seed)))
 
 

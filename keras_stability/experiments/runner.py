@@ -129,7 +129,7 @@ def locked_run(run, log, on_epoch):
     meta.update(status="running", started=meta.get("started", time.time()), error=None)
     run.write_meta(meta)
     try:
-        meta.update(train(run, meta, files.progress, log, on_epoch))
+        meta.update(train(run, files.progress, log, on_epoch))
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
         raise
@@ -214,7 +214,8 @@ def restore(run, model, progress, log):
     return None
 
 
-def train(run, meta, progress, log, on_epoch=None):
+def train(run, progress, log, on_epoch=None):
+    """Trains the run from `progress` (or from scratch); returns what meta.json gets at the end."""
     config, training = run.config, run.config.training
     configure_determinism(run.seed)
     data = splits_for_run(config.dataset, run.seed)
@@ -234,8 +235,7 @@ def train(run, meta, progress, log, on_epoch=None):
             at = first_divergent_step(record.steps, m.train_loss, m.val_loss, applies_nonfinite)
             diverged_at = None if at is None else record.first_step + at
         save_epoch(run, model, record, diverged_at)
-        meta.update(epochs_done=epoch, diverged_at_step=diverged_at)
-        run.write_meta(meta)
+        done = epoch
         log(f"{run.label} epoch {epoch}/{training.epochs}  {record.summary()}")
         if diverged_at is not None and training.stop_on_divergence:
             log(f"{run.label}: diverged at step {diverged_at}; stopping this run")
@@ -249,6 +249,7 @@ def train(run, meta, progress, log, on_epoch=None):
     seconds = [float(row[1]) for row in storage.read_csv_rows(run.path("timing.csv"))]
     return {
         "status": "diverged" if diverged_at is not None else "pruned" if pruned else "done",
+        "epochs_done": done,
         "pruned_reason": pruned or None,
         "diverged_at_step": diverged_at,
         "steps_per_epoch": steps_per_epoch,
