@@ -139,14 +139,15 @@ def wait_for(predicate, timeout=120):
 
 
 def test_kill_9_mid_run_then_resume_ends_identical(tmp_path):
-    path = experiment_file(tmp_path, TINY.replace("epochs: 3", "epochs: 6").replace("train_size: 800", "train_size: 4000"))
+    # 20 epochs of 40 steps: long enough (about a second) to be killed in the middle.
+    path = experiment_file(tmp_path, TINY.replace("epochs: 3", "epochs: 20").replace("train_size: 800", "train_size: 4000"))
     reference = cli("run", path, "--results", str(tmp_path / "reference"), "--no-progress")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
 
     victim = cli("run", path, "--results", str(tmp_path / "results"), "--no-progress")
     progress = tmp_path / "results" / "tiny" / "no_clip" / "seed-0" / "progress.json"
     wait_for(lambda: progress.exists() and json.loads(progress.read_text())["epochs_done"] >= 2)
-    time.sleep(0.3)  # into the next epoch
+    time.sleep(0.1)  # into the next epoch
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     meta = json.loads(read(tmp_path / "results", "no_clip", "meta.json"))

@@ -1,9 +1,9 @@
 """`evaluate_arrays`: Keras `evaluate` over device tensors as one graph execution.
 
-`model.evaluate` builds a `tf.data` pipeline from the arrays at every call (about 40 ms for the
-runner's 900 validation digits, more than the MLP's evaluation itself) and pulls each batch through
-an iterator. Here each batch is gathered by position inside one `tf.function` that calls the model's
-own `test_step` batch after batch, so the metrics are those `evaluate` reports, summed in its order.
+`model.evaluate` builds a `tf.data` pipeline from the arrays at every call and pulls each batch
+through an iterator. Here the batches are slices of device tensors inside one `tf.function`, traced
+once for any number of examples, that calls the model's own `test_step` batch after batch, so the
+metrics are those `evaluate` reports, summed in its order.
 """
 
 import weakref
@@ -26,17 +26,26 @@ def evaluate_arrays(model, x, y, batch_size):
     """
     x, y = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     functions = _FUNCTIONS.setdefault(model, {})
-    key = (batch_size, model.jit_compile, model.run_eagerly)
+    key = (batch_size, model.jit_compile, model.run_eagerly, x.shape[1:], y.shape[1:], x.dtype, y.dtype)
     if key not in functions:
-        functions[key] = evaluation_function(weakref.ref(model), *key)
+        functions[key] = evaluation_function(weakref.ref(model), batch_size, model.jit_compile, model.run_eagerly,
+                                             signature=[any_length(x), any_length(y)])
     model.reset_metrics()
     logs = functions[key](x, y)
     return {name: float(value) for name, value in logs.items()}
 
 
-def evaluation_function(model_ref, batch_size, jit_compile, run_eagerly):
-    """The evaluation of one model and batch size; retraced only for a new number of examples."""
+def any_length(tensor):
+    return tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype)
 
+
+def evaluation_function(model_ref, batch_size, jit_compile, run_eagerly, signature):
+    """The evaluation of one model and batch size, traced once for any number of examples of the
+    `signature` (validation and test sets share it)."""
+
+    # Keras's own steps run without AutoGraph (they hold no Python control flow on tensors);
+    # converting them took about half of the trace time.
+    @tf.autograph.experimental.do_not_convert
     def step(x, y):
         return model_ref().test_step((x, y))
 
@@ -44,15 +53,17 @@ def evaluation_function(model_ref, batch_size, jit_compile, run_eagerly):
         step = tf.function(step, jit_compile=True)  # as Keras compiles its test step
 
     def evaluate(x, y):
-        full, rest = divmod(x.shape[0], batch_size)
-        # Batches as a leading axis, so every step sees a static shape; the last batch runs after
-        # the loop, so only its logs (the metrics over all batches) are returned.
-        x_batches = tf.reshape(x[: full * batch_size], (full, batch_size, *x.shape[1:]))
-        y_batches = tf.reshape(y[: full * batch_size], (full, batch_size, *y.shape[1:]))
-        for i in tf.range(full if rest else full - 1):
+        examples = tf.shape(x)[0]
+        full = examples // batch_size
+        # Full batches as a leading axis, so that each step sees a static batch shape.
+        x_batches = tf.reshape(x[: full * batch_size], tf.concat([[full, batch_size], tf.shape(x)[1:]], 0))
+        y_batches = tf.reshape(y[: full * batch_size], tf.concat([[full, batch_size], tf.shape(y)[1:]], 0))
+        x_batches.set_shape([None, batch_size, *x.shape[1:]])
+        y_batches.set_shape([None, batch_size, *y.shape[1:]])
+        for i in tf.range(full):
             step(x_batches[i], y_batches[i])
-        if rest:
-            return step(x[full * batch_size :], y[full * batch_size :])
-        return step(x_batches[-1], y_batches[-1])
+        if examples > full * batch_size:
+            step(x[full * batch_size :], y[full * batch_size :])
+        return model_ref().get_metrics_result()
 
-    return evaluate if run_eagerly else tf.function(evaluate)
+    return evaluate if run_eagerly else tf.function(evaluate, input_signature=signature)
