@@ -93,6 +93,24 @@ def test_two_runs_give_identical_bytes(tmp_path):
             assert read(tmp_path / "first", variant, name) == read(tmp_path / "second", variant, name), (variant, name)
 
 
+def test_results_do_not_depend_on_what_ran_before_in_the_process_nor_on_jobs(tmp_path):
+    # The process keeps one compiled model per training shape and re-initialises it for each run;
+    # here it first trains a run that is pruned after one epoch, then all runs in reverse order.
+    path = experiment_file(tmp_path, TINY.replace("seeds: [0]", "seeds: [0, 1]"))
+    runs = load_experiment(path).runs()
+    variant, seed, config = runs[-1]
+    assert run_one(str(tmp_path / "pruned"), config, variant, seed, log=lambda _: None,
+                   on_epoch=lambda epoch, values: "enough") == "pruned"
+    for variant, seed, config in reversed(runs):
+        assert run_one(str(tmp_path / "reversed"), config, variant, seed, log=lambda _: None) == "done"
+    jobs = cli("run", path, "--results", str(tmp_path / "jobs"), "--jobs", "2", "--no-progress")
+    assert jobs.wait(timeout=300) == 0, jobs.stderr.read()
+    for variant, seed, _ in runs:
+        for name in DETERMINISTIC_FILES:
+            assert read(tmp_path / "reversed", variant, name, seed) == read(tmp_path / "jobs", variant, name, seed), (
+                variant, seed, name)
+
+
 def test_finished_runs_are_skipped_and_conflicts_refused(tmp_path):
     path = experiment_file(tmp_path)
     run_all(path, tmp_path / "results")
