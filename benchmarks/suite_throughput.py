@@ -68,7 +68,8 @@ def import_seconds(code):
     times = []
     for _ in range(3):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import tensorflow, keras"], env=child_environment(code), check=True)
+        subprocess.run([sys.executable, "-c", "import tensorflow, keras"], env=child_environment(code), check=True,
+                       capture_output=True)
         times.append(time.perf_counter() - started)
     return min(times)
 
