@@ -238,3 +238,11 @@ def test_mirrored_training_equals_one_device(tmp_path, two_replicas):
             a = np.genfromtxt(io.BytesIO(read(tmp_path / "single", variant, name)), delimiter=",", skip_header=1)
             b = np.genfromtxt(io.BytesIO(read(tmp_path / "mirrored", variant, name)), delimiter=",", skip_header=1)
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=f"{variant} {name}")
+
+
+def test_multi_worker_is_refused_with_what_to_do():
+    from keras_stability.experiments.schema import TrainingConfig
+    from keras_stability.experiments.training import distribution_strategy
+
+    with pytest.raises(ValueError, match=r"multi-worker training was removed .* Received: distribute='multi_worker'"):
+        distribution_strategy(TrainingConfig.model_construct(distribute="multi_worker"))
