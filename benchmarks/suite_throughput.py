@@ -105,7 +105,6 @@ def run_timings(results):
 def raw_steps_per_second(experiment, overrides):
     """Steady-state steps/s of a raw tf.function epoch loop on the experiment's model and data."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from keras_stability.datasets import load_dataset
@@ -180,6 +179,7 @@ def main():
     efficiency = total_steps / raw / past_import
     first = [seconds[0] - per_epoch / raw for per_epoch, seconds, _ in runs]
     later = [s - per_epoch / raw for per_epoch, seconds, _ in runs for s in seconds[1:]]
+    later_mean = statistics.mean(later) if later else 0.0
     setup = (past_import - sum(sum(seconds) for _, seconds, _ in runs)) / len(runs)
     print(textwrap.dedent(f"""\
         experiment: {arguments.experiment} {' '.join('--set ' + o for o in arguments.overrides)}
@@ -187,8 +187,9 @@ def main():
         outcome: {outcome}
         runs {len(runs)}, steps {total_steps}; raw loop {raw:.1f} steps/s (steps alone: {total_steps / raw:.1f} s)
         wall {wall:.1f} s, import {importing:.1f} s, past import {past_import:.1f} s
-        sweep efficiency {efficiency:.2f}
-        per run: first epoch +{statistics.mean(first):.3f} s, later epochs +{statistics.mean(later) if later else 0:.3f} s each, setup {setup:.3f} s"""))
+        sweep efficiency {efficiency:.2f}"""))
+    print(f"per run: first epoch +{statistics.mean(first):.3f} s, later epochs +{later_mean:.3f} s each, "
+          f"setup {setup:.3f} s")
     if arguments.memory:
         after_10, rss_10, after_all, rss_all = memory_probe(code)
         print(f"peak RSS: {rss_10:.0f} MiB after {after_10} runs, {rss_all:.0f} MiB after {after_all} "

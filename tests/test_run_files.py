@@ -134,7 +134,8 @@ def test_interrupted_run_resumes_and_cuts_rows_appended_after_its_last_epoch(run
 @pytest.mark.parametrize("damaged", ["progress.json", "checkpoint"])
 def test_interrupted_run_with_damaged_progress_or_checkpoint_starts_again(runs, tmp_path, damaged):
     directory, config = copy_of(runs, tmp_path, "interrupted")
-    name = damaged if damaged == "progress.json" else json.loads((directory / "progress.json").read_text())["checkpoint"]
+    progress = json.loads((directory / "progress.json").read_text())
+    name = damaged if damaged == "progress.json" else progress["checkpoint"]
     (directory / name).write_bytes(b"garbage")
     outcome, messages = rerun(tmp_path, "interrupted", config)
     assert outcome == "done"

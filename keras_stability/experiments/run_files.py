@@ -135,7 +135,7 @@ def read_progress(directory):
     for name, size in progress.csv_sizes.items():
         path = os.path.join(directory, name)
         if not os.path.isfile(path) or os.path.getsize(path) < size:
-            raise Damage(name, f"shorter than the {size} bytes progress.json recorded after epoch {progress.epochs_done}")
+            raise Damage(name, f"shorter than the {size} bytes recorded after epoch {progress.epochs_done}")
         with open(path, "rb") as stream:
             head = stream.read(size).decode("utf-8", errors="replace")
         check_rows(name, list(csv.reader(head.splitlines())), progress.epochs_done, None)
@@ -180,7 +180,8 @@ def check_rows(name, rows, epochs, steps_per_epoch):
         if expected is not None and len(data) != expected:
             raise Damage(name, f"{len(data)} step rows where meta.json reports {epochs} epochs of {steps_per_epoch}")
         steps = [int(row[1]) for row in data]
-        if steps != list(range(1, len(data) + 1)) or epochs_found != sorted(epochs_found) or epochs_found[-1:] != [epochs]:
+        numbered = steps == list(range(1, len(data) + 1)) and epochs_found == sorted(epochs_found)
+        if not numbered or epochs_found[-1:] != [epochs]:
             raise Damage(name, f"its steps are not numbered 1 to {len(data)} through epoch {epochs}")
     elif epochs_found != list(range(1, epochs + 1)):
         raise Damage(name, f"its epochs are not 1 to {epochs}")

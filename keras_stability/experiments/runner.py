@@ -133,7 +133,8 @@ def locked_run(run, log, on_epoch):
                 storage.atomic_write_text(run.path("config.yaml"), text)
             return "skipped"
     if files.state == "damaged":
-        log(f"{run.label}: {run.path(files.damaged_file)} is damaged ({files.problem}); training the run again from scratch")
+        damaged = run.path(files.damaged_file)
+        log(f"{run.label}: {damaged} is damaged ({files.problem}); training the run again from scratch")
         run.discard_training()
     storage.atomic_write_text(run.path("config.yaml"), text)
     meta = {**files.meta, **provenance(), "experiment": run.config.name, "variant": run.variant, "seed": run.seed}
