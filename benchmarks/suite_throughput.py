@@ -29,6 +29,8 @@ import textwrap
 import time
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The raw loop and the step counts use this checkout's package, whatever is installed.
+sys.path.insert(0, HERE)
 RAW_EPOCHS = 7
 MEMORY_PROBE = """
 import os, sys
