@@ -9,6 +9,7 @@ costs about a millisecond for the doc-002 MLP, where `model.save` to a `.keras` 
 import io
 import zipfile
 
+import keras
 import numpy as np
 
 from keras_stability.experiments import storage
@@ -18,19 +19,19 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read, or that does not fit the model."""
 
 
-def state_variables(model):
+def state_variables(model: keras.Model) -> list:
     """The variables of `model` (a compiled, built `StabilizedModel`) that a checkpoint holds, in a fixed order."""
     return list(model.variables) + list(model.optimizer.variables)
 
 
-def save(path, model):
+def save(path: str, model: keras.Model) -> None:
     buffer = io.BytesIO()
     variables = state_variables(model)
     np.savez(buffer, *[np.asarray(v.numpy()) for v in variables])
     storage.atomic_write_bytes(path, buffer.getvalue())
 
 
-def load(path, model):
+def load(path: str, model: keras.Model) -> None:
     """Assigns the values saved in `path` to the model's state variables.
 
     Raises:

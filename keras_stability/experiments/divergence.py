@@ -1,9 +1,12 @@
 """When a run has diverged: the suite's rule, a pure function of one epoch's numbers."""
 
 import math
+from collections.abc import Iterable, Sequence
 
 
-def first_divergent_step(step_rows, train_loss, val_loss, applies_nonfinite):
+def first_divergent_step(
+    step_rows: Iterable[Sequence[float]], train_loss: float, val_loss: float, applies_nonfinite: bool
+) -> int | None:
     """The 1-based position, within an epoch, of the step at which the run diverged; None if it did not.
 
     A step diverges when its loss is not finite, or, when non-finite gradients are applied

@@ -27,7 +27,7 @@ STEP_COLUMNS = ("epoch", "step") + STEP_FIELDS
 TIMING_COLUMNS = ("epoch", "seconds")
 
 
-def float32_text(value):
+def float32_text(value: float) -> str:
     """Shortest text that reads back as the same float32 (`nan`, `inf` included)."""
     return repr(float(np.float32(value)))
 
@@ -50,16 +50,16 @@ class EpochRecord:
     steps: np.ndarray
     seconds: float
 
-    def metric_row(self):
+    def metric_row(self) -> list:
         return [self.epoch, *map(float32_text, dataclasses.astuple(self.metrics))]
 
-    def step_rows(self):
+    def step_rows(self) -> list[list]:
         return [[self.epoch, self.first_step + i + 1, *map(float32_text, row)] for i, row in enumerate(self.steps)]
 
-    def timing_row(self):
+    def timing_row(self) -> list:
         return [self.epoch, f"{self.seconds:.3f}"]
 
-    def summary(self):
+    def summary(self) -> str:
         m = self.metrics
         return (f"loss {m.train_loss:.4f}  val_accuracy {m.val_accuracy:.4f}  grad_norm {m.grad_norm:.3g}  "
                 f"clip_rate {m.clip_rate:.2f}  ({self.seconds:.3f}s)")

@@ -8,12 +8,13 @@ metrics are those `evaluate` reports, summed in its order.
 
 import weakref
 
+import keras
 import tensorflow as tf
 
 _FUNCTIONS = weakref.WeakKeyDictionary()
 
 
-def evaluate_arrays(model, x, y, batch_size):
+def evaluate_arrays(model: keras.Model, x, y, batch_size: int) -> dict[str, float]:
     """`model.evaluate(x, y, batch_size=batch_size, return_dict=True)` for a model on one device.
 
     Args:

@@ -18,8 +18,10 @@ import json
 import tensorflow as tf
 
 from keras_stability.datasets import load_dataset
+from keras_stability.experiments.schema import DatasetConfig, RunConfig
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
+from keras_stability.model import StabilizedModel
 
 MODELS_KEPT = 4
 SPLITS_KEPT = 4
@@ -50,7 +52,7 @@ _MODELS = LeastRecentlyUsed(MODELS_KEPT)
 _SPLITS = LeastRecentlyUsed(SPLITS_KEPT)
 
 
-def training_shape(config, steps_per_epoch, task):
+def training_shape(config: RunConfig, steps_per_epoch: int, task: str) -> str:
     """What decides a run's compiled graph: everything but its seed, experiment name and dataset."""
     trained = config.model_dump(mode="json", include={"model", "optimizer", "stabilizer", "training"})
     return json.dumps([trained, steps_per_epoch, task], sort_keys=True)
@@ -81,7 +83,7 @@ class CachedModel:
             self.model.step_log.drain()  # rows a failed run left behind
 
 
-def model_for_run(config, steps_per_epoch, task):
+def model_for_run(config: RunConfig, steps_per_epoch: int, task: str) -> StabilizedModel:
     """A compiled `StabilizedModel` for `config` in the state a new one would have.
 
     Call `keras.utils.set_random_seed(seed)` first, as for `compiled_model`; under a distribution
@@ -103,7 +105,7 @@ class DeviceSplits:
         self.x_test, self.y_test = tf.convert_to_tensor(splits.x_test), tf.convert_to_tensor(splits.y_test)
 
 
-def splits_for_run(dataset_config, seed):
+def splits_for_run(dataset_config: DatasetConfig, seed: int) -> DeviceSplits:
     """The run's dataset, loaded once per dataset configuration (and seed, where it matters) and process."""
     key = (dataset_config.model_dump_json(), None if dataset_config.name in SEED_INDEPENDENT else seed)
     return _SPLITS.get(key, lambda: DeviceSplits(load_dataset(dataset_config, seed)))

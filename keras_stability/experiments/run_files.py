@@ -81,7 +81,7 @@ class RunFiles:
     problem: str | None = None
 
 
-def inspect_run(directory):
+def inspect_run(directory: str) -> RunFiles:
     """Judges the files of one run directory (it never raises for what it finds in them)."""
     try:
         meta = read_meta(directory)

@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -36,6 +37,7 @@ from keras_stability.experiments.evaluation import evaluate_arrays
 from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
 from keras_stability.experiments.run_files import CSV_COLUMNS, TERMINAL_STATUSES, Progress, inspect_run
+from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 
 __all__ = ["METRIC_COLUMNS", "STEP_COLUMNS", "TERMINAL_STATUSES", "fit_epoch", "run_one"]
@@ -99,7 +101,10 @@ class Run:
                 os.unlink(path)
 
 
-def run_one(results_root, config, variant, seed, log=print, on_epoch=None):
+def run_one(
+    results_root: str, config: RunConfig, variant: str, seed: int,
+    log: Callable[[str], None] = print, on_epoch: Callable[[int, dict], str | None] | None = None,
+) -> str:
     """Runs (or resumes, or skips) one run.
 
     Args:

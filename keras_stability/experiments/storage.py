@@ -48,7 +48,7 @@ def atomic_write_csv(path, columns, rows):
     atomic_write_text(path, buffer.getvalue())
 
 
-def append_csv(path, columns, rows):
+def append_csv(path: str, columns: tuple[str, ...], rows: list[list]) -> None:
     """Appends `rows` to the CSV at `path`, starting it with the `columns` header if it is new or empty.
 
     Not atomic: a crash can leave part of a row. Callers record the size after each append (see
@@ -65,7 +65,7 @@ def append_csv(path, columns, rows):
         os.fsync(stream.fileno())
 
 
-def file_size(path):
+def file_size(path: str) -> int:
     """Bytes in `path`; 0 if it does not exist."""
     try:
         return os.path.getsize(path)
@@ -73,7 +73,7 @@ def file_size(path):
         return 0
 
 
-def truncate(path, size):
+def truncate(path: str, size: int) -> None:
     """Cuts `path` back to its first `size` bytes (what a recorded append ended at)."""
     with open(path, "r+b") as stream:
         stream.truncate(size)
