@@ -81,7 +81,8 @@ def run_experiment(code, experiment, overrides, results):
     for override in overrides:
         command += ["--set", override]
     started = time.perf_counter()
-    completed = subprocess.run(command, env=child_environment(code), capture_output=True, text=True)
+    # In `code`'s directory: `python -m` puts the working directory ahead of PYTHONPATH.
+    completed = subprocess.run(command, cwd=code, env=child_environment(code), capture_output=True, text=True)
     wall = time.perf_counter() - started
     if completed.returncode != 0:
         raise SystemExit(f"`{' '.join(command)}` failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-2000:]}")
