@@ -93,6 +93,24 @@ def test_two_runs_give_identical_bytes(tmp_path):
             assert read(tmp_path / "first", variant, name) == read(tmp_path / "second", variant, name), (variant, name)
 
 
+def test_results_do_not_depend_on_what_ran_before_in_the_process_nor_on_jobs(tmp_path):
+    # The process keeps one compiled model per training shape and re-initialises it for each run;
+    # here it first trains a run that is pruned after one epoch, then all runs in reverse order.
+    path = experiment_file(tmp_path, TINY.replace("seeds: [0]", "seeds: [0, 1]"))
+    runs = load_experiment(path).runs()
+    variant, seed, config = runs[-1]
+    assert run_one(str(tmp_path / "pruned"), config, variant, seed, log=lambda _: None,
+                   on_epoch=lambda epoch, values: "enough") == "pruned"
+    for variant, seed, config in reversed(runs):
+        assert run_one(str(tmp_path / "reversed"), config, variant, seed, log=lambda _: None) == "done"
+    jobs = cli("run", path, "--results", str(tmp_path / "jobs"), "--jobs", "2", "--no-progress")
+    assert jobs.wait(timeout=300) == 0, jobs.stderr.read()
+    for variant, seed, _ in runs:
+        for name in DETERMINISTIC_FILES:
+            assert read(tmp_path / "reversed", variant, name, seed) == read(tmp_path / "jobs", variant, name, seed), (
+                variant, seed, name)
+
+
 def test_finished_runs_are_skipped_and_conflicts_refused(tmp_path):
     path = experiment_file(tmp_path)
     run_all(path, tmp_path / "results")
@@ -139,14 +157,15 @@ def wait_for(predicate, timeout=120):
 
 
 def test_kill_9_mid_run_then_resume_ends_identical(tmp_path):
-    path = experiment_file(tmp_path, TINY.replace("epochs: 3", "epochs: 6").replace("train_size: 800", "train_size: 4000"))
+    # 20 epochs of 40 steps: long enough (about a second) to be killed in the middle.
+    path = experiment_file(tmp_path, TINY.replace("epochs: 3", "epochs: 20").replace("train_size: 800", "train_size: 4000"))
     reference = cli("run", path, "--results", str(tmp_path / "reference"), "--no-progress")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
 
     victim = cli("run", path, "--results", str(tmp_path / "results"), "--no-progress")
     progress = tmp_path / "results" / "tiny" / "no_clip" / "seed-0" / "progress.json"
     wait_for(lambda: progress.exists() and json.loads(progress.read_text())["epochs_done"] >= 2)
-    time.sleep(0.3)  # into the next epoch
+    time.sleep(0.1)  # into the next epoch
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     meta = json.loads(read(tmp_path / "results", "no_clip", "meta.json"))
@@ -219,3 +238,11 @@ def test_mirrored_training_equals_one_device(tmp_path, two_replicas):
             a = np.genfromtxt(io.BytesIO(read(tmp_path / "single", variant, name)), delimiter=",", skip_header=1)
             b = np.genfromtxt(io.BytesIO(read(tmp_path / "mirrored", variant, name)), delimiter=",", skip_header=1)
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=f"{variant} {name}")
+
+
+def test_multi_worker_is_refused_with_what_to_do():
+    from keras_stability.experiments.schema import TrainingConfig
+    from keras_stability.experiments.training import distribution_strategy
+
+    with pytest.raises(ValueError, match=r"multi-worker training was removed .* Received: distribute='multi_worker'"):
+        distribution_strategy(TrainingConfig.model_construct(distribute="multi_worker"))

@@ -3,22 +3,26 @@
 Layout of `results/<experiment>/<variant>/seed-<n>/`:
 
 - `config.yaml`   the fully resolved run configuration;
-- `meta.json`     status (running / done / diverged / failed), provenance, timings, test scores;
+- `meta.json`     status (running / done / diverged / pruned / failed), provenance, timings, test scores;
 - `metrics.csv`   one row per epoch, `METRIC_COLUMNS` (deterministic: no wall time);
 - `steps.csv`     one row per training step, `STEP_COLUMNS`;
 - `timing.csv`    seconds per epoch (wall time, so it differs between identical runs);
-- `checkpoint-epoch-<k>.keras` and `progress.json`: the last completed epoch, for resuming (the
+- `checkpoint-epoch-<k>.npz` and `progress.json`: the last completed epoch, for resuming (the
   checkpoint is deleted once the run has finished).
 
-Every file is replaced atomically. `progress.json` is written last at each epoch end, so a run
-killed at any moment resumes from a consistent epoch and ends with the same bytes as an
-uninterrupted run.
+The CSVs grow by appending each epoch's rows; every other file is replaced atomically.
+`progress.json` is written last at each epoch end and records the CSVs' sizes, so a run killed at
+any moment resumes from a consistent epoch (rows appended after it are cut off) and ends with the
+same bytes as an uninterrupted run. Damaged files are found by `run_files.inspect_run`.
 """
 
+import dataclasses
 import glob
 import math
 import os
+import random
 import time
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -26,29 +30,20 @@ import pydantic
 import tensorflow as tf
 import yaml
 
-from keras_stability.datasets import load_dataset
 from keras_stability.epoch_loop import train_epoch
-from keras_stability.experiments import run_store, storage
+from keras_stability.experiments import checkpoint, run_store, storage
+from keras_stability.experiments.divergence import first_divergent_step
+from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
+from keras_stability.experiments.evaluation import evaluate_arrays
 from keras_stability.experiments.loading import field_annotation, unwrap
 from keras_stability.experiments.provenance import provenance
+from keras_stability.experiments.run_cache import model_for_run, splits_for_run
+from keras_stability.experiments.run_files import CSV_COLUMNS, TERMINAL_STATUSES, Progress, inspect_run
 from keras_stability.experiments.schema import RunConfig
-from keras_stability.experiments.training import compiled_model, distribution_strategy, epoch_dataset, nonfinite_policy
+from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
-from keras_stability.step_log import STEP_FIELDS
 
-METRIC_COLUMNS = (
-    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-    "grad_norm", "clipped_norm", "clip_rate", "nonfinite_steps", "lr",
-)
-STEP_COLUMNS = ("epoch", "step") + STEP_FIELDS
-TIMING_COLUMNS = ("epoch", "seconds")
-FINISHED = ("done", "diverged", "pruned")
-
-
-def number(value):
-    """Shortest text that reads back as the same float32 (`nan`, `inf` included)."""
-    return repr(float(np.float32(value)))
-
+__all__ = ["METRIC_COLUMNS", "STEP_COLUMNS", "TERMINAL_STATUSES", "fit_epoch", "run_one"]
 
 # Settings of the experiment as a whole: editing them (adding seeds, say) leaves finished runs valid.
 EXPERIMENT_LEVEL = ("seeds", "description", "baseline")
@@ -89,17 +84,18 @@ def used_keys(section, mapping):
 
 
 def configure_determinism(seed):
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    """Seeds what a run draws from, and makes TensorFlow's kernels deterministic.
 
-
-def seed_states(model):
-    """The states of the model's random seed generators (dropout), in a fixed order.
-
-    `model.save` does not store them, so the runner keeps them beside the checkpoint; without them a
-    resumed run would draw different dropout masks.
+    Keras draws each initializer's and dropout layer's seed from Python's `random` when the layer is
+    built; NumPy is seeded as `keras.utils.set_random_seed` seeds it. TensorFlow's global seed is
+    left alone: setting it clears TensorFlow's kernel cache (`Context._set_global_seed`), which
+    made every run re-instantiate its traced epoch and evaluation functions (0.3–0.8 s a run on the
+    doc-002 MLP), and nothing a run trains reads it (Keras 3 draws stateless random numbers from
+    explicit seeds; with op determinism on, a random op that needed it would fail, not vary).
     """
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def current_learning_rate(model):
@@ -107,7 +103,7 @@ def current_learning_rate(model):
 
 
 class Run:
-    """One run's directory and the rows it has written so far."""
+    """One run's directory."""
 
     def __init__(self, results_root, config, variant, seed):
         self.config, self.variant, self.seed = config, variant, seed
@@ -117,17 +113,23 @@ class Run:
     def path(self, name):
         return os.path.join(self.directory, name)
 
-    def meta(self):
-        return storage.read_json(self.path("meta.json"), {})
-
     def write_meta(self, meta):
         storage.atomic_write_json(self.path("meta.json"), meta)
 
     def checkpoints(self):
-        return sorted(glob.glob(self.path("checkpoint-epoch-*.keras")))
+        return sorted(glob.glob(self.path("checkpoint-epoch-*")))
+
+    def discard_training(self):
+        """Removes what training wrote (CSVs, progress, checkpoints), to train the run from scratch."""
+        for path in [*(self.path(name) for name in (*CSV_COLUMNS, "progress.json")), *self.checkpoints()]:
+            if os.path.exists(path):
+                os.unlink(path)
 
 
-def run_one(results_root, config, variant, seed, log=print, on_epoch=None):
+def run_one(
+    results_root: str, config: RunConfig, variant: str, seed: int,
+    log: Callable[[str], None] = print, on_epoch: Callable[[int, dict], str | None] | None = None,
+) -> str:
     """Runs (or resumes, or skips) one run.
 
     Args:
@@ -151,24 +153,29 @@ def run_one(results_root, config, variant, seed, log=print, on_epoch=None):
 
 def locked_run(run, log, on_epoch):
     text = resolved_config_text(run.config, run.variant, run.seed)
-    if os.path.exists(run.path("config.yaml")):
+    files = inspect_run(run.directory)
+    if os.path.exists(run.path("config.yaml")) and files.damaged_file != "config.yaml":
         with open(run.path("config.yaml"), encoding="utf-8") as stream:
             existing = stream.read()
         if what_the_run_trains(existing) != what_the_run_trains(text):
             log(f"{run.label}: {run.directory} holds a run of a different configuration; "
                 "delete it or choose another --results directory")
             return "failed"
-        if run.meta().get("status") in FINISHED:
+        if files.state == "finished":
             if existing != text:  # a new description, baseline or seed list, for the report
                 storage.atomic_write_text(run.path("config.yaml"), text)
             return "skipped"
+    if files.state == "damaged":
+        damaged = run.path(files.damaged_file)
+        log(f"{run.label}: {damaged} is damaged ({files.problem}); training the run again from scratch")
+        run.discard_training()
     storage.atomic_write_text(run.path("config.yaml"), text)
-    meta = {**run.meta(), **provenance(), **factory_provenance(run.config),
+    meta = {**files.meta, **provenance(), **factory_provenance(run.config),
             "experiment": run.config.name, "variant": run.variant, "seed": run.seed}
     meta.update(status="running", started=meta.get("started", time.time()), error=None)
     run.write_meta(meta)
     try:
-        meta.update(train(run, meta, log, on_epoch))
+        meta.update(train(run, files.progress, log, on_epoch))
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
         raise
@@ -178,7 +185,7 @@ def locked_run(run, log, on_epoch):
     finally:
         meta["finished"] = time.time()
         run.write_meta(meta)
-    if meta["status"] in FINISHED:
+    if meta["status"] in TERMINAL_STATUSES:
         # Only now: a run killed before its final meta.json resumes from the last checkpoint.
         for old in run.checkpoints():
             os.unlink(old)
@@ -197,77 +204,102 @@ def fit_epoch(model, training, x_train, y_train, order, epoch):
     return {name: values[-1] for name, values in history.items()}
 
 
-def train(run, meta, log, on_epoch=None):
+def evaluate(model, training, x, y):
+    """Loss and accuracy on (x, y), as Keras `evaluate` reports them."""
+    batch_size = max(training.batch_size, 500)
+    if training.distribute == "none":
+        return evaluate_arrays(model, x, y, batch_size)
+    return model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+
+
+def train_one_epoch(model, training, data, seed, epoch, steps_per_epoch):
+    """Trains and validates epoch `epoch`; returns its `EpochRecord`."""
+    started = time.perf_counter()
+    order = np.random.default_rng([seed, epoch]).permutation(len(data.splits.y_train))
+    history = fit_epoch(model, training, data.x_train, data.y_train, order, epoch)
+    validation = evaluate(model, training, data.x_val, data.y_val)
+    metrics = EpochMetrics(
+        train_loss=history["loss"], train_accuracy=history["accuracy"],
+        val_loss=validation["loss"], val_accuracy=validation["accuracy"],
+        grad_norm=history["grad_norm"], clipped_norm=history["clipped_norm"], clip_rate=history["clip_rate"],
+        nonfinite_steps=history["nonfinite_steps"], lr=current_learning_rate(model),
+    )
+    steps = model.step_log.drain()
+    return EpochRecord(epoch, (epoch - 1) * steps_per_epoch, metrics, steps, time.perf_counter() - started)
+
+
+def save_epoch(run, model, record, diverged_at):
+    """Appends the epoch's rows, checkpoints the state, then commits both with progress.json."""
+    for name, rows in (("metrics.csv", [record.metric_row()]), ("steps.csv", record.step_rows()),
+                       ("timing.csv", [record.timing_row()])):
+        storage.append_csv(run.path(name), CSV_COLUMNS[name], rows)
+    name = f"checkpoint-epoch-{record.epoch:04d}.npz"
+    checkpoint.save(run.path(name), model)
+    sizes = {csv_name: storage.file_size(run.path(csv_name)) for csv_name in CSV_COLUMNS}
+    progress = Progress(record.epoch, name, sizes, diverged_at)
+    storage.atomic_write_json(run.path("progress.json"), dataclasses.asdict(progress))
+    for old in run.checkpoints():
+        if not old.endswith(name):
+            os.unlink(old)
+
+
+def restore(run, model, progress, log):
+    """Puts the model and the CSVs back to the state after `progress`; the progress resumed from, or
+    None (the run then starts from scratch) when there is none or its checkpoint is damaged."""
+    if progress is not None:
+        try:
+            checkpoint.load(run.path(progress.checkpoint), model)
+        except checkpoint.CheckpointError as error:
+            log(f"{run.label}: {error}; training the run again from scratch")
+        else:
+            for name, size in progress.csv_sizes.items():
+                storage.truncate(run.path(name), size)
+            log(f"{run.label}: resuming after epoch {progress.epochs_done}")
+            return progress
+    run.discard_training()
+    return None
+
+
+def train(run, progress, log, on_epoch=None):
+    """Trains the run from `progress` (or from scratch); returns what meta.json gets at the end."""
     config, training = run.config, run.config.training
     configure_determinism(run.seed)
-    splits = load_dataset(config.dataset, run.seed)
-    steps_per_epoch = math.ceil(len(splits.y_train) / training.batch_size)
-    progress = storage.read_json(run.path("progress.json"), {"epochs_done": 0})
-    done = progress["epochs_done"]
+    data = splits_for_run(config.dataset, run.seed)
+    steps_per_epoch = math.ceil(len(data.splits.y_train) / training.batch_size)
     with distribution_strategy(training).scope():
-        if done:
-            model = keras.models.load_model(run.path(progress["checkpoint"]))
-            for variable, state in zip(seed_states(model), progress["seed_states"], strict=True):
-                variable.assign(np.asarray(state, dtype=variable.dtype))
-            log(f"{run.label}: resuming after epoch {done}")
-        else:
-            model = compiled_model(config, steps_per_epoch, splits.task)
-    keep = lambda rows: [row for row in rows if int(row[0]) <= done]  # noqa: E731
-    metrics, steps, timing = (keep(storage.read_csv_rows(run.path(name))) for name in ("metrics.csv", "steps.csv", "timing.csv"))
-    diverged_at = meta.get("diverged_at_step") if done else None
+        model = model_for_run(config, steps_per_epoch, data.splits.task)
+    progress = restore(run, model, progress, log)
+    done, diverged_at = (progress.epochs_done, progress.diverged_at_step) if progress else (0, None)
     applies_nonfinite = nonfinite_policy(config.stabilizer) == "propagate"
     pruned = None
-    x_train, y_train = tf.convert_to_tensor(splits.x_train), tf.convert_to_tensor(splits.y_train)
-
-    for epoch in range(done + 1, training.epochs + 1):
-        started = time.perf_counter()
-        order = np.random.default_rng([run.seed, epoch]).permutation(len(splits.y_train))
-        history = fit_epoch(model, training, x_train, y_train, order, epoch)
-        validation = model.evaluate(splits.x_val, splits.y_val, batch_size=max(training.batch_size, 500), verbose=0, return_dict=True)
-        step_rows = model.step_log.drain()
-        first_step = (epoch - 1) * steps_per_epoch
-        steps += [[epoch, first_step + i + 1, *map(number, row)] for i, row in enumerate(step_rows)]
-        values = [history["loss"], history["accuracy"], validation["loss"], validation["accuracy"],
-                  history["grad_norm"], history["clipped_norm"], history["clip_rate"],
-                  history["nonfinite_steps"], current_learning_rate(model)]
-        metrics.append([epoch, *map(number, values)])
-        timing.append([epoch, f"{time.perf_counter() - started:.3f}"])
-        # A non-finite gradient that was applied puts NaN or inf into the weights; the loss can stay
-        # finite after it (oneDNN's ReLU turns NaN into 0), so such a step is divergence too.
-        bad = [i for i, row in enumerate(step_rows) if not np.isfinite(row[0]) or (applies_nonfinite and not np.isfinite(row[1]))]
-        if diverged_at is None and (bad or not (np.isfinite(values[0]) and np.isfinite(values[2]))):
-            diverged_at = first_step + (bad[0] + 1 if bad else len(step_rows))
-        checkpoint = f"checkpoint-epoch-{epoch:04d}.keras"
-        model.save(run.path(".tmp-" + checkpoint))
-        os.replace(run.path(".tmp-" + checkpoint), run.path(checkpoint))
-        storage.atomic_write_csv(run.path("metrics.csv"), METRIC_COLUMNS, metrics)
-        storage.atomic_write_csv(run.path("steps.csv"), STEP_COLUMNS, steps)
-        storage.atomic_write_csv(run.path("timing.csv"), TIMING_COLUMNS, timing)
-        states = [np.asarray(v.numpy()).tolist() for v in seed_states(model)]
-        storage.atomic_write_json(run.path("progress.json"), {"epochs_done": epoch, "checkpoint": checkpoint, "seed_states": states})
-        meta.update(epochs_done=epoch, diverged_at_step=diverged_at)
-        run.write_meta(meta)
-        for old in run.checkpoints():
-            if not old.endswith(checkpoint):
-                os.unlink(old)
-        log(f"{run.label} epoch {epoch}/{training.epochs}  loss {values[0]:.4f}  val_accuracy {values[3]:.4f}  "
-            f"grad_norm {values[4]:.3g}  clip_rate {values[6]:.2f}  ({timing[-1][1]}s)")
+    # A run resumed after the epoch it diverged in has nothing left to train.
+    last = done if diverged_at is not None and training.stop_on_divergence else training.epochs
+    for epoch in range(done + 1, last + 1):
+        record = train_one_epoch(model, training, data, run.seed, epoch, steps_per_epoch)
+        m = record.metrics
+        if diverged_at is None:
+            at = first_divergent_step(record.steps, m.train_loss, m.val_loss, applies_nonfinite)
+            diverged_at = None if at is None else record.first_step + at
+        save_epoch(run, model, record, diverged_at)
+        done = epoch
+        log(f"{run.label} epoch {epoch}/{training.epochs}  {record.summary()}")
         if diverged_at is not None and training.stop_on_divergence:
             log(f"{run.label}: diverged at step {diverged_at}; stopping this run")
             break
-        pruned = on_epoch(epoch, dict(zip(METRIC_COLUMNS[1:], values))) if on_epoch is not None else None
+        pruned = on_epoch(epoch, dataclasses.asdict(m)) if on_epoch is not None else None
         if pruned:
             log(f"{run.label}: pruned after epoch {epoch}: {pruned}")
             break
 
-    test = model.evaluate(splits.x_test, splits.y_test, batch_size=max(training.batch_size, 500), verbose=0, return_dict=True)
-    seconds = [float(row[1]) for row in timing]
+    test = evaluate(model, training, data.x_test, data.y_test)
+    seconds = [float(row[1]) for row in storage.read_csv_rows(run.path("timing.csv"))]
     return {
         "status": "diverged" if diverged_at is not None else "pruned" if pruned else "done",
+        "epochs_done": done,
         "pruned_reason": pruned or None,
         "diverged_at_step": diverged_at,
         "steps_per_epoch": steps_per_epoch,
-        "dataset_source": splits.source,
+        "dataset_source": data.splits.source,
         "test": {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])},
         "timings": {"seconds_total": sum(seconds), "seconds_per_epoch": sum(seconds) / max(1, len(seconds))},
     }

@@ -48,6 +48,39 @@ def atomic_write_csv(path, columns, rows):
     atomic_write_text(path, buffer.getvalue())
 
 
+def append_csv(path: str, columns: tuple[str, ...], rows: list[list]) -> None:
+    """Appends `rows` to the CSV at `path`, starting it with the `columns` header if it is new or empty.
+
+    Not atomic: a crash can leave part of a row. Callers record the size after each append (see
+    `file_size`) and cut the file back to it (`truncate`) before appending again.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if file_size(path) == 0:
+        writer.writerow(columns)
+    writer.writerows(rows)
+    with open(path, "ab") as stream:
+        stream.write(buffer.getvalue().encode("utf-8"))
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def file_size(path: str) -> int:
+    """Bytes in `path`; 0 if it does not exist."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def truncate(path: str, size: int) -> None:
+    """Cuts `path` back to its first `size` bytes (what a recorded append ended at)."""
+    with open(path, "r+b") as stream:
+        stream.truncate(size)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
 def read_json(path, default=None):
     try:
         with open(path, encoding="utf-8") as stream:

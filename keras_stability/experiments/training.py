@@ -35,26 +35,31 @@ def ensure_logical_cpus(count):
 
 
 @functools.lru_cache(maxsize=None)
-def cached_strategy(kind, devices):
+def cached_strategy(devices):
     # One strategy object per device set and process: separate MirroredStrategy objects reuse
     # collective-op keys and clash.
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.MirroredStrategy(list(devices))
 
 
 def distribution_strategy(training):
     """The `tf.distribute` strategy for `training.distribute`; the default strategy for "none".
 
-    "mirrored" uses every GPU, or else every logical CPU (see `logical_cpus`); "multi_worker" reads the
-    cluster from the TF_CONFIG environment variable, one `keras-stability run` per worker.
+    "mirrored" uses every GPU, or else every logical CPU (see `logical_cpus`). There is no
+    multi-worker training: `MultiWorkerMirroredStrategy` must be created before TensorFlow runs its
+    first op in the process ("Collective ops must be configured at program startup"), which a
+    process that trains many runs, one configuration after another, cannot promise.
     """
     if training.distribute == "none":
         return tf.distribute.get_strategy()
+    if training.distribute != "mirrored":
+        raise ValueError(
+            "training.distribute must be 'none' or 'mirrored'; multi-worker training was removed (see the "
+            f"README's Data-parallel training). Received: distribute={training.distribute!r}."
+        )
     if training.logical_cpus:
         ensure_logical_cpus(training.logical_cpus)
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-    return cached_strategy(training.distribute, tuple(device.name for device in devices))
+    return cached_strategy(tuple(device.name for device in devices))
 
 
 def epoch_dataset(x, y, order, batch_size):

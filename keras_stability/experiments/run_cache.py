@@ -1,0 +1,117 @@
+"""What one process keeps between runs: compiled models by training shape, and dataset splits.
+
+A run's first epoch used to trace its epoch and evaluation functions anew (1–2 s for the doc-002
+MLP, against 0.09 s for the epoch's steps), and to reload its dataset. Runs of one experiment that
+differ only in their seed train the same graph, so the process keeps one compiled model per training
+shape and re-initialises its variables for each run exactly as a fresh build would set them: the
+model's weights and dropout seed states drawn anew from the run's seed, the optimizer's variables
+(iterations, slots, the transform's state, the non-finite counter) set back to their initial values.
+Results stay byte-identical whatever ran before in the process (tested).
+
+Both caches hold a few entries, least recently used first out, so memory stays bounded however many
+runs one process trains.
+"""
+
+import collections
+import json
+
+import tensorflow as tf
+
+from keras_stability.datasets import load_dataset
+from keras_stability.experiments.schema import DatasetConfig, RunConfig
+from keras_stability.experiments.training import compiled_model
+from keras_stability.experiments.zoo import build_model
+from keras_stability.model import StabilizedModel
+
+MODELS_KEPT = 4
+SPLITS_KEPT = 4
+# Datasets whose splits do not depend on the run seed (SPLIT_SEED fixes them), so one load serves
+# every seed; any other dataset is loaded per seed, as the adding problem must be.
+SEED_INDEPENDENT = frozenset({"mnist_small", "mnist", "fashion_mnist"})
+
+
+class LeastRecentlyUsed:
+    """A dict of at most `capacity` entries that forgets the least recently used one."""
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.entries = collections.OrderedDict()
+
+    def get(self, key, make):
+        value = self.entries.pop(key) if key in self.entries else make()
+        self.entries[key] = value
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return value
+
+    def clear(self):
+        self.entries.clear()
+
+
+_MODELS = LeastRecentlyUsed(MODELS_KEPT)
+_SPLITS = LeastRecentlyUsed(SPLITS_KEPT)
+
+
+def training_shape(config: RunConfig, steps_per_epoch: int, task: str) -> str:
+    """What decides a run's compiled graph: everything but its seed, experiment name and dataset."""
+    trained = config.model_dump(mode="json", include={"model", "optimizer", "stabilizer", "training"})
+    return json.dumps([trained, steps_per_epoch, task], sort_keys=True)
+
+
+class CachedModel:
+    """A compiled `StabilizedModel` and the initial values of its optimizer's variables."""
+
+    def __init__(self, config, steps_per_epoch, task):
+        self.model = compiled_model(config, steps_per_epoch, task)
+        # Built now, not in the first traced step, so that its initial state can be kept.
+        self.model.optimizer.build(self.model.trainable_variables)
+        self.initial_optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
+        self.fresh = True
+
+    def reinitialise(self, config):
+        """Sets every variable as `compiled_model` would after `keras.utils.set_random_seed`."""
+        if self.fresh:  # just built from the run's seed
+            self.fresh = False
+            return
+        template = build_model(config.model)
+        for variable, value in zip(self.model.variables, template.variables, strict=True):
+            variable.assign(value)
+        for variable, value in zip(self.model.optimizer.variables, self.initial_optimizer_state, strict=True):
+            variable.assign(value)
+        self.model.reset_metrics()
+        if self.model.step_log is not None:
+            self.model.step_log.drain()  # rows a failed run left behind
+
+
+def model_for_run(config: RunConfig, steps_per_epoch: int, task: str) -> StabilizedModel:
+    """A compiled `StabilizedModel` for `config` in the state a new one would have.
+
+    Call `keras.utils.set_random_seed(seed)` first, as for `compiled_model`; under a distribution
+    strategy, call it inside the strategy's scope.
+    """
+    key = training_shape(config, steps_per_epoch, task)
+    cached = _MODELS.get(key, lambda: CachedModel(config, steps_per_epoch, task))
+    cached.reinitialise(config)
+    return cached.model
+
+
+class DeviceSplits:
+    """A dataset's `Splits`, with its arrays also as tensors that stay on the device between runs."""
+
+    def __init__(self, splits):
+        self.splits = splits
+        self.x_train, self.y_train = tf.convert_to_tensor(splits.x_train), tf.convert_to_tensor(splits.y_train)
+        self.x_val, self.y_val = tf.convert_to_tensor(splits.x_val), tf.convert_to_tensor(splits.y_val)
+        self.x_test, self.y_test = tf.convert_to_tensor(splits.x_test), tf.convert_to_tensor(splits.y_test)
+
+
+def splits_for_run(dataset_config: DatasetConfig, seed: int) -> DeviceSplits:
+    """The run's dataset, loaded once per dataset configuration (and seed, where it matters) and process."""
+    key = (dataset_config.model_dump_json(), None if dataset_config.name in SEED_INDEPENDENT else seed)
+    return _SPLITS.get(key, lambda: DeviceSplits(load_dataset(dataset_config, seed)))
+
+
+def forget_everything():
+    """Drops every cached model and dataset (for tests and memory measurements)."""
+    _MODELS.clear()
+    _SPLITS.clear()

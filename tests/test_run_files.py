@@ -1,0 +1,176 @@
+"""Damaged results on the run side: `run` names the damaged file and trains the run again, never a
+traceback and never a damaged run skipped as finished; checkpoints hold the whole training state.
+
+Every case damages a copy of a real run and checks that running it again ends with the bytes of an
+undamaged run.
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from keras_stability.experiments import checkpoint
+from keras_stability.experiments.loading import load_experiment
+from keras_stability.experiments.run_files import inspect_run
+from keras_stability.experiments.runner import run_one
+
+EXPERIMENT = """\
+name: tiny
+seeds: [0]
+dataset: {name: mnist_small, train_size: 800}
+model: {name: mlp, hidden: [16], dropout: 0.1}
+optimizer: {name: sgd, learning_rate: 0.1, momentum: 0.9, schedule: {name: cosine}}
+training: {epochs: 3, batch_size: 100}
+variants:
+  clipped:
+    stabilizer:
+      transforms: [{name: adaptive_clip, clip_factor: 0.05}, {name: zclip, warmup: 3}]
+"""
+DETERMINISTIC = ("metrics.csv", "steps.csv", "config.yaml")
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+def stop_after(epochs):
+    def on_epoch(epoch, values):
+        if epoch == epochs:
+            raise Interrupt()
+
+    return on_epoch
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A finished run and the same run interrupted after its second epoch (checkpoint kept)."""
+    root = tmp_path_factory.mktemp("runs")
+    path = root / "tiny.yaml"
+    path.write_text(EXPERIMENT)
+    (variant, seed, config), = load_experiment(str(path)).runs()
+    assert run_one(str(root / "finished"), config, variant, seed, log=lambda _: None) == "done"
+    with pytest.raises(Interrupt):
+        run_one(str(root / "interrupted"), config, variant, seed, log=lambda _: None, on_epoch=stop_after(2))
+    return root, config
+
+
+def copy_of(runs, tmp_path, which):
+    root, config = runs
+    shutil.copytree(root / which, tmp_path / which)
+    return tmp_path / which / "tiny" / "clipped" / "seed-0", config
+
+
+def rerun(tmp_path, which, config):
+    messages = []
+    outcome = run_one(str(tmp_path / which), config, "clipped", 0, log=messages.append)
+    return outcome, messages
+
+
+def assert_same_as_finished(runs, directory):
+    reference = runs[0] / "finished" / "tiny" / "clipped" / "seed-0"
+    for name in DETERMINISTIC:
+        assert (directory / name).read_bytes() == (reference / name).read_bytes(), name
+    meta = json.loads((directory / "meta.json").read_text())
+    assert meta["status"] == "done" and meta["epochs_done"] == 3
+    assert not [p.name for p in directory.iterdir() if p.name.startswith("checkpoint") or p.name.startswith(".tmp-")]
+
+
+def cut_in_half(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+DAMAGE = {
+    "meta.json": lambda d: (d / "meta.json").write_text("{not json"),
+    "metrics.csv": lambda d: cut_in_half(d / "metrics.csv"),
+    "steps.csv": lambda d: cut_in_half(d / "steps.csv"),
+    "config.yaml": lambda d: (d / "config.yaml").write_bytes(b"\x00\xff: ["),
+}
+
+
+@pytest.mark.parametrize("damaged", sorted(DAMAGE))
+def test_damaged_finished_run_is_named_and_trained_again(runs, tmp_path, damaged):
+    directory, config = copy_of(runs, tmp_path, "finished")
+    DAMAGE[damaged](directory)
+    assert inspect_run(str(directory)).damaged_file == damaged
+    outcome, messages = rerun(tmp_path, "finished", config)
+    assert outcome == "done"
+    assert messages[0].startswith(f"tiny/clipped/seed-0: {directory / damaged} is damaged (")
+    assert messages[0].endswith("; training the run again from scratch")
+    assert_same_as_finished(runs, directory)
+
+
+def test_finished_run_whose_steps_disagree_with_its_meta_is_not_finished(runs, tmp_path):
+    directory, config = copy_of(runs, tmp_path, "finished")
+    meta = json.loads((directory / "meta.json").read_text())
+    (directory / "meta.json").write_text(json.dumps({**meta, "epochs_done": 4}))
+    found = inspect_run(str(directory))
+    assert (found.state, found.damaged_file) == ("damaged", "metrics.csv")
+    assert found.problem == "its epochs are not 1 to 4"
+    assert rerun(tmp_path, "finished", config)[0] == "done"
+    assert_same_as_finished(runs, directory)
+
+
+def test_sound_finished_run_is_skipped(runs, tmp_path):
+    directory, config = copy_of(runs, tmp_path, "finished")
+    assert inspect_run(str(directory)).state == "finished"
+    assert rerun(tmp_path, "finished", config) == ("skipped", [])
+
+
+def test_interrupted_run_resumes_and_cuts_rows_appended_after_its_last_epoch(runs, tmp_path):
+    directory, config = copy_of(runs, tmp_path, "interrupted")
+    found = inspect_run(str(directory))
+    assert (found.state, found.progress.epochs_done) == ("unfinished", 2)
+    with open(directory / "steps.csv", "a") as stream:
+        stream.write("3,17,2.1")  # part of a row that a kill -9 interrupted
+    outcome, messages = rerun(tmp_path, "interrupted", config)
+    assert outcome == "done" and messages[0] == "tiny/clipped/seed-0: resuming after epoch 2"
+    assert_same_as_finished(runs, directory)
+
+
+@pytest.mark.parametrize("damaged", ["progress.json", "checkpoint"])
+def test_interrupted_run_with_damaged_progress_or_checkpoint_starts_again(runs, tmp_path, damaged):
+    directory, config = copy_of(runs, tmp_path, "interrupted")
+    progress = json.loads((directory / "progress.json").read_text())
+    name = damaged if damaged == "progress.json" else progress["checkpoint"]
+    (directory / name).write_bytes(b"garbage")
+    outcome, messages = rerun(tmp_path, "interrupted", config)
+    assert outcome == "done"
+    assert str(directory / name) in messages[0] and messages[0].endswith("training the run again from scratch")
+    assert_same_as_finished(runs, directory)
+
+
+def test_progress_naming_a_missing_checkpoint_is_damage(runs, tmp_path):
+    directory, _ = copy_of(runs, tmp_path, "interrupted")
+    name = json.loads((directory / "progress.json").read_text())["checkpoint"]
+    os.unlink(directory / name)
+    found = inspect_run(str(directory))
+    assert (found.state, found.damaged_file) == ("damaged", name)
+
+
+def test_checkpoint_holds_weights_optimizer_transform_and_dropout_state(runs):
+    from keras_stability.experiments.run_cache import model_for_run
+
+    root, config = runs
+    directory = root / "interrupted" / "tiny" / "clipped" / "seed-0"
+    saved = json.loads((directory / "progress.json").read_text())["checkpoint"]
+    model = model_for_run(config, 8, "classification")
+    checkpoint.load(str(directory / saved), model)
+    paths = [v.path for v in checkpoint.state_variables(model)]
+    assert any("seed_generator_state" in p for p in paths)  # dropout
+    assert any("momentum" in p for p in paths) and any("iteration" in p for p in paths)
+    assert len(model.optimizer.transform.variables) > 0  # ZClip's running moments
+    with np.load(directory / saved) as archive:
+        for i, variable in enumerate(checkpoint.state_variables(model)):
+            np.testing.assert_array_equal(variable.numpy(), archive[f"arr_{i}"])
+    assert int(model.optimizer.iterations.numpy()) == 16  # two epochs of 8 steps
+
+
+def test_committed_results_are_sound():
+    # Every finished run in the repository's results/ passes the check a rerun applies.
+    results = os.path.join(os.path.dirname(__file__), "..", "results")
+    found = [inspect_run(os.path.join(d)) for d, _, files in os.walk(results) if "meta.json" in files]
+    assert found and all(f.state == "finished" for f in found), [f for f in found if f.state != "finished"][:3]
