@@ -47,14 +47,13 @@ import keras_stability as ks  # noqa: E402
 from keras_stability.datasets import load_dataset  # noqa: E402
 from keras_stability.experiments.schema import (  # noqa: E402
     ClipByGlobalNormSpec,
-    DatasetConfig,
-    ModelConfig,
     OptimizerConfig,
     RunConfig,
     StabilizerConfig,
     TrainingConfig,
 )
 from keras_stability.experiments.runner import fit_epoch  # noqa: E402
+from keras_stability.experiments.sections import DATASET_SPECS, MODEL_SPECS  # noqa: E402
 from keras_stability.experiments.training import compiled_model  # noqa: E402
 from keras_stability.experiments.zoo import build_model  # noqa: E402
 
@@ -72,7 +71,7 @@ def loss_fn():
 def raw_contender(model_name, x, y, use_tf_data=False):
     """The whole epoch in one tf.function: batches gathered in the graph, or read from `tf.data`."""
     keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig(name=model_name))
+    model = build_model(MODEL_SPECS[model_name]())
     optimizer = keras.optimizers.SGD(LEARNING_RATE)
     optimizer.build(model.trainable_variables)
     compute_loss = loss_fn()
@@ -111,7 +110,7 @@ def raw_tf_data(model_name, x, y):
 
 def keras_fit(model_name, x, y):
     keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig(name=model_name))
+    model = build_model(MODEL_SPECS[model_name]())
     model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE, global_clipnorm=MAX_NORM), loss=loss_fn())
 
     def epoch():
@@ -125,7 +124,7 @@ def runner_default(model_name, x, y, jit_compile=False):
     keras.utils.set_random_seed(0)
     steps = -(-len(y) // BATCH)
     config = RunConfig(
-        name="benchmark", model=ModelConfig(name=model_name), optimizer=OptimizerConfig(learning_rate=LEARNING_RATE),
+        name="benchmark", model=MODEL_SPECS[model_name](), optimizer=OptimizerConfig(learning_rate=LEARNING_RATE),
         stabilizer=StabilizerConfig(transforms=[ClipByGlobalNormSpec(name="clip_by_global_norm", max_norm=MAX_NORM)]),
         training=TrainingConfig(batch_size=BATCH, jit_compile=jit_compile),
     )
@@ -144,7 +143,7 @@ def no_telemetry(model_name, x, y):
     """The runner's execution (`train_epoch`, accuracy metric) with a plain Keras model around
     `StabilizedOptimizer`: no telemetry metrics, no step log."""
     keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig(name=model_name))
+    model = build_model(MODEL_SPECS[model_name]())
     optimizer = ks.StabilizedOptimizer(keras.optimizers.SGD(LEARNING_RATE), ks.clip_by_global_norm(MAX_NORM))
     model.compile(optimizer=optimizer, loss=loss_fn(), metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     x_tensor, y_tensor = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
@@ -244,7 +243,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=15, help="rounds of one epoch per contender (default: 15)")
     parser.add_argument("--model", choices=["mlp", "cnn3", "both"], default="both")
     args = parser.parse_args()
-    splits = load_dataset(DatasetConfig(name="mnist_small"), 0)
+    splits = load_dataset(DATASET_SPECS["mnist_small"](), 0)
     x, y = splits.x_train, splits.y_train
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; "
           f"TensorFlow {tf.__version__}, Keras {keras.__version__}; {len(y)} examples, batch {BATCH}")

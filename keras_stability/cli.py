@@ -122,7 +122,8 @@ def command_run(args):
         return 2
     from keras_stability.experiments.suite import run_experiments
 
-    outcomes = run_experiments(experiments, args.results, jobs=args.jobs, show_progress=not args.no_progress)
+    outcomes = run_experiments(experiments, args.results, jobs=args.jobs, show_progress=not args.no_progress,
+                               tensorboard=not args.no_tensorboard)
     print("runs: " + ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())))
     return 1 if outcomes.get("failed") else 0
 

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_stability.datasets.registry import DIGITS
 from keras_stability.epoch_loop import train_epoch
 from keras_stability.experiments import checkpoint
 from keras_stability.experiments.run_cache import model_for_run, training_shape
@@ -26,22 +27,22 @@ def test_a_reused_model_is_reset_to_a_fresh_build_for_its_seed():
     y = tf.constant(rng.integers(0, 10, 60).astype(np.int32))
     other = CONFIG.model_copy(update={"seeds": [7], "description": "another run of the same shape"})
     configure_determinism(3)
-    fresh = model_for_run(CONFIG, 3, "classification")
+    fresh = model_for_run(CONFIG, 3, DIGITS, 3)
     fresh_state = state(fresh)
     train_epoch(fresh, x, y, np.arange(60), 20)  # moves weights, momentum, iterations, ZClip, dropout seeds
     assert not all(np.array_equal(a, b) for a, b in zip(state(fresh), fresh_state))
     configure_determinism(3)
-    reused = model_for_run(other, 3, "classification")
+    reused = model_for_run(other, 3, DIGITS, 3)
     assert reused is fresh  # same training shape: the compiled model is kept
     for a, b, variable in zip(state(reused), fresh_state, checkpoint.state_variables(reused)):
         np.testing.assert_array_equal(a, b, err_msg=variable.path)
     configure_determinism(4)
-    assert not np.array_equal(state(model_for_run(CONFIG, 3, "classification"))[0], fresh_state[0])
+    assert not np.array_equal(state(model_for_run(CONFIG, 3, DIGITS, 4))[0], fresh_state[0])
 
 
 def test_the_training_shape_ignores_seed_name_and_description_only():
     same = CONFIG.model_copy(update={"name": "renamed", "seeds": [1, 2], "description": "x"})
-    assert training_shape(same, 3, "classification") == training_shape(CONFIG, 3, "classification")
+    assert training_shape(same, 3, DIGITS) == training_shape(CONFIG, 3, DIGITS)
     changed = CONFIG.model_copy(update={"training": CONFIG.training.model_copy(update={"epochs": 3})})
-    assert training_shape(changed, 3, "classification") != training_shape(CONFIG, 3, "classification")
-    assert training_shape(CONFIG, 4, "classification") != training_shape(CONFIG, 3, "classification")
+    assert training_shape(changed, 3, DIGITS) != training_shape(CONFIG, 3, DIGITS)
+    assert training_shape(CONFIG, 4, DIGITS) != training_shape(CONFIG, 3, DIGITS)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from keras_stability.experiments.loading import load_experiment
+from keras_stability.experiments.loading import ConfigError, load_experiment
 from keras_stability.experiments.runner import METRIC_COLUMNS, STEP_COLUMNS, run_one
 
 TINY = """\
@@ -63,7 +63,7 @@ def test_files_and_columns(tmp_path):
     run_all(experiment_file(tmp_path), tmp_path / "results")
     directory = tmp_path / "results" / "tiny" / "clipped" / "seed-0"
     assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) == [
-        "config.yaml", "meta.json", "metrics.csv", "progress.json", "steps.csv", "timing.csv"
+        "config.yaml", "meta.json", "metrics.csv", "progress.json", "steps.csv", "tensorboard", "timing.csv"
     ]
     metrics = read(tmp_path / "results", "clipped", "metrics.csv").decode().splitlines()
     assert metrics[0].split(",") == list(METRIC_COLUMNS) == [
@@ -240,9 +240,10 @@ def test_mirrored_training_equals_one_device(tmp_path, two_replicas):
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=f"{variant} {name}")
 
 
-def test_multi_worker_is_refused_with_what_to_do():
-    from keras_stability.experiments.schema import TrainingConfig
-    from keras_stability.experiments.training import distribution_strategy
-
-    with pytest.raises(ValueError, match=r"multi-worker training was removed .* Received: distribute='multi_worker'"):
-        distribution_strategy(TrainingConfig.model_construct(distribute="multi_worker"))
+def test_multi_worker_is_refused_with_what_to_do(tmp_path):
+    path = experiment_file(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        load_experiment(path, ["training.distribute=multi_worker"])
+    (line,) = error.value.lines
+    assert line.startswith("--set training.distribute=multi_worker: ") and "multi-worker training was removed" in line
+    assert "keras-stability sweep" in line

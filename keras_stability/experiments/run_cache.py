@@ -13,11 +13,12 @@ runs one process trains.
 """
 
 import collections
+import dataclasses
 import json
 
 import tensorflow as tf
 
-from keras_stability.datasets import load_dataset
+from keras_stability.datasets import Task, load_dataset
 from keras_stability.experiments.schema import DatasetConfig, RunConfig
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
@@ -52,28 +53,28 @@ _MODELS = LeastRecentlyUsed(MODELS_KEPT)
 _SPLITS = LeastRecentlyUsed(SPLITS_KEPT)
 
 
-def training_shape(config: RunConfig, steps_per_epoch: int, task: str) -> str:
+def training_shape(config: RunConfig, steps_per_epoch: int, task: Task) -> str:
     """What decides a run's compiled graph: everything but its seed, experiment name and dataset."""
     trained = config.model_dump(mode="json", include={"model", "optimizer", "stabilizer", "training"})
-    return json.dumps([trained, steps_per_epoch, task], sort_keys=True)
+    return json.dumps([trained, steps_per_epoch, dataclasses.asdict(task)], sort_keys=True)
 
 
 class CachedModel:
     """A compiled `StabilizedModel` and the initial values of its optimizer's variables."""
 
-    def __init__(self, config, steps_per_epoch, task):
-        self.model = compiled_model(config, steps_per_epoch, task)
+    def __init__(self, config, steps_per_epoch, task, seed):
+        self.model = compiled_model(config, steps_per_epoch, task, seed)
         # Built now, not in the first traced step, so that its initial state can be kept.
         self.model.optimizer.build(self.model.trainable_variables)
         self.initial_optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
         self.fresh = True
 
-    def reinitialise(self, config):
+    def reinitialise(self, config, task, seed):
         """Sets every variable as `compiled_model` would after `keras.utils.set_random_seed`."""
         if self.fresh:  # just built from the run's seed
             self.fresh = False
             return
-        template = build_model(config.model)
+        template = build_model(config.model, task, seed)
         for variable, value in zip(self.model.variables, template.variables, strict=True):
             variable.assign(value)
         for variable, value in zip(self.model.optimizer.variables, self.initial_optimizer_state, strict=True):
@@ -83,15 +84,16 @@ class CachedModel:
             self.model.step_log.drain()  # rows a failed run left behind
 
 
-def model_for_run(config: RunConfig, steps_per_epoch: int, task: str) -> StabilizedModel:
-    """A compiled `StabilizedModel` for `config` in the state a new one would have.
+def model_for_run(config: RunConfig, steps_per_epoch: int, task: Task, seed: int) -> StabilizedModel:
+    """A compiled `StabilizedModel` for `config` in the state a new one would have (`seed`: the run's,
+    which a model factory receives).
 
     Call `keras.utils.set_random_seed(seed)` first, as for `compiled_model`; under a distribution
     strategy, call it inside the strategy's scope.
     """
     key = training_shape(config, steps_per_epoch, task)
-    cached = _MODELS.get(key, lambda: CachedModel(config, steps_per_epoch, task))
-    cached.reinitialise(config)
+    cached = _MODELS.get(key, lambda: CachedModel(config, steps_per_epoch, task, seed))
+    cached.reinitialise(config, task, seed)
     return cached.model
 
 
@@ -107,7 +109,8 @@ class DeviceSplits:
 
 def splits_for_run(dataset_config: DatasetConfig, seed: int) -> DeviceSplits:
     """The run's dataset, loaded once per dataset configuration (and seed, where it matters) and process."""
-    key = (dataset_config.model_dump_json(), None if dataset_config.name in SEED_INDEPENDENT else seed)
+    # A factory section has no `name`: its data may depend on the seed, so it is loaded per seed.
+    key = (dataset_config.model_dump_json(), None if getattr(dataset_config, "name", None) in SEED_INDEPENDENT else seed)
     return _SPLITS.get(key, lambda: DeviceSplits(load_dataset(dataset_config, seed)))
 
 

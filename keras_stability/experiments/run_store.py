@@ -20,7 +20,7 @@ import yaml
 
 from keras_stability.experiments import storage
 
-SHARED_FILES = ("metrics.csv", "steps.csv", "timing.csv")
+SHARED_FILES = ("metrics.csv", "steps.csv", "timing.csv", "tensorboard")  # linked, never copied
 # Only a whole training is shared: a pruned search trial stopped where its study wanted.
 SHAREABLE = ("done", "diverged")
 INDEX = ".trainings"
@@ -105,7 +105,8 @@ def holds_other_training(directory, config_text):
 def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
     """Links the run to the same training finished by another experiment; True when it did (or had).
 
-    Otherwise records the run's `training_id` in its meta.json (the runner keeps it) and, unless
+    Otherwise records the `training_id` of an existing run that lacks it in its meta.json (the runner
+    writes it into a new run's) and, unless
     another run already trains it, makes this directory the one the index points to; returns False and
     the runner trains, resumes or skips the run as usual.
     """
@@ -135,8 +136,8 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
             link_to(directory, twin, twin_meta, text, identity, {"experiment": config.name, "variant": variant, "seed": seed})
             log(f"{config.name}/{variant}/seed-{seed}: the same training finished in {os.path.relpath(twin, results_root)}; shared")
             return True
-        if (meta or {}).get("training_id") != identity:
-            storage.atomic_write_json(meta_path, {**(meta or {}), "training_id": identity})
+        if meta is not None and meta.get("training_id") != identity:  # a run from before training ids
+            storage.atomic_write_json(meta_path, {**meta, "training_id": identity})
         if twin is None or (twin != os.path.normpath(directory) and twin_meta.get("status") not in (*SHAREABLE, "running")):
             claim(results_root, identity, directory)
         return False

@@ -35,6 +35,7 @@ from keras_stability.experiments import checkpoint, run_store, storage
 from keras_stability.experiments.divergence import first_divergent_step
 from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
 from keras_stability.experiments.evaluation import evaluate_arrays
+from keras_stability.experiments.event_log import EventLog
 from keras_stability.experiments.loading import field_annotation, unwrap
 from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
@@ -42,6 +43,7 @@ from keras_stability.experiments.run_files import CSV_COLUMNS, TERMINAL_STATUSES
 from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
+from keras_stability.step_log import STEP_FIELDS
 
 __all__ = ["METRIC_COLUMNS", "STEP_COLUMNS", "TERMINAL_STATUSES", "fit_epoch", "run_one"]
 
@@ -129,6 +131,7 @@ class Run:
 def run_one(
     results_root: str, config: RunConfig, variant: str, seed: int,
     log: Callable[[str], None] = print, on_epoch: Callable[[int, dict], str | None] | None = None,
+    tensorboard: bool = True,
 ) -> str:
     """Runs (or resumes, or skips) one run.
 
@@ -136,6 +139,7 @@ def run_one(
         on_epoch: optional `f(epoch, values) -> reason or None`, called after each epoch is saved with
             the epoch's metrics (`METRIC_COLUMNS` minus `epoch`); a returned reason stops the run as
             "pruned" (used by the search to prune trials).
+        tensorboard: write TensorBoard event files into the run's `tensorboard/` (`event_log`).
 
     Returns:
         "done", "diverged", "pruned", "skipped", "shared" (another experiment's identical run, linked),
@@ -148,10 +152,10 @@ def run_one(
         if not locked:
             log(f"{run.label}: another process is running it; leaving it alone")
             return "busy"
-        return locked_run(run, log, on_epoch)
+        return locked_run(run, log, on_epoch, tensorboard)
 
 
-def locked_run(run, log, on_epoch):
+def locked_run(run, log, on_epoch, tensorboard):
     text = resolved_config_text(run.config, run.variant, run.seed)
     files = inspect_run(run.directory)
     if os.path.exists(run.path("config.yaml")) and files.damaged_file != "config.yaml":
@@ -170,12 +174,12 @@ def locked_run(run, log, on_epoch):
         log(f"{run.label}: {damaged} is damaged ({files.problem}); training the run again from scratch")
         run.discard_training()
     storage.atomic_write_text(run.path("config.yaml"), text)
-    meta = {**files.meta, **provenance(), **factory_provenance(run.config),
+    meta = {**files.meta, **provenance(), **factory_provenance(run.config), "training_id": run_store.training_id(text),
             "experiment": run.config.name, "variant": run.variant, "seed": run.seed}
     meta.update(status="running", started=meta.get("started", time.time()), error=None)
     run.write_meta(meta)
     try:
-        meta.update(train(run, files.progress, log, on_epoch))
+        meta.update(train(run, files.progress, log, on_epoch, tensorboard))
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
         raise
@@ -260,16 +264,27 @@ def restore(run, model, progress, log):
     return None
 
 
-def train(run, progress, log, on_epoch=None):
+def train(run, progress, log, on_epoch=None, tensorboard=True):
     """Trains the run from `progress` (or from scratch); returns what meta.json gets at the end."""
     config, training = run.config, run.config.training
     configure_determinism(run.seed)
     data = splits_for_run(config.dataset, run.seed)
     steps_per_epoch = math.ceil(len(data.splits.y_train) / training.batch_size)
     with distribution_strategy(training).scope():
-        model = model_for_run(config, steps_per_epoch, data.splits.task)
+        model = model_for_run(config, steps_per_epoch, data.splits.task, run.seed)
     progress = restore(run, model, progress, log)
     done, diverged_at = (progress.epochs_done, progress.diverged_at_step) if progress else (0, None)
+    events = EventLog(run.directory, done) if tensorboard else None
+    try:
+        return train_epochs(run, model, data, steps_per_epoch, done, diverged_at, log, on_epoch, events)
+    finally:
+        if events is not None:
+            events.close()
+
+
+def train_epochs(run, model, data, steps_per_epoch, done, diverged_at, log, on_epoch, events):
+    """Trains the epochs after `done`, then tests; returns what meta.json gets at the end."""
+    config, training = run.config, run.config.training
     applies_nonfinite = nonfinite_policy(config.stabilizer) == "propagate"
     pruned = None
     # A run resumed after the epoch it diverged in has nothing left to train.
@@ -281,6 +296,8 @@ def train(run, progress, log, on_epoch=None):
             at = first_divergent_step(record.steps, m.train_loss, m.val_loss, applies_nonfinite)
             diverged_at = None if at is None else record.first_step + at
         save_epoch(run, model, record, diverged_at)
+        if events is not None:
+            events.write_epoch(epoch, dataclasses.asdict(m), dict(zip(STEP_FIELDS, record.steps.T)), record.first_step)
         done = epoch
         log(f"{run.label} epoch {epoch}/{training.epochs}  {record.summary()}")
         if diverged_at is not None and training.stop_on_divergence:
@@ -293,8 +310,11 @@ def train(run, progress, log, on_epoch=None):
 
     test = evaluate(model, training, data.x_test, data.y_test)
     seconds = [float(row[1]) for row in storage.read_csv_rows(run.path("timing.csv"))]
+    status = "diverged" if diverged_at is not None else "pruned" if pruned else "done"
+    if events is not None:
+        events.finish(status, {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])}, diverged_at)
     return {
-        "status": "diverged" if diverged_at is not None else "pruned" if pruned else "done",
+        "status": status,
         "epochs_done": done,
         "pruned_reason": pruned or None,
         "diverged_at_step": diverged_at,

@@ -148,6 +148,12 @@ class TrainingConfig(Strict):
 
     @model_validator(mode="after")
     def no_xla_with_distribution(self):
+        if self.distribute == "multi_worker":
+            raise ValueError(
+                "multi-worker training was removed: MultiWorkerMirroredStrategy must exist before TensorFlow's "
+                "first op, which a process training many runs cannot promise; use distribute: mirrored on one "
+                "machine, and `keras-stability sweep` or `search` workers to spread runs over machines"
+            )
         if self.distribute != "none" and self.steps_per_execution not in ("auto", 1):
             raise ValueError(
                 "steps_per_execution > 1 with distribute fails inside TensorFlow (the cross-replica "

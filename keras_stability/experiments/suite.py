@@ -29,16 +29,17 @@ def print_line(text):
     tqdm.write(text, file=sys.stdout)
 
 
-def worker_run(arguments):
+def worker_run(arguments, tensorboard):
     results_root, config, variant, seed = arguments
-    return run_one(results_root, config, variant, seed, log=lambda text: print(text, flush=True))
+    return run_one(results_root, config, variant, seed, log=lambda text: print(text, flush=True), tensorboard=tensorboard)
 
 
-def run_experiments(experiments, results_root, jobs=1, show_progress=True):
+def run_experiments(experiments, results_root, jobs=1, show_progress=True, tensorboard=True):
     """Runs every run of `experiments` (a list of `Experiment`); returns {outcome: count}.
 
     With `jobs > 1` runs go to that many processes, each with cpus // jobs threads. Runs that are
     finished are skipped, runs that another process holds are left to it, interrupted ones resume.
+    `tensorboard=False` writes no TensorBoard event files.
     """
     tasks = [(results_root, config, variant, seed) for experiment in experiments for variant, seed, config in experiment.runs()]
     outcomes = {}
@@ -53,13 +54,13 @@ def run_experiments(experiments, results_root, jobs=1, show_progress=True):
         configure_threads(threads_per_job(1))
         for task in tasks:
             bar.set_postfix_str(f"{task[1].name}/{task[2]}/seed-{task[3]}: running")
-            record(task, run_one(*task, log=print_line))
+            record(task, run_one(*task, log=print_line, tensorboard=tensorboard))
     else:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(
             jobs, mp_context=context, initializer=configure_threads, initargs=(threads_per_job(jobs),)
         ) as pool:
-            futures = {pool.submit(worker_run, task): task for task in tasks}
+            futures = {pool.submit(worker_run, task, tensorboard): task for task in tasks}
             for future in concurrent.futures.as_completed(futures):
                 record(futures[future], future.result())
     bar.close()

@@ -44,18 +44,11 @@ def cached_strategy(devices):
 def distribution_strategy(training):
     """The `tf.distribute` strategy for `training.distribute`; the default strategy for "none".
 
-    "mirrored" uses every GPU, or else every logical CPU (see `logical_cpus`). There is no
-    multi-worker training: `MultiWorkerMirroredStrategy` must be created before TensorFlow runs its
-    first op in the process ("Collective ops must be configured at program startup"), which a
-    process that trains many runs, one configuration after another, cannot promise.
+    "mirrored" uses every GPU, or else every logical CPU (see `logical_cpus`); the schema refuses
+    multi-worker training (`TrainingConfig`).
     """
     if training.distribute == "none":
         return tf.distribute.get_strategy()
-    if training.distribute != "mirrored":
-        raise ValueError(
-            "training.distribute must be 'none' or 'mirrored'; multi-worker training was removed (see the "
-            f"README's Data-parallel training). Received: distribute={training.distribute!r}."
-        )
     if training.logical_cpus:
         ensure_logical_cpus(training.logical_cpus)
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
