@@ -10,4 +10,4 @@ for sampler in grid random tpe; do
   keras-stability search experiments/doc004_cnn.yaml --sampler "$sampler" --study "$sampler" \
     --set dataset.train_size=2000
 done
-keras-stability report results/
+keras-stability report results/ --readme README.md

@@ -65,6 +65,7 @@ def build_parser():
     report.add_argument("results", metavar="RESULTS", help="results/<experiment> for one experiment, or results/ for all")
     report.add_argument("-o", "--output", help="output directory (default: reports/<experiment> or reports/)")
     report.add_argument("--claims", help="claims file to judge (default: experiments/claims.yaml if it exists)")
+    report.add_argument("--readme", metavar="FILE", help="also write the ledger's verdict table into FILE, between its ledger marker lines")
 
     listing = commands.add_parser("list", help="list datasets, models, transforms and experiments")
     listing.add_argument("--experiments", default="experiments", help="directory of experiment files (default: ./experiments)")
@@ -245,13 +246,21 @@ def command_report(args):
         return 2
     claims = args.claims or ("experiments/claims.yaml" if os.path.exists("experiments/claims.yaml") else None)
     try:
-        build_reports(args.results, args.output, claims)
+        _, verdicts = build_reports(args.results, args.output, claims)
     except ConfigError as error:
         print_problems(error.problems)
         return 2
     except FileNotFoundError as error:
         print(f"keras-stability report: {error}", file=sys.stderr)
         return 2
+    if args.readme:
+        from keras_stability.report.readme import update_readme
+
+        try:
+            update_readme(args.readme, verdicts)
+        except (OSError, ValueError) as error:
+            print(f"keras-stability report: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -205,21 +205,32 @@ def write_experiment_report(analysis, plots, verdicts, directory):
     atomic_write_json(os.path.join(directory, "summary.json"), as_json(analysis))
 
 
+EXPLORATORY_RULE = ("Exploratory: registered after the experiment's first result (or marked so); their verdicts "
+                    "suggest, they do not confirm.")
+
+
+def ledger_tally(verdicts):
+    counts = {v: sum(1 for d in verdicts if d["verdict"] == v) for v in ("confirmed", "refuted", "inconclusive")}
+    exploratory = sum(1 for d in verdicts if d["exploratory"])
+    return ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; {exploratory} exploratory"
+
+
+def ledger_markdown(verdicts):
+    """The ledger's tally and table in Markdown (claims.md, and the README's verdict table)."""
+    return f"{ledger_tally(verdicts)}. {EXPLORATORY_RULE}\n\n{claims_markdown(claim_records(verdicts))}"
+
+
 def write_ledger(verdicts, directory, report_links):
     """claims.md, claims.html (with the forest plot) and claims.json: every claim with its verdict and
     numbers, and links to the experiment reports."""
     atomic_write_json(os.path.join(directory, "claims.json"), strict(verdicts))
     analysis_plots.forest(verdicts, os.path.join(directory, "forest.png"))
     records = claim_records(verdicts)
-    counts = {v: sum(1 for d in verdicts if d["verdict"] == v) for v in ("confirmed", "refuted", "inconclusive")}
-    exploratory = sum(1 for d in verdicts if d["exploratory"])
-    tally = ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; {exploratory} exploratory"
-    rule = ("Exploratory: registered after the experiment's first result (or marked so); their verdicts "
-            "suggest, they do not confirm.")
+    tally = ledger_tally(verdicts)
     links = sorted(report_links.items())
     atomic_write_text(os.path.join(directory, "claims.md"),
-                      f"# Claims ledger\n\n{tally}. {rule}\n\n{claims_markdown(records)}\n\n![{PLOT_TITLES['forest.png']}](forest.png)\n\n"
+                      f"# Claims ledger\n\n{ledger_markdown(verdicts)}\n\n![{PLOT_TITLES['forest.png']}](forest.png)\n\n"
                       "## Reports\n\n" + "\n".join(f"- [{name}]({link})" for name, link in links) + "\n")
     atomic_write_text(os.path.join(directory, "claims.html"), render(
-        "ledger.html", title="Claims ledger", tally=tally, rule=rule, claims=records, links=links,
+        "ledger.html", title="Claims ledger", tally=tally, rule=EXPLORATORY_RULE, claims=records, links=links,
         plots=[{"title": PLOT_TITLES["forest.png"], "src": inline_image(os.path.join(directory, "forest.png"))}]))
