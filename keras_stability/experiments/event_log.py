@@ -29,8 +29,9 @@ import yaml
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
+from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
+from keras_stability.experiments.run_files import read_table
 from keras_stability.experiments.storage import read_json
-from keras_stability.experiments.integrity import METRIC_COLUMNS, STEP_COLUMNS, read_table
 from keras_stability.report.collect import find_run_directories
 from keras_stability.results import flat_config
 

@@ -1,9 +1,23 @@
-"""Whether a run directory's files are sound: finished, resumable, new, or damaged (and which file).
+"""Whether a run directory's files are sound, and what they hold: one check for the runner and the report.
 
-`inspect_run` is what `run` decides on: a finished run is skipped only if its metrics.csv and
-steps.csv hold exactly the epochs and steps its meta.json reports, an unfinished one resumes only
-from a readable progress.json whose checkpoint and CSV rows are all there. Anything else is damage,
-named by file, and the runner trains that run again from scratch rather than trust it.
+`inspect_run` reads a run directory (the layout is in `runner`) and returns `RunFiles`: its state
+(new, unfinished, finished or damaged), what it read, and for a damaged run the first `Damage`
+found (the file and what is wrong with it). The runner decides on the state: it skips a finished
+run, resumes an unfinished one and trains a damaged one again from scratch; the report
+(`integrity.check_run`) lists a damaged run and never averages it. Sound means that the files agree
+as the runner writes them:
+
+- config.yaml is a mapping naming this directory's experiment, variant and seed; meta.json and
+  progress.json are JSON objects whose fields have their types;
+- every CSV has exactly its columns (`epoch_record`), a full row of numbers on each line (integers in
+  `epoch` and `step`), and ends with the newline the runner writes last;
+- metrics.csv and timing.csv hold epochs 1, 2, …; steps.csv holds steps 1, 2, … in epoch order;
+- a finished run (status in `TERMINAL_STATUSES`) holds exactly the `epochs_done` epochs of its
+  meta.json and, where meta.json gives `steps_per_epoch`, that many steps in each;
+- an unfinished run is judged by its progress.json, which the runner writes last at each epoch's
+  end: the checkpoint it names exists, and the first `csv_sizes` bytes of each CSV hold exactly its
+  `epochs_done` epochs. Bytes past `csv_sizes` are an interrupted epoch's appends, which the runner
+  cuts off when it resumes: they are neither damage nor read.
 """
 
 import csv
@@ -12,21 +26,38 @@ import json
 import os
 from typing import Literal
 
-import yaml
+import numpy as np
 
 from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, TIMING_COLUMNS
+from keras_stability.experiments.yaml_files import ConfigError, parse_yaml
 
-# A run in one of these states is not trained again.
+# A run in one of these states is never trained again.
 TERMINAL_STATUSES = ("done", "diverged", "pruned")
 CSV_COLUMNS = {"metrics.csv": METRIC_COLUMNS, "steps.csv": STEP_COLUMNS, "timing.csv": TIMING_COLUMNS}
+INTEGER_COLUMNS = ("epoch", "step")
 
 
-class Damage(ValueError):
-    """A run file that cannot be trusted: `file` names it, the message says why."""
+@dataclasses.dataclass(frozen=True)
+class Damage:
+    """A file of a run that cannot be trusted (`path`), and why."""
 
-    def __init__(self, file, problem):
-        super().__init__(problem)
-        self.file, self.problem = file, problem
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+class DamagedFileError(Exception):
+    """Raised by the readers below; `damage` says which file and why."""
+
+    def __init__(self, path: str, problem: str):
+        super().__init__(path, problem)
+        self.damage = Damage(path, problem)
+
+
+def is_count(value, least: int) -> bool:
+    return type(value) is int and value >= least  # bool is an int subclass, and not a count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,23 +73,26 @@ class Progress:
 
     epochs_done: int
     checkpoint: str
-    csv_sizes: dict
+    csv_sizes: dict[str, int]
     diverged_at_step: int | None = None
 
     @classmethod
-    def from_json(cls, value):
-        """Raises `Damage` unless `value` is a progress.json written by this version."""
-        fields = {field.name for field in dataclasses.fields(cls)}
-        if not isinstance(value, dict) or set(value) != fields:
-            raise Damage("progress.json", f"expected the keys {sorted(fields)}")
+    def from_json(cls, value: dict, path: str) -> "Progress":
+        """Raises `DamagedFileError` for `path` unless `value` is a progress.json written by this version."""
+        fields = sorted(field.name for field in dataclasses.fields(cls))
+        if sorted(value) != fields:
+            received = ", ".join(sorted(value))
+            raise DamagedFileError(path, f"its keys should be {', '.join(fields)}. Received: {received}")
         progress = cls(**value)
-        if not (isinstance(progress.epochs_done, int) and progress.epochs_done >= 1):
-            raise Damage("progress.json", f"epochs_done must be an integer ≥ 1, not {progress.epochs_done!r}")
+        if not is_count(progress.epochs_done, 1):
+            raise DamagedFileError(path, f"epochs_done should be an integer ≥ 1. Received: {progress.epochs_done!r}")
         if not (isinstance(progress.checkpoint, str) and os.path.basename(progress.checkpoint) == progress.checkpoint):
-            raise Damage("progress.json", f"checkpoint must be a file name, not {progress.checkpoint!r}")
-        if not (isinstance(progress.csv_sizes, dict) and set(progress.csv_sizes) == set(CSV_COLUMNS)
-                and all(isinstance(size, int) for size in progress.csv_sizes.values())):
-            raise Damage("progress.json", f"csv_sizes must give the bytes of {', '.join(CSV_COLUMNS)}")
+            raise DamagedFileError(path, f"checkpoint should be a file name. Received: {progress.checkpoint!r}")
+        sizes = progress.csv_sizes
+        if not (isinstance(sizes, dict) and set(sizes) == set(CSV_COLUMNS)
+                and all(is_count(size, 0) for size in sizes.values())):
+            names = ", ".join(CSV_COLUMNS)
+            raise DamagedFileError(path, f"csv_sizes should give the bytes of {names}. Received: {sizes!r}")
         return progress
 
 
@@ -67,121 +101,197 @@ class RunFiles:
     """What `inspect_run` found.
 
     Attributes:
-        state: "new" (nothing trained), "unfinished" (resume after `progress`, or from the start if
-            None), "finished" (status in TERMINAL_STATUSES and files that agree), or "damaged".
-        meta: meta.json's contents ({} if new or damaged).
+        state: "new" (no meta.json: nothing trained), "unfinished" (resume after `progress`, or from
+            the start if None), "finished" (status in `TERMINAL_STATUSES`) or "damaged".
+        document: config.yaml (experiment, variant, seed, config); {} if there is none.
+        meta: meta.json's contents.
         progress: the `Progress` to resume from, for unfinished runs.
-        damaged_file, problem: for damaged runs, which file and what is wrong with it.
+        tables: each CSV's name → {column: float array}: for an unfinished run, its rows up to
+            progress.json's `csv_sizes` ({} before its first epoch is complete).
+        damage: for damaged runs, the `Damage` (and every other field is empty).
     """
 
     state: Literal["new", "unfinished", "finished", "damaged"]
+    document: dict = dataclasses.field(default_factory=dict)
     meta: dict = dataclasses.field(default_factory=dict)
     progress: Progress | None = None
-    damaged_file: str | None = None
-    problem: str | None = None
+    tables: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    damage: Damage | None = None
+
+    @property
+    def damaged_file(self) -> str | None:
+        """The damaged file's name within the run directory."""
+        return None if self.damage is None else os.path.basename(self.damage.path)
+
+    @property
+    def problem(self) -> str | None:
+        return None if self.damage is None else self.damage.problem
 
 
 def inspect_run(directory: str) -> RunFiles:
-    """Judges the files of one run directory (it never raises for what it finds in them)."""
+    """Judges the files of one run directory (see the module docstring); never raises for what it finds."""
+    meta_path = os.path.join(directory, "meta.json")
     try:
-        meta = read_meta(directory)
-        if meta is None:
+        meta = read_json_object(meta_path)
+        if meta is None and not os.path.exists(os.path.join(directory, "config.yaml")):
             return RunFiles("new")
-        read_config(directory)
+        document = read_document(directory)
+        if meta is None:
+            return RunFiles("new", document)
+        check_meta(meta_path, meta)
         if meta.get("status") in TERMINAL_STATUSES:
-            check_finished(directory, meta)
-            return RunFiles("finished", meta)
-        return RunFiles("unfinished", meta, read_progress(directory))
-    except Damage as damage:
-        return RunFiles("damaged", damaged_file=damage.file, problem=damage.problem)
+            tables = read_tables(directory, meta.get("epochs_done"), "meta.json", meta.get("steps_per_epoch"))
+            return RunFiles("finished", document, meta, tables=tables)
+        # meta.json is written at a run's start and end: while it runs, progress.json says how far it got.
+        progress = read_progress(directory)
+        if progress is None:
+            return RunFiles("unfinished", document, meta)
+        tables = read_tables(directory, progress.epochs_done, "progress.json", sizes=progress.csv_sizes)
+        return RunFiles("unfinished", document, meta, progress, tables)
+    except DamagedFileError as damaged:
+        return RunFiles("damaged", damage=damaged.damage)
 
 
-def load_json(directory, name):
+def read_text(path: str, size: int | None = None) -> str | None:
+    """The file's text (its first `size` bytes when given), None when it does not exist."""
     try:
-        with open(os.path.join(directory, name), encoding="utf-8") as stream:
-            return json.load(stream)
+        with open(path, "rb") as stream:
+            data = stream.read(-1 if size is None else size)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise Damage(name, f"not readable as JSON ({type(error).__name__}: {error})") from None
-
-
-def read_meta(directory):
-    meta = load_json(directory, "meta.json")
-    if meta is not None and not isinstance(meta, dict):
-        raise Damage("meta.json", f"expected a JSON object, found {type(meta).__name__}")
-    return meta
-
-
-def read_config(directory):
+    except OSError as error:
+        raise DamagedFileError(path, f"cannot be read: {error.strerror}") from None
+    if size is not None and len(data) < size:
+        raise DamagedFileError(path, f"cut short: {len(data)} bytes, fewer than the {size} progress.json records")
     try:
-        with open(os.path.join(directory, "config.yaml"), encoding="utf-8") as stream:
-            document = yaml.safe_load(stream)
-    except FileNotFoundError:
-        raise Damage("config.yaml", "missing beside meta.json") from None
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise Damage("config.yaml", f"not readable as YAML ({type(error).__name__})") from None
-    if not (isinstance(document, dict) and isinstance(document.get("config"), dict)):
-        raise Damage("config.yaml", "expected a mapping with a `config` section")
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DamagedFileError(path, f"not UTF-8 at byte {error.start}") from None
 
 
-def read_progress(directory):
-    value = load_json(directory, "progress.json")
+def read_json_object(path: str) -> dict | None:
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DamagedFileError(path, f"not JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    if not isinstance(value, dict):
+        raise DamagedFileError(path, f"a JSON object was expected. Received: {type(value).__name__}")
+    return value
+
+
+def read_table(path: str, columns: tuple[str, ...], size: int | None = None) -> dict[str, np.ndarray] | None:
+    """A CSV of numbers written by the runner, as {column: float array}; None when it does not exist.
+
+    Args:
+        size: read only the file's first `size` bytes (the size progress.json records after an epoch).
+    """
+    text = read_text(path, size)
+    if text is None:
+        return None
+    if not text.endswith("\n"):
+        raise DamagedFileError(path, "cut short: its last line is incomplete")
+    rows = list(csv.reader(text.splitlines()))
+    if tuple(rows[0]) != columns:
+        raise DamagedFileError(path, f"its columns should be {','.join(columns)}. Received: {','.join(rows[0])}")
+    integers = [index for index, name in enumerate(columns) if name in INTEGER_COLUMNS]
+    values = []
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(columns):
+            raise DamagedFileError(path, f"line {number} has {len(row)} fields, not {len(columns)}")
+        try:
+            values.append([float(cell) for cell in row])
+        except ValueError:
+            raise DamagedFileError(path, f"line {number} holds something other than numbers: {','.join(row)}") from None
+        for index in integers:
+            if not row[index].isdigit():
+                problem = f"line {number}: {columns[index]} should be an integer. Received: {row[index]}"
+                raise DamagedFileError(path, problem)
+    table = np.array(values, dtype=np.float64).reshape(len(values), len(columns))
+    return {name: table[:, index] for index, name in enumerate(columns)}
+
+
+def read_document(directory: str) -> dict:
+    """config.yaml, checked against the directory it lives in (results/<experiment>/<variant>/seed-<n>)."""
+    path = os.path.join(directory, "config.yaml")
+    text = read_text(path)
+    if text is None:
+        raise DamagedFileError(path, "missing")
+    try:
+        document = parse_yaml(text, path)[0]
+    except ConfigError as error:
+        raise DamagedFileError(path, error.problems[0].message) from None
+    keys = {"experiment": str, "variant": str, "seed": int, "config": dict}
+    if not isinstance(document, dict) or any(not isinstance(document.get(k), kind) for k, kind in keys.items()):
+        raise DamagedFileError(path, "a mapping of experiment, variant, seed and config was expected")
+    parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-3:]
+    named = [document["experiment"], document["variant"], f"seed-{document['seed']}"]
+    if parts != named:
+        raise DamagedFileError(path, f"it describes {'/'.join(named)}, but lies in {'/'.join(parts)}")
+    return document
+
+
+def check_meta(path: str, meta: dict) -> None:
+    if not isinstance(meta.get("status", ""), str):
+        raise DamagedFileError(path, f"status should be text. Received: {meta['status']!r}")
+    for key, least in (("epochs_done", 0), ("steps_per_epoch", 1)):
+        if meta.get(key) is not None and not is_count(meta[key], least):
+            raise DamagedFileError(path, f"{key} should be an integer ≥ {least}. Received: {meta[key]!r}")
+
+
+def read_progress(directory: str) -> Progress | None:
+    path = os.path.join(directory, "progress.json")
+    value = read_json_object(path)
     if value is None:
         return None
-    progress = Progress.from_json(value)
-    if not os.path.isfile(os.path.join(directory, progress.checkpoint)):
-        raise Damage(progress.checkpoint, "missing: progress.json names it as the last epoch's checkpoint")
-    for name, size in progress.csv_sizes.items():
-        path = os.path.join(directory, name)
-        if not os.path.isfile(path) or os.path.getsize(path) < size:
-            raise Damage(name, f"shorter than the {size} bytes recorded after epoch {progress.epochs_done}")
-        with open(path, "rb") as stream:
-            head = stream.read(size).decode("utf-8", errors="replace")
-        check_rows(name, list(csv.reader(head.splitlines())), progress.epochs_done, None)
+    progress = Progress.from_json(value, path)
+    checkpoint = os.path.join(directory, progress.checkpoint)
+    if not os.path.isfile(checkpoint):
+        raise DamagedFileError(checkpoint, "missing: progress.json names it as the last epoch's checkpoint")
     return progress
 
 
-def check_finished(directory, meta):
-    epochs, steps_per_epoch = meta.get("epochs_done"), meta.get("steps_per_epoch")
-    if not (isinstance(epochs, int) and epochs >= 1 and isinstance(steps_per_epoch, int) and steps_per_epoch >= 1):
-        raise Damage("meta.json", f"status {meta.get('status')!r} without valid epochs_done and steps_per_epoch")
-    for name in ("metrics.csv", "steps.csv"):
-        try:
-            with open(os.path.join(directory, name), newline="", encoding="utf-8") as stream:
-                rows = list(csv.reader(stream))
-        except FileNotFoundError:
-            raise Damage(name, f"missing from a run meta.json calls {meta['status']!r}") from None
-        except (OSError, ValueError) as error:
-            raise Damage(name, f"not readable ({type(error).__name__})") from None
-        check_rows(name, rows, epochs, steps_per_epoch if name == "steps.csv" else None)
+def read_tables(directory: str, epochs: int | None, source: str, steps_per_epoch: int | None = None,
+                sizes: dict[str, int] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Each CSV of the run, checked to hold `epochs` epochs (as `source` says, when it says).
 
-
-def check_rows(name, rows, epochs, steps_per_epoch):
-    """Raises `Damage` unless `rows` (header first) hold `epochs` epochs of whole, numeric rows.
-
-    steps.csv holds `steps_per_epoch` rows per epoch when that is given, numbered from 1 on.
+    Args:
+        steps_per_epoch: steps that each epoch holds in steps.csv, when known.
+        sizes: progress.json's `csv_sizes`: read each CSV only up to them.
     """
-    columns = CSV_COLUMNS[name]
-    if not rows or tuple(rows[0]) != columns:
-        raise Damage(name, f"its header is not {','.join(columns)}")
-    data = rows[1:]
-    expected = epochs * steps_per_epoch if steps_per_epoch else None
-    for number, row in enumerate(data, start=2):
-        if len(row) != len(columns):
-            raise Damage(name, f"line {number} has {len(row)} fields, not {len(columns)}")
-        try:
-            [int(field) for field in row[: 2 if name == "steps.csv" else 1]]
-            [float(field) for field in row]
-        except ValueError:
-            raise Damage(name, f"line {number} holds a field that is not a number of its column's kind") from None
-    epochs_found = [int(row[0]) for row in data]
-    if name == "steps.csv":
-        if expected is not None and len(data) != expected:
-            raise Damage(name, f"{len(data)} step rows where meta.json reports {epochs} epochs of {steps_per_epoch}")
-        steps = [int(row[1]) for row in data]
-        numbered = steps == list(range(1, len(data) + 1)) and epochs_found == sorted(epochs_found)
-        if not numbered or epochs_found[-1:] != [epochs]:
-            raise Damage(name, f"its steps are not numbered 1 to {len(data)} through epoch {epochs}")
-    elif epochs_found != list(range(1, epochs + 1)):
-        raise Damage(name, f"its epochs are not 1 to {epochs}")
+    tables = {}
+    for name, columns in CSV_COLUMNS.items():
+        path = os.path.join(directory, name)
+        table = read_table(path, columns, sizes[name] if sizes else None)
+        if table is None and epochs:
+            raise DamagedFileError(path, f"missing, but {source} says {epochs} epochs are done")
+        tables[name] = table or {column: np.array([]) for column in columns}
+        check_numbering(path, tables[name], epochs, source, steps_per_epoch)
+    return tables
+
+
+def check_numbering(
+    path: str, table: dict[str, np.ndarray], epochs: int | None, source: str, steps_per_epoch: int | None,
+) -> None:
+    """A table's rows are epochs 1, 2, …, or steps 1, 2, … in epoch order; `epochs` of them when it is known."""
+    found = table["epoch"]
+    if "step" not in table:
+        if not np.array_equal(found, np.arange(1, len(found) + 1)):
+            raise DamagedFileError(path, "its epochs are not numbered 1, 2, … in order")
+        if epochs is not None and len(found) != epochs:
+            raise DamagedFileError(path, f"{len(found)} epochs, but {source} says {epochs} are done")
+        return
+    if not np.array_equal(table["step"], np.arange(1, len(found) + 1)) or np.any(np.diff(found) < 0):
+        raise DamagedFileError(path, "its steps are not numbered 1, 2, … in epoch order")
+    if epochs is None:
+        return
+    if steps_per_epoch is not None and len(found) != epochs * steps_per_epoch:
+        problem = f"{len(found)} steps, but {source} says {epochs} epochs of {steps_per_epoch} are done"
+        raise DamagedFileError(path, problem)
+    last = int(found[-1]) if len(found) else 0
+    if last != epochs:
+        raise DamagedFileError(path, f"it ends in epoch {last}, but {source} says {epochs} epochs are done")
+    if steps_per_epoch is not None and not np.array_equal(found, np.repeat(np.arange(1, epochs + 1), steps_per_epoch)):
+        raise DamagedFileError(path, f"its epochs do not hold {steps_per_epoch} steps each")

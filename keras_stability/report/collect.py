@@ -1,7 +1,8 @@
 """Reading a results directory back into runs, grouped by experiment and variant.
 
-Each run directory goes through `integrity.check_run`: a damaged run becomes a `RunRecord` with
-status "damaged", its `Damage` and no numbers, so it is listed but never averaged.
+Each run directory goes through `integrity.check_run` (the runner's own check, `run_files.inspect_run`):
+a damaged run becomes a `RunRecord` with status "damaged", its `Damage` and no numbers, so it is
+listed but never averaged.
 """
 
 import os
@@ -10,9 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_stability.experiments.integrity import Damage, check_run
+from keras_stability.experiments.integrity import check_run
+from keras_stability.experiments.run_files import Damage
 from keras_stability.experiments.sweep import file_variant
 
+# Statuses whose numbers a report averages: a pruned trial stopped where its search wanted.
 FINISHED = ("done", "diverged")
 RUN_DIRECTORY = re.compile(r"seed-(\d+)")
 
@@ -51,7 +54,8 @@ def read_run(directory: str) -> RunRecord:
     check = check_run(directory)
     if not check.sound:
         return RunRecord(experiment, variant, seed, check.status, {}, {}, damage=check.damage)
-    return RunRecord(experiment, variant, seed, check.status, check.meta, check.document["config"], check.metrics, check.steps)
+    config = check.document["config"]
+    return RunRecord(experiment, variant, seed, check.status, check.meta, config, check.metrics, check.steps)
 
 
 @dataclass
