@@ -93,12 +93,10 @@ def holds_other_training(directory, config_text):
 
     try:
         with open(os.path.join(directory, "config.yaml"), encoding="utf-8") as stream:
-            existing = stream.read()
+            return what_the_run_trains(stream.read()) != what_the_run_trains(config_text)
     except FileNotFoundError:
         return False
-    try:
-        return what_the_run_trains(existing) != what_the_run_trains(config_text)
-    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
         return True  # a damaged config.yaml is the runner's to report
 
 

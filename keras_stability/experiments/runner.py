@@ -90,7 +90,7 @@ def configure_determinism(seed):
 
     Keras draws each initializer's and dropout layer's seed from Python's `random` when the layer is
     built; NumPy is seeded as `keras.utils.set_random_seed` seeds it. TensorFlow's global seed is
-    left alone: setting it clears TensorFlow's kernel cache (`Context._set_global_seed`), which
+    left alone: setting it clears TensorFlow's kernel cache (the eager context's global-seed setter), which
     made every run re-instantiate its traced epoch and evaluation functions (0.3–0.8 s a run on the
     doc-002 MLP), and nothing a run trains reads it (Keras 3 draws stateless random numbers from
     explicit seeds; with op determinism on, a random op that needed it would fail, not vary).
