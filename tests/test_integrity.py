@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from keras_stability import step_log
 from keras_stability.experiments import epoch_record, integrity, run_files, runner
 from keras_stability.experiments.integrity import check_run
 from keras_stability.experiments.loading import load_experiment
@@ -56,6 +57,7 @@ def test_one_list_of_columns_one_of_statuses_one_damage():
     assert runner.METRIC_COLUMNS is epoch_record.METRIC_COLUMNS and runner.STEP_COLUMNS is epoch_record.STEP_COLUMNS
     assert runner.TERMINAL_STATUSES is run_files.TERMINAL_STATUSES == ("done", "diverged", "pruned")
     assert integrity.Damage is Damage
+    assert epoch_record.STEP_COLUMNS == ("epoch", "step", *step_log.STEP_FIELDS)
 
 
 def test_a_finished_run_is_sound_and_read_as_written(run):
