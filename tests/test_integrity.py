@@ -1,4 +1,5 @@
-"""`check_run` on copies of a real finished run: sound as written, damaged in each way it can be."""
+"""`check_run` on copies of a real finished run: sound as written, damaged in each way it can be, and
+judged as the runner judges it (`run_files.inspect_run`)."""
 
 import json
 import os
@@ -7,9 +8,11 @@ import shutil
 import numpy as np
 import pytest
 
-from keras_stability.experiments import integrity, runner
-from keras_stability.experiments.integrity import Damage, check_run
+from keras_stability import step_log
+from keras_stability.experiments import epoch_record, integrity, run_files, runner
+from keras_stability.experiments.integrity import check_run
 from keras_stability.experiments.loading import load_experiment
+from keras_stability.experiments.run_files import Damage, inspect_run
 
 
 def make_finished_run(root):
@@ -48,11 +51,13 @@ def edit_meta(run, **changes):
     return meta
 
 
-def test_columns_are_the_runners():
-    assert integrity.METRIC_COLUMNS == runner.METRIC_COLUMNS
-    assert integrity.STEP_COLUMNS == runner.STEP_COLUMNS
-    assert integrity.TIMING_COLUMNS == runner.TIMING_COLUMNS
-    assert set(integrity.FINAL_STATUSES) == set(runner.FINISHED)
+def test_one_list_of_columns_one_of_statuses_one_damage():
+    columns = (epoch_record.METRIC_COLUMNS, epoch_record.STEP_COLUMNS, epoch_record.TIMING_COLUMNS)
+    assert all(a is b for a, b in zip(run_files.CSV_COLUMNS.values(), columns, strict=True))
+    assert runner.METRIC_COLUMNS is epoch_record.METRIC_COLUMNS and runner.STEP_COLUMNS is epoch_record.STEP_COLUMNS
+    assert runner.TERMINAL_STATUSES is run_files.TERMINAL_STATUSES == ("done", "diverged", "pruned")
+    assert integrity.Damage is Damage
+    assert epoch_record.STEP_COLUMNS == ("epoch", "step", *step_log.STEP_FIELDS)
 
 
 def test_a_finished_run_is_sound_and_read_as_written(run):
@@ -61,7 +66,7 @@ def test_a_finished_run_is_sound_and_read_as_written(run):
     assert check.document["experiment"] == "quickstart" and check.document["seed"] == 0
     assert check.meta["epochs_done"] == 1
     metrics = np.loadtxt(os.path.join(run, "metrics.csv"), delimiter=",", skiprows=1, ndmin=2)
-    for index, column in enumerate(integrity.METRIC_COLUMNS):
+    for index, column in enumerate(epoch_record.METRIC_COLUMNS):
         np.testing.assert_array_equal(check.metrics[column], metrics[:, index])
     steps = np.loadtxt(os.path.join(run, "steps.csv"), delimiter=",", skiprows=1, ndmin=2)
     # 8,100 training digits in batches of 100: 81 steps, numbered 1 to 81.
@@ -120,34 +125,72 @@ def test_each_damage_names_the_file_and_why(run, name, change, problem):
     assert check.damage.path == path
     assert check.damage.problem.startswith(problem)
     assert str(check.damage) == f"{path}: {check.damage.problem}"
-    assert check.metrics == {} or name in ("steps.csv", "timing.csv")
+    assert check.metrics == check.steps == check.meta == check.document == {}
+    # The runner's decision is the same damage.
+    found = inspect_run(run)
+    assert (found.state, found.damage, found.damaged_file) == ("damaged", check.damage, name)
 
 
 def test_a_missing_file_is_damage_once_epochs_are_done(run):
     os.unlink(os.path.join(run, "steps.csv"))
-    assert check_run(run).damage == Damage(os.path.join(run, "steps.csv"), "missing, but meta.json says 1 epochs are done")
+    steps = os.path.join(run, "steps.csv")
+    assert check_run(run).damage == Damage(steps, "missing, but meta.json says 1 epochs are done")
     os.unlink(os.path.join(run, "config.yaml"))
     assert check_run(run).damage == Damage(os.path.join(run, "config.yaml"), "missing")
 
 
-def test_an_unfinished_run_may_hold_one_epoch_more_than_its_meta(run):
-    # Killed after metrics.csv and progress.json were written, before meta.json: the runner resumes.
+def test_an_unfinished_run_is_judged_by_its_progress_not_its_meta(run):
+    # meta.json is written at a run's start and end: while it runs, its epochs_done is stale.
     edit_meta(run, status="running", epochs_done=0)
     checkpoint = json.load(open(os.path.join(run, "progress.json")))["checkpoint"]
     open(os.path.join(run, checkpoint), "w").close()
     assert check_run(run).sound and check_run(run).status == "running"
+    assert inspect_run(run).state == "unfinished" and inspect_run(run).progress.epochs_done == 1
     edit_meta(run, status="done", epochs_done=0)
     assert check_run(run).damage.problem == "1 epochs, but meta.json says 0 are done"
 
 
+def test_an_interrupted_epochs_appends_are_not_damage_and_not_read(run):
+    # Killed during epoch 2: its rows went past the csv_sizes progress.json recorded after epoch 1.
+    edit_meta(run, status="running")
+    progress = json.load(open(os.path.join(run, "progress.json")))
+    open(os.path.join(run, progress["checkpoint"]), "w").close()
+    sound = check_run(run)
+    with open(os.path.join(run, "steps.csv"), "a") as stream:
+        stream.write("2,82,2.1")  # part of a row
+    with open(os.path.join(run, "metrics.csv"), "a") as stream:
+        stream.write("2,0.5,0.9,0.5,0.9,1.0,1.0,0.0,0.0,0.1\n")
+    check = check_run(run)
+    assert check.sound and check.status == "running" and inspect_run(run).state == "unfinished"
+    np.testing.assert_array_equal(check.metrics["epoch"], [1])
+    for column in epoch_record.STEP_COLUMNS:
+        np.testing.assert_array_equal(check.steps[column], sound.steps[column])
+    assert len(check.steps["step"]) == 81
+    assert os.path.getsize(os.path.join(run, "steps.csv")) > progress["csv_sizes"]["steps.csv"]
+    # The same rows in a finished run are damage: nothing cuts them off.
+    edit_meta(run, status="done")
+    assert check_run(run).damage == Damage(os.path.join(run, "metrics.csv"), "2 epochs, but meta.json says 1 are done")
+
+
 def test_an_unfinished_run_needs_the_progress_it_resumes_from(run):
     edit_meta(run, status="running")
-    progress = os.path.join(run, "progress.json")
-    assert check_run(run).damage == Damage(progress, "the checkpoint it resumes from is missing: 'checkpoint-epoch-0001.keras'")
-    edit(progress, half)
-    assert check_run(run).damage.path == progress and check_run(run).damage.problem.startswith("not JSON: ")
-    edit(progress, lambda data: b'{"epochs_done": 2, "checkpoint": "x"}')
-    assert check_run(run).damage == Damage(progress, "it resumes after epoch 2, but metrics.csv holds 1")
+    progress_path = os.path.join(run, "progress.json")
+    progress = json.load(open(progress_path))
+    checkpoint = os.path.join(run, progress["checkpoint"])  # deleted when the run finished
+    assert check_run(run).damage == Damage(checkpoint, "missing: progress.json names it as the last epoch's checkpoint")
+    open(checkpoint, "w").close()
+    json.dump({**progress, "epochs_done": 2}, open(progress_path, "w"))
+    metrics = os.path.join(run, "metrics.csv")
+    assert check_run(run).damage == Damage(metrics, "1 epochs, but progress.json says 2 are done")
+    sizes = {**progress["csv_sizes"], "steps.csv": progress["csv_sizes"]["steps.csv"] + 10}
+    json.dump({**progress, "csv_sizes": sizes}, open(progress_path, "w"))
+    assert check_run(run).damage.path == os.path.join(run, "steps.csv")
+    assert check_run(run).damage.problem.startswith("cut short: ")
+    json.dump({"epochs_done": 1, "checkpoint": progress["checkpoint"], "seed_states": []}, open(progress_path, "w"))
+    assert check_run(run).damage.problem == ("its keys should be checkpoint, csv_sizes, diverged_at_step, epochs_done. "
+                                             "Received: checkpoint, epochs_done, seed_states")
+    edit(progress_path, half)
+    assert check_run(run).damage.path == progress_path and check_run(run).damage.problem.startswith("not JSON: ")
 
 
 def test_meta_fields_are_typed(run):
@@ -155,3 +198,10 @@ def test_meta_fields_are_typed(run):
     assert check_run(run).damage.problem == "epochs_done should be an integer ≥ 0. Received: '1'"
     edit_meta(run, epochs_done=1, status=None)
     assert check_run(run).damage.problem == "status should be text. Received: None"
+
+
+def test_committed_results_are_sound():
+    # The report reads the repository's results/ (first-edition runs, written by the old runner) as sound.
+    results = os.path.join(os.path.dirname(__file__), "..", "results")
+    checks = [check_run(d) for d, _, files in os.walk(results) if "meta.json" in files]
+    assert checks and all(check.sound for check in checks), [c.damage for c in checks if not c.sound][:3]

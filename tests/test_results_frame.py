@@ -153,11 +153,16 @@ def test_unfinished_run_keeps_its_status(results, tmp_path):
     meta = json.loads(meta_path.read_text())
     meta.update(status="running", test=None)
     meta_path.write_text(json.dumps(meta))
-    # A finished run's progress.json names the checkpoint deleted when it finished: as a running run's,
-    # it would be damaged (nothing to resume from), so this run has not reached its checkpoint yet.
-    (meta_path.parent / "progress.json").unlink()
-    row = ks.load_runs(tmp_path).iloc[0]
+    # Interrupted after its first epoch: progress.json names the checkpoint to resume from (deleted
+    # when the run finished, so made again here); its rows are the epochs progress.json records.
+    progress = json.loads((meta_path.parent / "progress.json").read_text())
+    (meta_path.parent / progress["checkpoint"]).write_bytes(b"")
+    (row,) = [row for _, row in ks.load_runs(tmp_path).iterrows()]
     assert row["status"] == "running" and math.isnan(row["test_loss"]) and math.isnan(row["test_accuracy"])
+    assert row["epoch"] == progress["epochs_done"] == 1
+    # Without progress.json it stopped before its first epoch ended: the rows there are not its own.
+    (meta_path.parent / "progress.json").unlink()
+    assert ks.load_runs(tmp_path).empty
 
 
 def test_no_runs_is_an_error(tmp_path):

@@ -59,7 +59,7 @@ def runs(tmp_path_factory):
 
 def copy_of(runs, tmp_path, which):
     root, config = runs
-    shutil.copytree(root / which, tmp_path / which)
+    shutil.copytree(root / which, tmp_path / which, symlinks=True)  # results/.trainings holds links
     return tmp_path / which / "tiny" / "clipped" / "seed-0", config
 
 
@@ -109,7 +109,7 @@ def test_finished_run_whose_steps_disagree_with_its_meta_is_not_finished(runs, t
     (directory / "meta.json").write_text(json.dumps({**meta, "epochs_done": 4}))
     found = inspect_run(str(directory))
     assert (found.state, found.damaged_file) == ("damaged", "metrics.csv")
-    assert found.problem == "its epochs are not 1 to 4"
+    assert found.problem == "3 epochs, but meta.json says 4 are done"
     assert rerun(tmp_path, "finished", config)[0] == "done"
     assert_same_as_finished(runs, directory)
 
@@ -126,6 +126,9 @@ def test_interrupted_run_resumes_and_cuts_rows_appended_after_its_last_epoch(run
     assert (found.state, found.progress.epochs_done) == ("unfinished", 2)
     with open(directory / "steps.csv", "a") as stream:
         stream.write("3,17,2.1")  # part of a row that a kill -9 interrupted
+    found = inspect_run(str(directory))
+    assert (found.state, found.progress.epochs_done, found.damage) == ("unfinished", 2, None)
+    assert len(found.tables["steps.csv"]["step"]) == 16  # two epochs of 8 steps; the partial row is not read
     outcome, messages = rerun(tmp_path, "interrupted", config)
     assert outcome == "done" and messages[0] == "tiny/clipped/seed-0: resuming after epoch 2"
     assert_same_as_finished(runs, directory)
@@ -152,12 +155,13 @@ def test_progress_naming_a_missing_checkpoint_is_damage(runs, tmp_path):
 
 
 def test_checkpoint_holds_weights_optimizer_transform_and_dropout_state(runs):
+    from keras_stability.datasets.registry import DIGITS
     from keras_stability.experiments.run_cache import model_for_run
 
     root, config = runs
     directory = root / "interrupted" / "tiny" / "clipped" / "seed-0"
     saved = json.loads((directory / "progress.json").read_text())["checkpoint"]
-    model = model_for_run(config, 8, "classification")
+    model = model_for_run(config, 8, DIGITS, 0)
     checkpoint.load(str(directory / saved), model)
     paths = [v.path for v in checkpoint.state_variables(model)]
     assert any("seed_generator_state" in p for p in paths)  # dropout
