@@ -18,7 +18,7 @@ Where each capability lives:
   tagged unions on `name`; `yaml_files`: safe YAML and located errors), the model zoo (`zoo`), a
   compiled model from a configuration (`training`), one run (`runner`), crash-safe files and the
   results layout (`storage`), where a run came from (`provenance`), whether a run's files are sound
-  (`integrity`), all runs (`suite`), hyper-parameter search (`search`), sweep grids (`sweep`) and
+  (`run_files`; the report reads through `integrity`), all runs (`suite`), hyper-parameter search (`search`), sweep grids (`sweep`) and
   their workers on a shared database (`sweep_workers`), database storage and credentials
   (`database`), runs shared between experiments (`run_store`), a run's TensorBoard event files
   (`event_log`: `EventLog`, `write_event_logs`);

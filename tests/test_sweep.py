@@ -117,21 +117,23 @@ def test_cells_run_resumably_into_the_experiments_directory(tmp_path):
 def start_worker(path, results, url, log):
     command = [sys.executable, "-m", "keras_stability.cli", "sweep", str(path), "--results", str(results),
                "--storage", url, "--heartbeat", "1"]
-    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.getcwd()}
+    # Unbuffered: the test kills a worker when its log shows it inside a run.
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.getcwd(), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=environment)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_two_workers_finish_every_run_once_when_one_is_killed(tmp_path, database, request):
     url = f"sqlite:///{tmp_path / 'sweep.db'}" if database == "sqlite" else request.getfixturevalue("postgres")
-    text = SWEEP.replace("train_size: 200", "train_size: 1000").replace("epochs: 2", "epochs: 4")
+    # 20 epochs of a few milliseconds each: long enough for the kill to land inside a run.
+    text = SWEEP.replace("train_size: 200", "train_size: 1000").replace("epochs: 2", "epochs: 20")
     path = write(tmp_path, text.replace("  variants: [clip]\n", "").replace("    stabilizer.transforms.0.max_norm: [0.5, 2]\n", ""))
     results, logs = tmp_path / "results", [tmp_path / "a.log", tmp_path / "b.log"]
     workers = [start_worker(path, results, url, log) for log in logs]
     deadline = time.monotonic() + 300
-    while "epoch 1/4" not in logs[0].read_text():  # the first worker is inside a run: kill it there
+    while "epoch 1/20" not in logs[0].read_text():  # the first worker is inside a run: kill it there
         assert workers[0].poll() is None and time.monotonic() < deadline, logs[0].read_text()[-3000:]
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.kill(workers[0].pid, signal.SIGKILL)
     assert workers[1].wait(timeout=300) == 0, logs[1].read_text()[-3000:]
     workers[0].wait()
@@ -152,6 +154,6 @@ def test_two_workers_finish_every_run_once_when_one_is_killed(tmp_path, database
     output = logs[0].read_text() + logs[1].read_text()
     assert f"tiny/{killed[0].user_attrs['run']}: resuming after epoch" in logs[1].read_text()
     for label in labels:
-        assert output.count(f"tiny/{label} epoch 4/4") == 1, label
+        assert output.count(f"tiny/{label} epoch 20/20") == 1, label
         meta = yaml.safe_load((results / "tiny" / label / "meta.json").read_text())
         assert meta["status"] == "done"

@@ -4,7 +4,6 @@ import dataclasses
 
 import numpy as np
 
-from keras_stability.step_log import STEP_FIELDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +22,9 @@ class EpochMetrics:
 
 
 METRIC_COLUMNS = ("epoch",) + tuple(field.name for field in dataclasses.fields(EpochMetrics))
-STEP_COLUMNS = ("epoch", "step") + STEP_FIELDS
+# Written out rather than built from step_log.STEP_FIELDS: reading results must not import TensorFlow
+# (tests/test_integrity.py ties the two).
+STEP_COLUMNS = ("epoch", "step", "loss", "grad_norm", "clipped_norm")
 TIMING_COLUMNS = ("epoch", "seconds")
 
 

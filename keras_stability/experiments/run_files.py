@@ -226,8 +226,9 @@ def read_document(directory: str) -> dict:
     keys = {"experiment": str, "variant": str, "seed": int, "config": dict}
     if not isinstance(document, dict) or any(not isinstance(document.get(k), kind) for k, kind in keys.items()):
         raise DamagedFileError(path, "a mapping of experiment, variant, seed and config was expected")
-    parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-3:]
-    named = [document["experiment"], document["variant"], f"seed-{document['seed']}"]
+    # A sweep cell's variant (`<variant>/<key=value,...>`) is two directories.
+    named = [document["experiment"], *document["variant"].split("/"), f"seed-{document['seed']}"]
+    parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-len(named):]
     if parts != named:
         raise DamagedFileError(path, f"it describes {'/'.join(named)}, but lies in {'/'.join(parts)}")
     return document
