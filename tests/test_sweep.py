@@ -16,6 +16,7 @@ from test_search import postgres  # noqa: F401  (fixture)
 from keras_stability.experiments.loading import ConfigError, load_experiment
 from keras_stability.experiments.suite import run_experiments
 from keras_stability.experiments.sweep import short_keys, value_text
+from keras_stability.report.collect import collect
 
 SWEEP = """\
 name: tiny
@@ -112,6 +113,11 @@ def test_cells_run_resumably_into_the_experiments_directory(tmp_path):
     metrics = (directory / "metrics.csv").read_bytes()
     assert run_experiments([experiment], results, show_progress=False) == {"skipped": 5}
     assert (directory / "metrics.csv").read_bytes() == metrics
+    # The report reads the cells as variants of the one experiment, with their swept values.
+    (collected,) = collect(results).values()
+    assert collected.name == "tiny" and sorted(collected.variants) == sorted(experiment.variants)
+    (run,) = collected.variants["clip/learning_rate=0.5,max_norm=2"]
+    assert run.config["optimizer"]["learning_rate"] == 0.5 and run.status == "done"
 
 
 def start_worker(path, results, url, log):

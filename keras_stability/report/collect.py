@@ -48,14 +48,16 @@ class RunRecord:
 
 
 def read_run(directory: str) -> RunRecord:
-    """The run in `directory` (…/<experiment>/<variant>/seed-<n>); only its damage when it is damaged."""
-    experiment, variant, seed_name = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-3:]
-    seed = int(RUN_DIRECTORY.fullmatch(seed_name).group(1))
+    """The run in `directory` (…/<experiment>/<variant>/seed-<n>, a sweep cell's variant two directories
+    deep); only its damage when it is damaged."""
     check = check_run(directory)
-    if not check.sound:
+    if not check.sound:  # config.yaml may be the damage: the names come from the directories
+        experiment, variant, seed_name = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-3:]
+        seed = int(RUN_DIRECTORY.fullmatch(seed_name).group(1))
         return RunRecord(experiment, variant, seed, check.status, {}, {}, damage=check.damage)
-    config = check.document["config"]
-    return RunRecord(experiment, variant, seed, check.status, check.meta, config, check.metrics, check.steps)
+    document = check.document  # sound: it names the directory it lies in
+    return RunRecord(document["experiment"], document["variant"], document["seed"], check.status, check.meta,
+                     document["config"], check.metrics, check.steps)
 
 
 @dataclass
