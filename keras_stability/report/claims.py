@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
 from keras_stability.experiments.loading import read_yaml, validate
+from keras_stability.experiments.sweep import file_variant
 from keras_stability.report.boundary import boundary_ratio
 from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason
@@ -135,7 +136,8 @@ def judge(claim, analyses, registration=None) -> dict:
     baseline = claim.baseline or analysis.summary["baseline"]
     if claim.analysis == "point":
         comparison, detail = point_comparison(claim, analysis, baseline)
-    else:
+    else:  # over a sweep: the baseline is the file's variant, whichever of its cells the summary names
+        baseline = file_variant(baseline)
         comparison, detail = sweep_comparison(claim, analysis, baseline)
     if comparison is None:
         verdict["reason"] = detail
