@@ -120,7 +120,7 @@ def raw_steps_per_second(experiment, overrides):
     model = build_model(config.model)
     optimizer = keras.optimizers.SGD(config.optimizer.learning_rate, momentum=config.optimizer.momentum)
     optimizer.build(model.trainable_variables)
-    if splits.task == "classification":
+    if splits.task.kind == "classification":
         compute_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     else:
         compute_loss = keras.losses.MeanSquaredError()
