@@ -49,5 +49,5 @@ def test_same_seed_same_weights_and_layers_differ():
 
 
 def test_unknown_model_name():
-    with pytest.raises(ValueError, match="Unrecognized model: 'resnet'. Known: mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn."):
+    with pytest.raises(ValueError, match="Unrecognized model: 'resnet'. Known: mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag."):
         get_model("resnet")

@@ -2,7 +2,8 @@
 
 Besides the built-in names, a dataset section may name a factory (see `keras_stability.factories`);
 `load_dataset` reads what it returns into the same `Splits`. For every dataset, `train_size` keeps
-the first N examples of the training split after the test and validation splits are taken.
+the first N examples of the training split after the test and validation splits are taken; on the
+digit and Fashion-MNIST datasets `classes: [a, b, ...]` first keeps those classes, relabelled 0, 1, ...
 """
 
 import dataclasses
@@ -161,11 +162,51 @@ def load_adding_problem(config, seed):
                   f"adding problem, T={config.sequence_length}, generated from seed {seed}")
 
 
+def zipf_tokens(vocabulary, length, samples, exponent, rng):
+    """Token-id sequences (samples, length) with P(id k) ∝ (k + 1)^-exponent, so frequent ids repeat
+    within a sequence, and labels: whether the sum of the ids' ±1 signs exceeds its median over the
+    samples (about half the labels are 1). The signs are fixed (SPLIT_SEED): every seed poses one task."""
+    weights = np.arange(1, vocabulary + 1, dtype=np.float64) ** -exponent
+    ids = rng.choice(vocabulary, size=(samples, length), p=weights / weights.sum()).astype(np.int32)
+    signs = np.random.default_rng(SPLIT_SEED).choice([-1, 1], vocabulary)
+    totals = signs[ids].sum(axis=1)
+    return ids, (totals > np.median(totals)).astype(np.int32)
+
+
+def load_zipf_tokens(config, seed):
+    x, y = zipf_tokens(config.vocabulary, config.sequence_length, config.token_samples, config.zipf_exponent,
+                       np.random.default_rng(seed))
+    rng = np.random.default_rng(SPLIT_SEED)
+    (rest_x, rest_y), (x_test, y_test) = split_off(x, y, 0.1, rng)
+    (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, Task("classification", x.shape[1:], 2),
+                  f"Zipf tokens, vocabulary {config.vocabulary}, length {config.sequence_length}, "
+                  f"generated from seed {seed}")
+
+
+def keep_classes(splits, classes):
+    """`splits` with only the examples of `classes`, labelled by their position in `classes`."""
+    relabel = np.full(10, -1, np.int32)
+    relabel[list(classes)] = np.arange(len(classes), dtype=np.int32)
+
+    def kept(x, y):
+        mask = relabel[y] >= 0
+        return x[mask], relabel[y[mask]]
+
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
+        kept(splits.x_train, splits.y_train), kept(splits.x_val, splits.y_val), kept(splits.x_test, splits.y_test)
+    )
+    task = dataclasses.replace(splits.task, num_classes=len(classes))
+    source = f"{splits.source}; classes {list(classes)} relabelled 0..{len(classes) - 1}"
+    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, task, source)
+
+
 DATASETS = {
     "mnist_small": load_mnist_small,
     "mnist": load_idx_dataset("mnist"),
     "fashion_mnist": load_idx_dataset("fashion_mnist"),
     "adding_problem": load_adding_problem,
+    "zipf_tokens": load_zipf_tokens,
 }
 
 
@@ -217,8 +258,10 @@ def load_factory_dataset(config, seed):
 
 
 def load_dataset(config, seed):
-    """The `Splits` of `config` (a dataset section) for run seed `seed`, `train_size` applied."""
+    """The `Splits` of `config` (a dataset section) for run seed `seed`, `classes` then `train_size` applied."""
     name = getattr(config, "name", None)
     splits = get_dataset(name)(config, seed) if name in DATASETS or not hasattr(config, "args") else load_factory_dataset(config, seed)
+    if getattr(config, "classes", None):
+        splits = keep_classes(splits, config.classes)
     size = getattr(config, "train_size", None)
     return splits if size is None else dataclasses.replace(splits, x_train=splits.x_train[:size], y_train=splits.y_train[:size])

@@ -115,6 +115,32 @@ class ZClipSpec(Strict):
     clip_option: Literal["adaptive_scaling", "mean"] = "adaptive_scaling"
 
 
+class ClipByL1NormSpec(Strict):
+    name: Literal["clip_by_l1_norm"]
+    max_norm: PositiveFloat
+
+
+class RegularizeGradientSpec(Strict):
+    """The gradient's L1/L2 proximal point (`regularize_gradient`); at least one penalty > 0."""
+
+    name: Literal["regularize_gradient"]
+    l1: Annotated[float, Field(ge=0)] = 0.0
+    l2: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def has_a_penalty(self):
+        if not (self.l1 or self.l2):
+            raise ValueError("regularize_gradient needs `l1` or `l2` > 0. Received: l1=0, l2=0")
+        return self
+
+
+class QuantizedEmaClipSpec(Strict):
+    name: Literal["quantized_ema_clip"]
+    limit: PositiveFloat
+    levels: PositiveInt = 127
+    decay: Annotated[float, Field(ge=0, lt=1)] = 0.9
+
+
 TransformSpec = Annotated[
     Union[
         ClipByValueSpec,
@@ -124,6 +150,9 @@ TransformSpec = Annotated[
         AdaptiveClipSpec,
         AutoClipSpec,
         ZClipSpec,
+        ClipByL1NormSpec,
+        RegularizeGradientSpec,
+        QuantizedEmaClipSpec,
     ],
     Field(discriminator="name"),
 ]

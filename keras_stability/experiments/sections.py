@@ -13,7 +13,18 @@ the registries import TensorFlow, which validating a file must not).
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PositiveFloat, PositiveInt, Tag, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from keras_stability.factories import ENTRY_POINT_GROUPS, registered, resolve_factory
@@ -28,16 +39,31 @@ class Strict(BaseModel):
 
 
 class ZooModel(Strict):
-    """Options every zoo model takes: its layers' activation, initialisation and regularisation."""
+    """Options every zoo model takes: its layers' activation, initialisation and regularisation.
+
+    `init_stddev` is the stddev of the `random_normal` and `truncated_normal` initialisers, for kernels
+    and for `bias_initializer: random_normal`; `bias_value` is the constant of `bias_initializer: constant`.
+    """
 
     name: str
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
-    initializer: Literal["glorot_uniform", "glorot_normal", "xavier", "he_normal", "he_uniform", "random_normal"] = (
-        "glorot_uniform"
-    )
+    initializer: Literal[
+        "glorot_uniform", "glorot_normal", "xavier", "he_normal", "he_uniform", "random_normal", "truncated_normal"
+    ] = "glorot_uniform"
     init_stddev: PositiveFloat = 0.05
+    bias_initializer: Literal["zeros", "random_normal", "constant"] = "zeros"
+    bias_value: float = 0.0
     l1: NonNegativeFloat = 0.0
     l2: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def bias_value_needs_constant(self):
+        if self.bias_value and self.bias_initializer != "constant":
+            raise ValueError(
+                f"`bias_value` applies to `bias_initializer: constant` only. Received: bias_value={self.bias_value}, "
+                f"bias_initializer={self.bias_initializer!r}; set bias_initializer: constant or drop bias_value"
+            )
+        return self
 
 
 Dropout = Annotated[float, Field(ge=0, lt=1)]
@@ -66,6 +92,11 @@ class Cnn4Config(ZooModel):
     dropout: Dropout = 0.0
 
 
+class Cnn4Pool4Config(ZooModel):
+    name: Literal["cnn4_pool4"] = "cnn4_pool4"
+    dropout: Dropout = 0.0
+
+
 class Fmnist2c2dConfig(ZooModel):
     name: Literal["fmnist_2c2d"] = "fmnist_2c2d"
     dropout: Dropout = 0.0
@@ -77,15 +108,36 @@ class RnnConfig(ZooModel):
     name: Literal["rnn"] = "rnn"
     cell: Literal["simple_rnn", "lstm"] = "simple_rnn"
     units: PositiveInt = 64
+    recurrent_initializer: Literal["orthogonal", "random_normal"] = "orthogonal"
+    recurrent_stddev: PositiveFloat = 0.1
+
+
+class EmbeddingBagConfig(ZooModel):
+    """Token ids → embedding → mean → logits; `vocabulary` must cover the dataset's ids."""
+
+    name: Literal["embedding_bag"] = "embedding_bag"
+    vocabulary: PositiveInt = 1000
+    embedding_dim: PositiveInt = 16
 
 
 ValidationFraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+def distinct_classes(classes):
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"`classes` must differ. Received: {classes}")
+    return classes
+
+
+# A subset of the ten classes, relabelled 0, 1, ... in the order given (doc 004's two-class task).
+Classes = Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=2), AfterValidator(distinct_classes)]
 
 
 class MnistSmallConfig(Strict):
     name: Literal["mnist_small"] = "mnist_small"
     validation_fraction: ValidationFraction = 0.1
     train_size: PositiveInt | None = None
+    classes: Classes | None = None
 
 
 class MnistConfig(Strict):
@@ -95,6 +147,7 @@ class MnistConfig(Strict):
     path: str | None = None
     validation_fraction: ValidationFraction = 0.1
     train_size: PositiveInt | None = None
+    classes: Classes | None = None
 
 
 class FashionMnistConfig(MnistConfig):
@@ -108,6 +161,19 @@ class AddingProblemConfig(Strict):
     validation_fraction: ValidationFraction = 0.1
     sequence_length: Annotated[int, Field(ge=2)] = 50
     adding_samples: Annotated[int, Field(ge=10)] = 2000
+
+
+class ZipfTokensConfig(Strict):
+    """Sequences of `sequence_length` token ids drawn from a Zipf law over `vocabulary` ids (frequent
+    ids repeat within a sequence); the label says whether the sequence's fixed ±1 id signs sum > 0."""
+
+    name: Literal["zipf_tokens"] = "zipf_tokens"
+    validation_fraction: ValidationFraction = 0.1
+    train_size: PositiveInt | None = None
+    vocabulary: Annotated[int, Field(ge=2)] = 1000
+    sequence_length: Annotated[int, Field(ge=1)] = 51
+    token_samples: Annotated[int, Field(ge=10)] = 5000
+    zipf_exponent: Annotated[float, Field(gt=1)] = 1.2
 
 
 class FactorySection(Strict):
@@ -152,8 +218,10 @@ def by_name(*specs):
     return {spec.model_fields["name"].default: spec for spec in specs}
 
 
-MODEL_SPECS = by_name(MlpConfig, DeepMlpConfig, Cnn3Config, Cnn4Config, Fmnist2c2dConfig, RnnConfig)
-DATASET_SPECS = by_name(MnistSmallConfig, MnistConfig, FashionMnistConfig, AddingProblemConfig)
+MODEL_SPECS = by_name(
+    MlpConfig, DeepMlpConfig, Cnn3Config, Cnn4Config, Cnn4Pool4Config, Fmnist2c2dConfig, RnnConfig, EmbeddingBagConfig
+)
+DATASET_SPECS = by_name(MnistSmallConfig, MnistConfig, FashionMnistConfig, AddingProblemConfig, ZipfTokensConfig)
 DEFAULT_NAMES = {"model": "mlp", "dataset": "mnist_small"}
 
 

@@ -1,7 +1,8 @@
 """The model zoo: the seed documents' architectures by name, built from a model section.
 
-The image models take 28×28×1 inputs and give 10 logits; `rnn` takes sequences of 2 features and gives
-one value (the adding problem). A model section naming a factory builds through `keras_stability.factories`.
+The image models take 28×28×1 inputs and give one logit per class of the task (10 when no task is
+given); `rnn` takes sequences of 2 features and gives one value (the adding problem); `embedding_bag`
+takes sequences of token ids. A model section naming a factory builds through `keras_stability.factories`.
 """
 
 import keras
@@ -17,12 +18,25 @@ INITIALIZERS = {
     "he_normal": lambda config: keras.initializers.HeNormal(),
     "he_uniform": lambda config: keras.initializers.HeUniform(),
     "random_normal": lambda config: keras.initializers.RandomNormal(stddev=config.init_stddev),
+    # Redraws values beyond two standard deviations, as TF1's truncated_normal_initializer (DeepOBS) does.
+    "truncated_normal": lambda config: keras.initializers.TruncatedNormal(stddev=config.init_stddev),
 }
+BIAS_INITIALIZERS = {
+    "zeros": lambda config: keras.initializers.Zeros(),
+    # Doc 002's `tf.random_normal([n])` biases: the same stddev as its weights.
+    "random_normal": lambda config: keras.initializers.RandomNormal(stddev=config.init_stddev),
+    "constant": lambda config: keras.initializers.Constant(config.bias_value),
+}
+DEFAULT_CLASSES = 10  # without a task: the digit and Fashion-MNIST datasets
 
 
 def layer_options(config):
     regularizer = keras.regularizers.L1L2(config.l1, config.l2) if (config.l1 or config.l2) else None
-    return dict(kernel_initializer=INITIALIZERS[config.initializer](config), kernel_regularizer=regularizer)
+    return dict(
+        kernel_initializer=INITIALIZERS[config.initializer](config),
+        bias_initializer=BIAS_INITIALIZERS[config.bias_initializer](config),
+        kernel_regularizer=regularizer,
+    )
 
 
 def dense_stack(layers, widths, config):
@@ -33,21 +47,21 @@ def dense_stack(layers, widths, config):
     return layers
 
 
-def classifier_head(layers, config):
-    layers.append(keras.layers.Dense(10, name="logits", **layer_options(config)))
+def classifier_head(layers, config, classes):
+    layers.append(keras.layers.Dense(classes, name="logits", **layer_options(config)))
     return keras.Sequential(layers)
 
 
-def mlp(config):
-    """MLP 784-hidden-10 (doc 002: hidden [128, 64])."""
+def mlp(config, classes):
+    """MLP 784-hidden-classes (doc 002: hidden [128, 64])."""
     layers = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
-    return classifier_head(dense_stack(layers, config.hidden, config), config)
+    return classifier_head(dense_stack(layers, config.hidden, config), config, classes)
 
 
-def deep_mlp(config):
+def deep_mlp(config, classes):
     """`depth` hidden layers of `width` units, for explosion studies."""
     layers = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
-    return classifier_head(dense_stack(layers, [config.width] * config.depth, config), config)
+    return classifier_head(dense_stack(layers, [config.width] * config.depth, config), config, classes)
 
 
 def conv_stack(filters_per_block, kernel_size, config):
@@ -62,38 +76,80 @@ def conv_stack(filters_per_block, kernel_size, config):
     return layers
 
 
-def cnn3(config):
-    """Doc 000: conv32 → pool → conv64 → pool → conv128 → pool → fc512 → 10 (3×3 kernels, 28×28×1)."""
+def cnn3(config, classes):
+    """Doc 000: conv32 → pool → conv64 → pool → conv128 → pool → fc512 → classes (3×3 kernels, 28×28×1)."""
     layers = conv_stack([[32], [64], [128]], 3, config)
-    return classifier_head(dense_stack(layers, [512], config), config)
+    return classifier_head(dense_stack(layers, [512], config), config, classes)
 
 
-def cnn4(config):
-    """Doc 004: conv64, conv64 → pool → conv128, conv128 → pool → fc512 → 10."""
+def cnn4(config, classes):
+    """conv64, conv64 → pool → conv128, conv128 → pool → fc512 → classes (the first edition's doc-004 CNN)."""
     layers = conv_stack([[64, 64], [128, 128]], 3, config)
-    return classifier_head(dense_stack(layers, [512], config), config)
+    return classifier_head(dense_stack(layers, [512], config), config, classes)
 
 
-def fmnist_2c2d(config):
-    """DeepOBS fmnist_2c2d: conv32 5×5 → pool → conv64 5×5 → pool → fc1024 → 10."""
+def cnn4_pool4(config, classes):
+    """Doc 004's own CNN: conv64 → pool → conv64 → pool → conv128 → pool → conv128 → pool → fc512 →
+    classes (2 in the document), 3×3 kernels. Its `128 * 4 * 4` flatten implies 64×64 images; on 28×28
+    the four 2×2 pools give 14, 7, 3, 1, so fc512 reads 128 features."""
+    layers = conv_stack([[64], [64], [128], [128]], 3, config)
+    return classifier_head(dense_stack(layers, [512], config), config, classes)
+
+
+def fmnist_2c2d(config, classes):
+    """DeepOBS fmnist_2c2d: conv32 5×5 → pool → conv64 5×5 → pool → fc1024 → classes. DeepOBS's own
+    initialisation is `initializer: truncated_normal, init_stddev: 0.05, bias_initializer: constant,
+    bias_value: 0.05` on every layer."""
     layers = conv_stack([[32], [64]], 5, config)
-    return classifier_head(dense_stack(layers, [1024], config), config)
+    return classifier_head(dense_stack(layers, [1024], config), config, classes)
 
 
-def rnn(config):
+RECURRENT_INITIALIZERS = {
+    "orthogonal": lambda config: keras.initializers.Orthogonal(),
+    "random_normal": lambda config: keras.initializers.RandomNormal(stddev=config.recurrent_stddev),
+}
+
+
+def rnn(config, classes):
     """One recurrent layer (`cell`: simple_rnn or lstm) with `units`, then a linear output (adding problem)."""
     cell = keras.layers.SimpleRNN if config.cell == "simple_rnn" else keras.layers.LSTM
     options = layer_options(config)
+    recurrent = RECURRENT_INITIALIZERS[config.recurrent_initializer](config)
+    activation = config.activation if config.cell == "simple_rnn" else "tanh"
     return keras.Sequential(
         [
             keras.Input((None, 2)),
-            cell(config.units, activation=config.activation if config.cell == "simple_rnn" else "tanh", **options),
+            cell(config.units, activation=activation, recurrent_initializer=recurrent, **options),
             keras.layers.Dense(1, kernel_initializer=options["kernel_initializer"]),
         ]
     )
 
 
-MODELS = {"mlp": mlp, "deep_mlp": deep_mlp, "cnn3": cnn3, "cnn4": cnn4, "fmnist_2c2d": fmnist_2c2d, "rnn": rnn}
+def embedding_bag(config, classes):
+    """Token ids → Embedding(`vocabulary`, `embedding_dim`) → mean over the sequence → classes.
+
+    Its embedding gradient is `tf.IndexedSlices` with one row per token, so a sequence that repeats an
+    id repeats a row: the sparse case for clipping (the library sums repeated rows before any norm)."""
+    return keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(config.vocabulary, config.embedding_dim, name="embedding"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(classes, name="logits", **layer_options(config)),
+        ]
+    )
+
+
+MODELS = {
+    "mlp": mlp,
+    "deep_mlp": deep_mlp,
+    "cnn3": cnn3,
+    "cnn4": cnn4,
+    "cnn4_pool4": cnn4_pool4,
+    "fmnist_2c2d": fmnist_2c2d,
+    "rnn": rnn,
+    "embedding_bag": embedding_bag,
+}
 
 
 def get_model(name):
@@ -105,8 +161,10 @@ def get_model(name):
 def build_model(config, task=None, seed=None):
     """A new Keras model for `config` (a model section); call `keras.utils.set_random_seed` first.
 
-    A factory section needs the `Task` it trains on (its input shape and classes) and the run seed.
+    A factory section needs the `Task` it trains on (its input shape and classes) and the run seed; a
+    zoo classifier takes its number of outputs from the task (10 without one).
     """
     if is_factory_section(config):
         return build_factory_model(config, task, seed)
-    return get_model(config.name)(config)
+    classes = getattr(task, "num_classes", None) or DEFAULT_CLASSES
+    return get_model(config.name)(config, classes)

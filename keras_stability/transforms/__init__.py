@@ -1,7 +1,6 @@
 """Composable gradient transforms: `(gradients, variables) -> (gradients, changed)`."""
 
 from keras_stability.transforms.agc import AdaptiveClip, adaptive_clip
-from keras_stability.transforms.percentile import AutoClip, autoclip
 from keras_stability.transforms.base import Chain, GlobalNormTransform, GradientTransform, chain, deserialize, serialize
 from keras_stability.transforms.clipping import (
     ClipByGlobalNorm,
@@ -13,7 +12,11 @@ from keras_stability.transforms.clipping import (
     clip_by_value,
     normalize_gradient,
 )
+from keras_stability.transforms.l1_norm import ClipByL1Norm, clip_by_l1_norm
 from keras_stability.transforms.norms import global_norm, tensor_norm
+from keras_stability.transforms.percentile import AutoClip, autoclip
+from keras_stability.transforms.proximal import RegularizeGradient, regularize_gradient
+from keras_stability.transforms.quantized_ema import QuantizedEmaClip, quantized_ema_clip
 from keras_stability.transforms.zscore import ZClip, zclip
 
 FACTORIES = {
@@ -24,29 +27,38 @@ FACTORIES = {
     "adaptive_clip": adaptive_clip,
     "autoclip": autoclip,
     "zclip": zclip,
+    "clip_by_l1_norm": clip_by_l1_norm,
+    "regularize_gradient": regularize_gradient,
+    "quantized_ema_clip": quantized_ema_clip,
 }
 
 __all__ = [
+    "FACTORIES",
     "AdaptiveClip",
     "AutoClip",
     "Chain",
     "ClipByGlobalNorm",
+    "ClipByL1Norm",
     "ClipByNorm",
     "ClipByValue",
-    "FACTORIES",
     "GlobalNormTransform",
     "GradientTransform",
     "NormalizeGradient",
+    "QuantizedEmaClip",
+    "RegularizeGradient",
     "ZClip",
     "adaptive_clip",
     "autoclip",
     "chain",
     "clip_by_global_norm",
+    "clip_by_l1_norm",
     "clip_by_norm",
     "clip_by_value",
     "deserialize",
     "global_norm",
     "normalize_gradient",
+    "quantized_ema_clip",
+    "regularize_gradient",
     "serialize",
     "tensor_norm",
     "zclip",
