@@ -156,4 +156,4 @@ def test_entry_points_register_names(own_modules):
     with pytest.raises(ConfigError) as error:
         load_experiment(str(path))
     assert error.value.lines == [f"{path}:5:15: model.name: unknown name 'tiny_mpl', expected one of "
-                                 "mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn, tiny_mlp (did you mean 'tiny_mlp'?)"]
+                                 "mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag, tiny_mlp (did you mean 'tiny_mlp'?)"]

@@ -68,7 +68,7 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
     [
         ("  hidden: [16]", "  hiden: [16]", "{path}:7:3: model.hiden: unknown key (did you mean 'hidden'?)"),
         ("  name: mlp", "  name: mpl",
-         "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn "
+         "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag "
          "(did you mean 'mlp'?)"),
         ("  learning_rate: 0.1", "  learning_rate: -0.1", "{path}:9:18: optimizer.learning_rate: Input should be greater than 0"),
         ("  learning_rate: 0.1", "  learning_rate: fast",
@@ -78,7 +78,7 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
          "{path}:17:11: [variant clipped] stabilizer.transforms.0.max_nrm: unknown key (did you mean 'max_norm'?)"),
         ("        - name: clip_by_global_norm", "        - name: clip_global",
          "{path}:16:11: [variant clipped] stabilizer.transforms.0: unknown transform 'clip_global', expected one of "
-         "clip_by_value, clip_by_norm, clip_by_global_norm, normalize_gradient, adaptive_clip, autoclip, zclip "
+         "clip_by_value, clip_by_norm, clip_by_global_norm, normalize_gradient, adaptive_clip, autoclip, zclip, clip_by_l1_norm, regularize_gradient, quantized_ema_clip "
          "(did you mean 'clip_by_global_norm'?)"),
         ("  name: mnist_small", "  name: adding_problem",
          "{path}:1:1: (top level): model 'mlp' does not fit dataset 'adding_problem': "

@@ -55,15 +55,15 @@ def test_readme_names_every_model_and_dataset():
         ("dataset: {name: adding_problem, train_size: 100}\nmodel: {name: rnn}",
          "{path}:1:33: dataset.train_size: unknown key (allowed keys: name, validation_fraction, sequence_length, adding_samples)"),
         ("model: {name: mlp, units: 3}",
-         "{path}:1:20: model.units: unknown key (allowed keys: name, activation, initializer, init_stddev, l1, l2, hidden, dropout)"),
+         "{path}:1:20: model.units: unknown key (allowed keys: name, activation, initializer, init_stddev, bias_initializer, bias_value, l1, l2, hidden, dropout)"),
         ("model: {name: deep_mlp, widht: 3}", "{path}:1:25: model.widht: unknown key (did you mean 'width'?)"),
         ("model: {name: rnn, dropout: 0.1}\ndataset: {name: adding_problem}",
-         "{path}:1:20: model.dropout: unknown key (allowed keys: name, activation, initializer, init_stddev, l1, l2, cell, units)"),
+         "{path}:1:20: model.dropout: unknown key (allowed keys: name, activation, initializer, init_stddev, bias_initializer, bias_value, l1, l2, cell, units, recurrent_initializer, recurrent_stddev)"),
         ("dataset: {name: mnst}",
-         "{path}:1:17: dataset.name: unknown name 'mnst', expected one of mnist_small, mnist, fashion_mnist, adding_problem "
+         "{path}:1:17: dataset.name: unknown name 'mnst', expected one of mnist_small, mnist, fashion_mnist, adding_problem, zipf_tokens "
          "(did you mean 'mnist'?)"),
         ("model: mlp",
-         "{path}:1:8: model: a model needs `name:` (one of mlp, deep_mlp, cnn3, cnn4, fmnist_2c2d, rnn) or "
+         "{path}:1:8: model: a model needs `name:` (one of mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag) or "
          "`factory: module:function`. Received: 'mlp'"),
         ("seeds: [3, 1, 3]",
          "{path}:1:8: seeds: seeds must be unique: each seed is one run directory. Received: [3, 1, 3] (repeated: [3])"),

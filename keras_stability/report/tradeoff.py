@@ -23,6 +23,9 @@ THRESHOLDS = {
     "adaptive_clip": "clip_factor",
     "autoclip": "percentile",
     "zclip": "z_threshold",
+    "clip_by_l1_norm": "max_norm",
+    "regularize_gradient": "l2",
+    "quantized_ema_clip": "limit",
 }
 
 
