@@ -70,8 +70,12 @@ def import_seconds(code):
     times = []
     for _ in range(3):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import tensorflow, keras"], env=child_environment(code), check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", "import tensorflow, keras"],
+            env=child_environment(code),
+            check=True,
+            capture_output=True,
+        )
         times.append(time.perf_counter() - started)
     return min(times)
 
@@ -155,7 +159,10 @@ def memory_probe(code):
             stream.write(MEMORY_EXPERIMENT)
         completed = subprocess.run(
             [sys.executable, "-c", MEMORY_PROBE, experiment, os.path.join(scratch, "results")],
-            env=child_environment(code), capture_output=True, text=True, check=True,
+            env=child_environment(code),
+            capture_output=True,
+            text=True,
+            check=True,
         )
     (after_10, rss_10), (after_all, rss_all) = [line.split() for line in completed.stdout.strip().splitlines()]
     return int(after_10), float(rss_10), int(after_all), float(rss_all)
@@ -184,19 +191,25 @@ def main():
     later = [s - per_epoch / raw for per_epoch, seconds, _ in runs for s in seconds[1:]]
     later_mean = statistics.mean(later) if later else 0.0
     setup = (past_import - sum(sum(seconds) for _, seconds, _ in runs)) / len(runs)
-    print(textwrap.dedent(f"""\
-        experiment: {arguments.experiment} {' '.join('--set ' + o for o in arguments.overrides)}
+    print(
+        textwrap.dedent(f"""\
+        experiment: {arguments.experiment} {" ".join("--set " + o for o in arguments.overrides)}
         code: {code}
         outcome: {outcome}
         runs {len(runs)}, steps {total_steps}; raw loop {raw:.1f} steps/s (steps alone: {total_steps / raw:.1f} s)
         wall {wall:.1f} s, import {importing:.1f} s, past import {past_import:.1f} s
-        sweep efficiency {efficiency:.2f}"""))
-    print(f"per run: first epoch +{statistics.mean(first):.3f} s, later epochs +{later_mean:.3f} s each, "
-          f"setup {setup:.3f} s")
+        sweep efficiency {efficiency:.2f}""")
+    )
+    print(
+        f"per run: first epoch +{statistics.mean(first):.3f} s, later epochs +{later_mean:.3f} s each, "
+        f"setup {setup:.3f} s"
+    )
     if arguments.memory:
         after_10, rss_10, after_all, rss_all = memory_probe(code)
-        print(f"peak RSS: {rss_10:.0f} MiB after {after_10} runs, {rss_all:.0f} MiB after {after_all} "
-              f"({rss_all / rss_10 - 1:+.1%})")
+        print(
+            f"peak RSS: {rss_10:.0f} MiB after {after_10} runs, {rss_all:.0f} MiB after {after_all} "
+            f"({rss_all / rss_10 - 1:+.1%})"
+        )
 
 
 if __name__ == "__main__":

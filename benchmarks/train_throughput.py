@@ -38,24 +38,24 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import yaml  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+import yaml
 
-import keras_stability as ks  # noqa: E402
-from keras_stability.datasets import load_dataset  # noqa: E402
-from keras_stability.experiments.schema import (  # noqa: E402
+import keras_stability as ks
+from keras_stability.datasets import load_dataset
+from keras_stability.experiments.runner import fit_epoch
+from keras_stability.experiments.schema import (
     ClipByGlobalNormSpec,
     OptimizerConfig,
     RunConfig,
     StabilizerConfig,
     TrainingConfig,
 )
-from keras_stability.experiments.runner import fit_epoch  # noqa: E402
-from keras_stability.experiments.sections import DATASET_SPECS, MODEL_SPECS  # noqa: E402
-from keras_stability.experiments.training import compiled_model  # noqa: E402
-from keras_stability.experiments.zoo import build_model  # noqa: E402
+from keras_stability.experiments.sections import DATASET_SPECS, MODEL_SPECS
+from keras_stability.experiments.training import compiled_model
+from keras_stability.experiments.zoo import build_model
 
 BATCH = 100
 LEARNING_RATE = 0.01
@@ -124,7 +124,9 @@ def runner_default(model_name, x, y, jit_compile=False):
     keras.utils.set_random_seed(0)
     steps = -(-len(y) // BATCH)
     config = RunConfig(
-        name="benchmark", model=MODEL_SPECS[model_name](), optimizer=OptimizerConfig(learning_rate=LEARNING_RATE),
+        name="benchmark",
+        model=MODEL_SPECS[model_name](),
+        optimizer=OptimizerConfig(learning_rate=LEARNING_RATE),
         stabilizer=StabilizerConfig(transforms=[ClipByGlobalNormSpec(name="clip_by_global_norm", max_norm=MAX_NORM)]),
         training=TrainingConfig(batch_size=BATCH, jit_compile=jit_compile),
     )
@@ -145,7 +147,9 @@ def no_telemetry(model_name, x, y):
     keras.utils.set_random_seed(0)
     model = build_model(MODEL_SPECS[model_name]())
     optimizer = ks.StabilizedOptimizer(keras.optimizers.SGD(LEARNING_RATE), ks.clip_by_global_norm(MAX_NORM))
-    model.compile(optimizer=optimizer, loss=loss_fn(), metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model.compile(
+        optimizer=optimizer, loss=loss_fn(), metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    )
     x_tensor, y_tensor = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     order = np.arange(len(y))
 
@@ -161,8 +165,12 @@ def runner_jit(model_name, x, y):
 
 
 CONTENDERS = {
-    "raw": raw_contender, "raw_tf_data": raw_tf_data, "keras_fit": keras_fit, "runner": runner_default,
-    "no_telemetry": no_telemetry, "runner_jit": runner_jit,
+    "raw": raw_contender,
+    "raw_tf_data": raw_tf_data,
+    "keras_fit": keras_fit,
+    "runner": runner_default,
+    "no_telemetry": no_telemetry,
+    "runner_jit": runner_jit,
 }
 
 
@@ -202,10 +210,14 @@ def summarize(per_round):
     """Best and median steps/s, median cores busy, and ratios: median per round, and of best rates."""
     rates = {name: [r[name][0] for r in per_round] for name in CONTENDERS}
     best = {name: max(values) for name, values in rates.items()}
-    table = {name: (best[name], statistics.median(values), statistics.median(r[name][1] for r in per_round))
-             for name, values in rates.items()}
-    ratios = {key: (statistics.median(ratio({n: r[n][0] for n in r}) for r in per_round), ratio(best))
-              for key, ratio in RATIOS.items()}
+    table = {
+        name: (best[name], statistics.median(values), statistics.median(r[name][1] for r in per_round))
+        for name, values in rates.items()
+    }
+    ratios = {
+        key: (statistics.median(ratio({n: r[n][0] for n in r}) for r in per_round), ratio(best))
+        for key, ratio in RATIOS.items()
+    }
     return table, ratios
 
 
@@ -214,13 +226,18 @@ def one_run_peak_rss_mib():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(root, "experiments", "quickstart.yaml"), encoding="utf-8") as stream:
         experiment = yaml.safe_load(stream)
-    experiment.update(seeds=[0], baseline=None, variants={"clip_global_norm_1": experiment["variants"]["clip_global_norm_1"]})
+    experiment.update(
+        seeds=[0], baseline=None, variants={"clip_global_norm_1": experiment["variants"]["clip_global_norm_1"]}
+    )
     with tempfile.TemporaryDirectory() as scratch:
         path = os.path.join(scratch, "one_run.yaml")
         with open(path, "w", encoding="utf-8") as stream:
             yaml.safe_dump(experiment, stream)
-        subprocess.run([sys.executable, "-m", "keras_stability.cli", "run", path, "--results", scratch, "--no-progress"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "keras_stability.cli", "run", path, "--results", scratch, "--no-progress"],
+            check=True,
+            capture_output=True,
+        )
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
@@ -245,8 +262,10 @@ def main():
     args = parser.parse_args()
     splits = load_dataset(DATASET_SPECS["mnist_small"](), 0)
     x, y = splits.x_train, splits.y_train
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs; "
-          f"TensorFlow {tf.__version__}, Keras {keras.__version__}; {len(y)} examples, batch {BATCH}")
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} CPUs; "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}; {len(y)} examples, batch {BATCH}"
+    )
     models = ["mlp", "cnn3"] if args.model == "both" else [args.model]
     ratios = {}
     for model_name in models:

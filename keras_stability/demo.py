@@ -35,9 +35,7 @@ def run_demo(epochs=3, transform="clip_by_global_norm", threshold=1.0, learning_
                 f"clip_rate {logs['clip_rate']:.2f}  nonfinite_steps {int(logs['nonfinite_steps'])}"
             )
 
-    history = model.fit(
-        images[train], labels[train], batch_size=100, epochs=epochs, verbose=0, callbacks=[EpochLine()]
-    )
+    history = model.fit(images[train], labels[train], batch_size=100, epochs=epochs, verbose=0, callbacks=[EpochLine()])
     accuracy = model.evaluate(images[test], labels[test], batch_size=500, verbose=0, return_dict=True)["accuracy"]
     print_fn(f"test accuracy on 2,000 held-out digits: {accuracy:.4f}")
     result = dict(history.history)

@@ -61,8 +61,10 @@ def factory_text(config, kind):
         return config.factory, None
     entry = registered(ENTRY_POINT_GROUPS[kind]).get(config.name)
     if entry is None:
-        raise ValueError(f"no installed package registers the {kind} {config.name!r} any more. "
-                         f"Received: {kind}.name={config.name!r}; reinstall the package that provided it")
+        raise ValueError(
+            f"no installed package registers the {kind} {config.name!r} any more. "
+            f"Received: {kind}.name={config.name!r}; reinstall the package that provided it"
+        )
     return entry.value, entry
 
 
@@ -96,8 +98,13 @@ def section_provenance(config, kind):
     path, digest = module_file_hash(sys.modules[module_name])
     package, version = distribution_of(module_name, entry)
     return {
-        "factory": text, "entry_point": entry.name if entry is not None else None, "module": module_name,
-        "module_file": path, "module_sha256": digest, "package": package, "version": version,
+        "factory": text,
+        "entry_point": entry.name if entry is not None else None,
+        "module": module_name,
+        "module_file": path,
+        "module_sha256": digest,
+        "package": package,
+        "version": version,
     }
 
 
@@ -123,8 +130,10 @@ def build_factory_model(config, task, seed):
     text = factory_text(config, "model")[0]
     model = resolve_factory(text)(input_shape=task.input_shape, num_classes=task.num_classes, seed=seed, **config.args)
     if not isinstance(model, keras.Model):
-        raise TypeError(f"The model factory {text!r} must return a keras.Model. Received: {described(model)}; "
-                        "return the model it builds (uncompiled)")
+        raise TypeError(
+            f"The model factory {text!r} must return a keras.Model. Received: {described(model)}; "
+            "return the model it builds (uncompiled)"
+        )
     return model
 
 

@@ -87,8 +87,10 @@ class StabilizedModel(keras.Model):
     def compile(self, optimizer="rmsprop", auto_scale_loss=True, **kwargs):
         optimizer = keras.optimizers.get(optimizer)
         if not isinstance(optimizer, StabilizedOptimizer):
-            if auto_scale_loss and self.dtype_policy.name == "mixed_float16" and not isinstance(
-                optimizer, keras.optimizers.LossScaleOptimizer
+            if (
+                auto_scale_loss
+                and self.dtype_policy.name == "mixed_float16"
+                and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
             ):
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer = StabilizedOptimizer(

@@ -21,8 +21,7 @@ POLICIES = ("raise", "skip", "zero", "propagate")
 def check_policy(policy: str) -> str:
     if policy not in POLICIES:
         raise ValueError(
-            f"`nonfinite` must be one of {', '.join(repr(p) for p in POLICIES)}. "
-            f"Received: nonfinite={policy!r}."
+            f"`nonfinite` must be one of {', '.join(repr(p) for p in POLICIES)}. Received: nonfinite={policy!r}."
         )
     return policy
 
@@ -31,8 +30,7 @@ def raise_if_not_finite(finite: tf.Tensor) -> None:
     """Fails the step with tf.errors.InvalidArgumentError when `finite` is false."""
     tf.debugging.check_numerics(
         tf.where(finite, 0.0, float("nan")),
-        "keras_stability: non-finite gradient with nonfinite='raise' "
-        "(use nonfinite='skip' to skip such steps instead)",
+        "keras_stability: non-finite gradient with nonfinite='raise' (use nonfinite='skip' to skip such steps instead)",
     )
 
 

@@ -332,9 +332,7 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
     def _record_layer_norms(self, grads, variables):
         core = self.core_optimizer
         by_index = {core._get_variable_index(v): norms.tensor_norm(g) for g, v in zip(grads, variables)}
-        self.layer_norms.assign(
-            tf.stack([by_index.get(i, tf.constant(0.0)) for i in range(self.layer_norms.shape[0])])
-        )
+        self.layer_norms.assign(tf.stack([by_index.get(i, tf.constant(0.0)) for i in range(self.layer_norms.shape[0])]))
 
     def get_config(self) -> dict[str, Any]:
         inner = keras.saving.serialize_keras_object(self.inner_optimizer)

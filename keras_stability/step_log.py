@@ -22,11 +22,16 @@ class StepLog:
         # tf.Variables, not Keras ones: a row is written in place (`scatter_update`), which
         # Keras variables do not offer; an assignment of the whole buffer cost 5 % of an MLP step.
         self.rows = tf.Variable(
-            np.zeros((capacity, len(STEP_FIELDS)), np.float32), trainable=False,
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, name="step_log_rows",
+            np.zeros((capacity, len(STEP_FIELDS)), np.float32),
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            name="step_log_rows",
         )
         self.count = tf.Variable(
-            0, dtype=tf.int32, trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            0,
+            dtype=tf.int32,
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
             name="step_log_count",
         )
 

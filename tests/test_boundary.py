@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 
-from keras_stability.report.boundary import Cell, boundary, boundary_ratio, cells_of, curve, firth_logistic
 from keras_stability.experiments.sweep import file_variant
+from keras_stability.report.boundary import Cell, boundary, boundary_ratio, cells_of, curve, firth_logistic
 from keras_stability.report.outcomes import LEARNING_RATE, Outcome, group_of, holds, sweep_groups
 
 LEARNING_RATES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
@@ -15,8 +15,13 @@ LEARNING_RATES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 
 def outcome(variant, learning_rate, seed, diverged, max_norm=None):
     stabilizer = None if max_norm is None else {"transforms": [{"name": "clip_by_global_norm", "max_norm": max_norm}]}
-    config = {"dataset": {"name": "mnist_small"}, "model": {"name": "deep_mlp"}, "training": {"epochs": 5},
-              "optimizer": {"name": "sgd", "learning_rate": learning_rate}, "stabilizer": stabilizer}
+    config = {
+        "dataset": {"name": "mnist_small"},
+        "model": {"name": "deep_mlp"},
+        "training": {"epochs": 5},
+        "optimizer": {"name": "sgd", "learning_rate": learning_rate},
+        "stabilizer": stabilizer,
+    }
     return Outcome(variant, seed, config, diverged, not diverged, 0.9, 0.1 if diverged else 0.9, None)
 
 
@@ -63,8 +68,12 @@ def test_separated_grid_puts_the_boundary_between_the_last_survivor_and_the_firs
 
 
 def test_off_grid_boundaries_are_said_not_extrapolated():
-    none = boundary(sweep_groups([outcome("a", lr, s, False) for lr in (0.01, 0.1) for s in range(3)], LEARNING_RATE)[0])
-    every = boundary(sweep_groups([outcome("a", lr, s, True) for lr in (0.01, 0.1) for s in range(3)], LEARNING_RATE)[0])
+    none = boundary(
+        sweep_groups([outcome("a", lr, s, False) for lr in (0.01, 0.1) for s in range(3)], LEARNING_RATE)[0]
+    )
+    every = boundary(
+        sweep_groups([outcome("a", lr, s, True) for lr in (0.01, 0.1) for s in range(3)], LEARNING_RATE)[0]
+    )
     single = boundary(sweep_groups([outcome("a", 0.1, s, True) for s in range(3)], LEARNING_RATE)[0])
     assert (none.critical_lr, none.note) == (None, "no run diverged in 0.01–0.1")
     assert (every.critical_lr, every.note) == (None, "every run diverged in 0.01–0.1")

@@ -19,7 +19,10 @@ PASSWORD = "Secr3t-pass_word"  # distinctive, so that a grep finds every copy
 
 
 def test_mask_password_hides_only_the_password():
-    assert mask_password("postgresql+psycopg://ada:s%40cret@db-host:5432/optuna") == "postgresql+psycopg://ada:***@db-host:5432/optuna"
+    assert (
+        mask_password("postgresql+psycopg://ada:s%40cret@db-host:5432/optuna")
+        == "postgresql+psycopg://ada:***@db-host:5432/optuna"
+    )
     assert mask_password("postgresql+psycopg://ada@db-host/optuna") == "postgresql+psycopg://ada@db-host/optuna"
     assert mask_password("sqlite:////shared/study.db") == "sqlite:////shared/study.db"
     url = "postgresql://ada:s%40cret@db/x"
@@ -36,7 +39,9 @@ def test_the_url_comes_from_the_flag_then_the_environment_then_the_file():
 
 def test_a_password_in_the_experiment_file_is_refused_without_being_shown(tmp_path):
     path = tmp_path / "tiny.yaml"
-    path.write_text(SEARCH.replace("SAMPLER", "random") + f"  storage: postgresql+psycopg://ada:{PASSWORD}@db-host/optuna\n")
+    path.write_text(
+        SEARCH.replace("SAMPLER", "random") + f"  storage: postgresql+psycopg://ada:{PASSWORD}@db-host/optuna\n"
+    )
     with pytest.raises(ConfigError) as error:
         load_experiment(str(path))
     assert error.value.lines == [
@@ -48,8 +53,14 @@ def test_a_password_in_the_experiment_file_is_refused_without_being_shown(tmp_pa
 
 def cli(arguments, cwd, environment=None):
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.getcwd(), **(environment or {})}
-    return subprocess.run([sys.executable, "-m", "keras_stability.cli", *arguments], cwd=cwd, capture_output=True,
-                          text=True, env=environment, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "keras_stability.cli", *arguments],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=600,
+    )
 
 
 def test_an_unreachable_database_is_named_without_its_password(tmp_path):
@@ -63,7 +74,9 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path):
     completed = cli(["search", str(path), "--storage", url], tmp_path)
     assert completed.returncode == 2
     message = completed.stderr.strip().splitlines()[-1]
-    assert message.startswith(f"keras-stability search: Cannot open the Optuna storage postgresql+psycopg://ada:***@127.0.0.1:{port}/optuna: ")
+    assert message.startswith(
+        f"keras-stability search: Cannot open the Optuna storage postgresql+psycopg://ada:***@127.0.0.1:{port}/optuna: "
+    )
     assert PASSWORD not in completed.stdout + completed.stderr
 
 
@@ -75,8 +88,13 @@ def every_file_text(root):
 
 def test_no_password_is_written_to_results_reports_or_output(tmp_path):
     (tmp_path / "search.yaml").write_text(SEARCH.replace("SAMPLER", "random").replace("trials: 3", "trials: 2"))
-    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(
-        "optimizer.learning_rate: [0.05, 0.5]", "optimizer.learning_rate: [0.05]")))
+    (tmp_path / "sweep.yaml").write_text(
+        textwrap.dedent(
+            SWEEP.replace("seeds: [0, 1]", "seeds: [0]").replace(
+                "optimizer.learning_rate: [0.05, 0.5]", "optimizer.learning_rate: [0.05]"
+            )
+        )
+    )
     with postgres_server(password=PASSWORD) as url:
         with_password = url.replace("postgres@", f"postgres:{PASSWORD}@")
         # The whole URL from the environment (not on the command line, where `ps` shows it) ...

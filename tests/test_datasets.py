@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import re
 import struct
 
 import numpy as np
@@ -102,7 +103,10 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(ValueError, match="Unrecognized dataset: 'cifar'. Known: mnist_small, mnist, fashion_mnist, adding_problem."):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("Unrecognized dataset: 'cifar'. Known: mnist_small, mnist, fashion_mnist, adding_problem."),
+    ):
         get_dataset("cifar")
 
 

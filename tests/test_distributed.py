@@ -1,5 +1,7 @@
 """MirroredStrategy on two logical CPUs: the same results as one device, where Keras's own clipping is not."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -126,7 +128,12 @@ def test_sparse_embedding_gradients_on_two_replicas(two_replicas):
         keras.utils.set_random_seed(0)
         with strategy.scope():
             inner = keras.Sequential(
-                [keras.Input((4,), dtype="int32"), keras.layers.Embedding(5, 3), keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)]
+                [
+                    keras.Input((4,), dtype="int32"),
+                    keras.layers.Embedding(5, 3),
+                    keras.layers.GlobalAveragePooling1D(),
+                    keras.layers.Dense(1),
+                ]
             )
             model = ks.stabilize(inner, ks.clip_by_global_norm(0.01))
             model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse")
@@ -143,11 +150,19 @@ def test_sparse_embedding_gradients_on_two_replicas(two_replicas):
 def test_step_log_records_the_global_batch_loss(two_replicas):
     def fit(strategy):
         with strategy.scope():
-            inner = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+            inner = keras.Sequential(
+                [keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
+            )
             model = ks.StabilizedModel(inner, ks.clip_by_global_norm(1.0), step_log=4)
             model.compile(optimizer=keras.optimizers.SGD(1.0), loss=negative_product)
-        model.fit(np.ones((4, 1), np.float32), np.array([[40.0], [4.0], [0.5], [0.5]], np.float32),
-                  batch_size=2, epochs=1, shuffle=False, verbose=0)
+        model.fit(
+            np.ones((4, 1), np.float32),
+            np.array([[40.0], [4.0], [0.5], [0.5]], np.float32),
+            batch_size=2,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+        )
         return model.step_log.drain()
 
     # Step 1: w = 0, loss 0, norm 22 → clipped 1, w = 1. Step 2: loss = -mean(0.5·1) = -0.5, norm 0.5.
@@ -161,7 +176,7 @@ def test_train_epoch_sends_replicated_models_to_fit(two_replicas):
         inner = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
         model = ks.stabilize(inner, ks.clip_by_global_norm(1.0))
         model.compile(optimizer=keras.optimizers.SGD(1.0), loss=negative_product)
-    with pytest.raises(ValueError, match="trains with model.fit. Received: a model on 2 replicas"):
+    with pytest.raises(ValueError, match=re.escape("trains with model.fit. Received: a model on 2 replicas")):
         ks.train_epoch(model, X, Y, np.arange(2), 2)
 
 
@@ -203,10 +218,15 @@ def test_one_all_reduce_of_the_gradient_per_step(two_replicas):
     def keras_step(x, y):
         return two_replicas.run(plain.train_step, args=((x, y),))
 
-    keras_ops = reduction_ops(keras_step.get_concrete_function(tf.TensorSpec((4, 2)), tf.TensorSpec((4, 1))).graph.as_graph_def())
+    keras_ops = reduction_ops(
+        keras_step.get_concrete_function(tf.TensorSpec((4, 2)), tf.TensorSpec((4, 1))).graph.as_graph_def()
+    )
     wrapped_ops = traced_step_reductions(two_replicas, keras.optimizers.SGD(0.1))
     assert keras_ops, "no reduction op found: the op names changed"
-    gradient_reductions = lambda ops: [op for op in ops if "Gather" not in op]
+
+    def gradient_reductions(ops):
+        return [op for op in ops if "Gather" not in op]
+
     # The telemetry adds no gradient reduction: same count as Keras, not twice the gradient's.
     assert len(gradient_reductions(wrapped_ops)) == len(gradient_reductions(keras_ops)), (keras_ops, wrapped_ops)
 
@@ -218,7 +238,9 @@ def test_nadam_still_trains_the_same_on_two_replicas(two_replicas):
         x, y = rng.normal(size=(32, 5)).astype(np.float32), rng.normal(size=(32, 1)).astype(np.float32)
         keras.utils.set_random_seed(1)
         with strategy.scope():
-            model = ks.stabilize(keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)]), ks.clip_by_global_norm(0.5))
+            model = ks.stabilize(
+                keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)]), ks.clip_by_global_norm(0.5)
+            )
             model.compile(optimizer=keras.optimizers.Nadam(0.05, weight_decay=0.01), loss="mse")
         model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         return model.get_weights()

@@ -27,8 +27,17 @@ FINE = [(2.3, 1.0, 1.0), (2.1, 0.9, 0.9), (1.9, 0.8, 0.8)]
         (FINE, 2.1, NAN, True, 3),
         ([], 2.1, NAN, True, 0),  # no step rows logged: the epoch itself
     ],
-    ids=["finite", "nan-loss", "inf-loss-first", "applied-nan-gradient", "applied-inf-gradient",
-         "skipped-nan-gradient", "train-loss-overflow", "val-loss-nan", "no-steps"],
+    ids=[
+        "finite",
+        "nan-loss",
+        "inf-loss-first",
+        "applied-nan-gradient",
+        "applied-inf-gradient",
+        "skipped-nan-gradient",
+        "train-loss-overflow",
+        "val-loss-nan",
+        "no-steps",
+    ],
 )
 def test_first_divergent_step(rows, train_loss, val_loss, applies_nonfinite, expected):
     assert first_divergent_step(rows, train_loss, val_loss, applies_nonfinite) == expected

@@ -30,8 +30,10 @@ def test_two_class_subset_relabels_in_the_given_order():
     full = load_dataset(DATASET_SPECS["mnist_small"](), 0)
     pair = load_dataset(DATASET_SPECS["mnist_small"](classes=[9, 4]), 0)
     assert pair.task.num_classes == 2 and "classes [9, 4]" in pair.source
-    for x_all, y_all, x, y in [(full.x_train, full.y_train, pair.x_train, pair.y_train),
-                               (full.x_test, full.y_test, pair.x_test, pair.y_test)]:
+    for x_all, y_all, x, y in [
+        (full.x_train, full.y_train, pair.x_train, pair.y_train),
+        (full.x_test, full.y_test, pair.x_test, pair.y_test),
+    ]:
         np.testing.assert_array_equal(x, x_all[np.isin(y_all, [4, 9])])
         np.testing.assert_array_equal(y, np.where(y_all[np.isin(y_all, [4, 9])] == 9, 0, 1))
     sized = load_dataset(DATASET_SPECS["mnist_small"](classes=[9, 4], train_size=100), 0)
@@ -59,8 +61,9 @@ def test_doc002_random_normal_reaches_weights_and_biases():
 
 def test_deepobs_initialisation_of_fmnist_2c2d():
     keras.utils.set_random_seed(0)
-    config = MODEL_SPECS["fmnist_2c2d"](initializer="truncated_normal", init_stddev=0.05,
-                                       bias_initializer="constant", bias_value=0.05)
+    config = MODEL_SPECS["fmnist_2c2d"](
+        initializer="truncated_normal", init_stddev=0.05, bias_initializer="constant", bias_value=0.05
+    )
     model = build_model(config)
     kernels = [layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")]
     biases = [layer.bias.numpy() for layer in model.layers if hasattr(layer, "bias")]
@@ -80,8 +83,9 @@ def test_bias_value_needs_a_constant_bias():
 
 def test_rnn_recurrent_initialisation_as_pascanu():
     keras.utils.set_random_seed(0)
-    model = build_model(MODEL_SPECS["rnn"](units=50, activation="tanh", recurrent_initializer="random_normal",
-                                           recurrent_stddev=0.1))
+    model = build_model(
+        MODEL_SPECS["rnn"](units=50, activation="tanh", recurrent_initializer="random_normal", recurrent_stddev=0.1)
+    )
     recurrent = model.layers[0].cell.recurrent_kernel.numpy()
     assert recurrent.shape == (50, 50)
     assert np.std(recurrent) == pytest.approx(0.1, rel=0.05)

@@ -20,8 +20,9 @@ def model_and_data(task, **training):
         x = rng.random((EXAMPLES, 28, 28, 1), dtype=np.float32)
         y = rng.integers(0, 10, EXAMPLES).astype(np.int32)
     else:
-        config = RunConfig(name="evaluation", dataset={"name": "adding_problem"}, model={"name": "rnn", "units": 8},
-                           training=training)
+        config = RunConfig(
+            name="evaluation", dataset={"name": "adding_problem"}, model={"name": "rnn", "units": 8}, training=training
+        )
         x = rng.random((EXAMPLES, 12, 2), dtype=np.float32)
         y = rng.random((EXAMPLES, 1), dtype=np.float32)
     keras.utils.set_random_seed(0)

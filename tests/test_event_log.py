@@ -37,8 +37,10 @@ def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     path = root / "tiny.yaml"
     path.write_text(textwrap.dedent(TINY))
-    outcomes = {variant: run_one(str(root), config, variant, seed, log=lambda _: None)
-                for variant, seed, config in load_experiment(str(path)).runs()}
+    outcomes = {
+        variant: run_one(str(root), config, variant, seed, log=lambda _: None)
+        for variant, seed, config in load_experiment(str(path)).runs()
+    }
     assert outcomes == {"plain": "done", "exploding": "diverged"}
     return root
 
@@ -55,7 +57,9 @@ def columns(path):
 
 
 def accumulator(directory):
-    events = event_accumulator.EventAccumulator(os.path.join(directory, SUBDIRECTORY), size_guidance={event_accumulator.SCALARS: 0})
+    events = event_accumulator.EventAccumulator(
+        os.path.join(directory, SUBDIRECTORY), size_guidance={event_accumulator.SCALARS: 0}
+    )
     events.Reload()
     return events
 
@@ -74,21 +78,32 @@ def check_run(directory):
         np.testing.assert_array_equal(points(events, f"epoch/{name}"), list(zip(epochs, metrics[name])), err_msg=name)
     global_steps = [int(s) for s in steps["step"]]
     for name in runner.STEP_COLUMNS[2:]:
-        np.testing.assert_array_equal(points(events, f"step/{name}"), list(zip(global_steps, steps[name])), err_msg=name)
+        np.testing.assert_array_equal(
+            points(events, f"step/{name}"), list(zip(global_steps, steps[name])), err_msg=name
+        )
     return events
 
 
 def test_events_of_finished_runs(results):
-    assert sorted(write_event_logs(str(results))) == [run_directory(results, "exploding"), run_directory(results, "plain")]
+    assert sorted(write_event_logs(str(results))) == [
+        run_directory(results, "exploding"),
+        run_directory(results, "plain"),
+    ]
     for variant in ("plain", "exploding"):
         directory = run_directory(results, variant)
         events = check_run(directory)
         meta = read_json(os.path.join(directory, "meta.json"))
-        final = {tag.removeprefix("final/"): points(events, tag) for tag in events.Tags()["scalars"] if tag.startswith("final/")}
+        final = {
+            tag.removeprefix("final/"): points(events, tag)
+            for tag in events.Tags()["scalars"]
+            if tag.startswith("final/")
+        }
         last = meta["epochs_done"]
-        expected = {"diverged": [(last, float(variant == "exploding"))],
-                    "test_loss": [(last, np.float32(meta["test"]["loss"]))],
-                    "test_accuracy": [(last, np.float32(meta["test"]["accuracy"]))]}
+        expected = {
+            "diverged": [(last, float(variant == "exploding"))],
+            "test_loss": [(last, np.float32(meta["test"]["loss"]))],
+            "test_accuracy": [(last, np.float32(meta["test"]["accuracy"]))],
+        }
         if variant == "exploding":
             expected["diverged_at_step"] = [(last, np.float32(meta["diverged_at_step"]))]
         assert final.keys() == expected.keys()
@@ -110,8 +125,10 @@ def test_hparams_name_the_runs(results):
     multiplexer.Reload()
     content = multiplexer.PluginRunToTagToContent(hparams_metadata.PLUGIN_NAME)
     assert sorted(content) == ["exploding/seed-0/tensorboard", "plain/seed-0/tensorboard"]
-    sessions = {run: hparams_metadata.parse_session_start_info_plugin_data(tags[hparams_metadata.SESSION_START_INFO_TAG])
-                for run, tags in content.items()}
+    sessions = {
+        run: hparams_metadata.parse_session_start_info_plugin_data(tags[hparams_metadata.SESSION_START_INFO_TAG])
+        for run, tags in content.items()
+    }
     for run, session in sessions.items():
         values = {name: getattr(value, value.WhichOneof("kind")) for name, value in session.hparams.items()}
         variant = run.split("/")[0]
@@ -139,7 +156,7 @@ def test_resumed_run_neither_repeats_nor_loses_points(results):
         return {name: metrics[name][epoch - 1] for name in runner.METRIC_COLUMNS[1:]}
 
     def epoch_steps(epoch):
-        return {name: np.array(steps[name][3 * (epoch - 1): 3 * epoch]) for name in runner.STEP_COLUMNS[2:]}
+        return {name: np.array(steps[name][3 * (epoch - 1) : 3 * epoch]) for name in runner.STEP_COLUMNS[2:]}
 
     # The first attempt logs both epochs and is killed before it ends (no `finish`, file left open);
     # the run's progress.json says epoch 1, so the runner resumes after it and trains epoch 2 again.

@@ -13,7 +13,7 @@ from keras_stability.experiments.sections import known_names
 
 # The zoo's mlp with hidden [16], written outside the package: with the same seed it must train to
 # the same bytes as the zoo's model, which makes the zoo run the factory run's reference.
-MODELS = '''
+MODELS = """
 import keras
 
 SEEDS = []
@@ -30,9 +30,9 @@ def not_a_model(input_shape, num_classes, seed):
 
 
 WIDTH = 16
-'''
+"""
 # mnist_small's own splits, returned as arrays or as a batched tf.data pipeline.
-DATA = '''
+DATA = """
 import tensorflow as tf
 
 from keras_stability.datasets import load_dataset
@@ -49,7 +49,7 @@ def load(seed, pipeline=False):
 
 def endless(seed):
     return {k: tf.data.Dataset.from_tensors(([0.0], 0)).repeat() for k in ("train", "validation", "test")}
-'''
+"""
 BASE = """\
 name: own
 seeds: [3]
@@ -82,14 +82,22 @@ def run(directory, config, results="results"):
 
 def test_factory_model_and_data_train_as_the_zoo_does(own_modules):
     zoo = experiment(own_modules, "model: {name: mlp, hidden: [16]}\ndataset: {name: mnist_small, train_size: 300}\n")
-    own = experiment(own_modules, """\
+    own = experiment(
+        own_modules,
+        """\
         model: {factory: "mymodels:build", args: {width: 16}}
         dataset: {factory: "mydata:load", train_size: 300}
-        """, "own.yaml")
-    piped = experiment(own_modules, """\
+        """,
+        "own.yaml",
+    )
+    piped = experiment(
+        own_modules,
+        """\
         model: {factory: "mymodels:build"}
         dataset: {factory: "mydata:load", args: {pipeline: true}, train_size: 300}
-        """, "piped.yaml")
+        """,
+        "piped.yaml",
+    )
     reference = run(own_modules, zoo.variants["base"], "zoo")
     first = run(own_modules, own.variants["base"], "first")
     again = run(own_modules, own.variants["base"], "again")
@@ -103,15 +111,20 @@ def test_factory_model_and_data_train_as_the_zoo_does(own_modules):
     assert provenance["factory"] == "mymodels:build" and provenance["module"] == "mymodels"
     assert provenance["module_sha256"] == hashlib.sha256((own_modules / "mymodels.py").read_bytes()).hexdigest()
     assert (provenance["package"], provenance["version"], provenance["entry_point"]) == (None, None, None)
-    assert first[2]["dataset_factory"]["factory"] == "mydata:load" and first[2]["dataset_source"] == "factory mydata:load"
+    assert (
+        first[2]["dataset_factory"]["factory"] == "mydata:load" and first[2]["dataset_source"] == "factory mydata:load"
+    )
     assert "model_factory" not in reference[2] and "dataset_factory" not in reference[2]
 
 
 @pytest.mark.parametrize(
     "factory, message",
     [
-        ("nomodule:build", "cannot import module 'nomodule': ModuleNotFoundError: No module named 'nomodule'. "
-         "Received: 'nomodule:build'; put the module's directory on PYTHONPATH or install its package"),
+        (
+            "nomodule:build",
+            "cannot import module 'nomodule': ModuleNotFoundError: No module named 'nomodule'. "
+            "Received: 'nomodule:build'; put the module's directory on PYTHONPATH or install its package",
+        ),
         ("mymodels:biuld", "module 'mymodels' has no attribute 'biuld'. Received: 'mymodels:biuld'"),
         ("mymodels:WIDTH", "'mymodels:WIDTH' is not callable. Received: int 16"),
         ("mymodels.build", "a factory is `module:function`, e.g. mypkg.models:build. Received: 'mymodels.build'"),
@@ -130,13 +143,19 @@ def test_wrong_return_types_fail_the_run_with_what_was_received(own_modules):
     status = run_one(str(own_modules / "r"), model.variants["base"], "base", 3, log=lambda line: None)
     meta = json.loads((own_modules / "r" / "own" / "base" / "seed-3" / "meta.json").read_text())
     assert status == "failed"
-    assert meta["error"] == ("TypeError: The model factory 'mymodels:not_a_model' must return a keras.Model. "
-                             "Received: dict; return the model it builds (uncompiled)")
-    data = experiment(own_modules, 'dataset: {factory: "mydata:endless"}\nmodel: {factory: "mymodels:build"}\n', "data.yaml")
+    assert meta["error"] == (
+        "TypeError: The model factory 'mymodels:not_a_model' must return a keras.Model. "
+        "Received: dict; return the model it builds (uncompiled)"
+    )
+    data = experiment(
+        own_modules, 'dataset: {factory: "mydata:endless"}\nmodel: {factory: "mymodels:build"}\n', "data.yaml"
+    )
     assert run_one(str(own_modules / "d"), data.variants["base"], "base", 3, log=lambda line: None) == "failed"
     meta = json.loads((own_modules / "d" / "own" / "base" / "seed-3" / "meta.json").read_text())
-    assert meta["error"] == ("TypeError: mydata:endless 'train' is an infinite tf.data.Dataset. Received: cardinality -1; "
-                             "end it (e.g. `.take(n)`): it is read once into memory")
+    assert meta["error"] == (
+        "TypeError: mydata:endless 'train' is an infinite tf.data.Dataset. Received: cardinality -1; "
+        "end it (e.g. `.take(n)`): it is read once into memory"
+    )
 
 
 def test_entry_points_register_names(own_modules):
@@ -155,5 +174,7 @@ def test_entry_points_register_names(own_modules):
     path.write_text(BASE + "model: {name: tiny_mpl}\n")
     with pytest.raises(ConfigError) as error:
         load_experiment(str(path))
-    assert error.value.lines == [f"{path}:5:15: model.name: unknown name 'tiny_mpl', expected one of "
-                                 "mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag, tiny_mlp (did you mean 'tiny_mlp'?)"]
+    assert error.value.lines == [
+        f"{path}:5:15: model.name: unknown name 'tiny_mpl', expected one of "
+        "mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag, tiny_mlp (did you mean 'tiny_mlp'?)"
+    ]

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_stability.experiments.schema import RunConfig
 import keras_stability as ks
 from keras_stability.experiments.runner import fit_epoch
+from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
 
@@ -97,8 +97,12 @@ def test_train_epoch_logs_what_fit_reports_for_any_keras_model(run_eagerly):
     def plain_model():
         keras.utils.set_random_seed(0)
         model = build_model(RunConfig(**CONFIG).model)
-        model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")], run_eagerly=run_eagerly)
+        model.compile(
+            keras.optimizers.SGD(0.1),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            run_eagerly=run_eagerly,
+        )
         return model
 
     through_fit, through_loop = plain_model(), plain_model()

@@ -86,7 +86,7 @@ def drop_last_lines(count):
 def drop_column(index):
     def change(data):
         rows = [line.split(b",") for line in data.splitlines()]
-        return b"".join(b",".join(row[:index] + row[index + 1:]) + b"\n" for row in rows)
+        return b"".join(b",".join(row[:index] + row[index + 1 :]) + b"\n" for row in rows)
 
     return change
 
@@ -96,11 +96,20 @@ def drop_column(index):
     [
         ("metrics.csv", half, "cut short: its last line is incomplete"),
         ("metrics.csv", drop_last_lines(1), "0 epochs, but meta.json says 1 are done"),
-        ("metrics.csv", drop_column(3), "its columns should be " + ",".join(runner.METRIC_COLUMNS) + ". Received: "
-         + ",".join(runner.METRIC_COLUMNS[:3] + runner.METRIC_COLUMNS[4:])),
+        (
+            "metrics.csv",
+            drop_column(3),
+            "its columns should be "
+            + ",".join(runner.METRIC_COLUMNS)
+            + ". Received: "
+            + ",".join(runner.METRIC_COLUMNS[:3] + runner.METRIC_COLUMNS[4:]),
+        ),
         ("metrics.csv", lambda data: data.replace(b"\n1,", b"\n2,"), "its epochs are not numbered 1, 2, … in order"),
-        ("metrics.csv", lambda data: data.rstrip(b"\n").rsplit(b",", 1)[0] + b",\n",
-         "line 2 holds something other than numbers: "),
+        (
+            "metrics.csv",
+            lambda data: data.rstrip(b"\n").rsplit(b",", 1)[0] + b",\n",
+            "line 2 holds something other than numbers: ",
+        ),
         ("steps.csv", half, "cut short: its last line is incomplete"),
         ("steps.csv", drop_last_lines(10), "71 steps, but meta.json says 1 epochs of 81 are done"),
         ("steps.csv", lambda data: data.replace(b"\n1,5,", b"\n1,5,x,", 1), "line 6 has 6 fields, not 5"),
@@ -110,12 +119,29 @@ def drop_column(index):
         ("meta.json", lambda data: data.replace(b'"status": "done"', b'"status": "d\xe9ne"'), "not UTF-8 at byte "),
         ("config.yaml", lambda data: b"experiment: [\n", "YAML syntax error: "),
         ("config.yaml", lambda data: b"- a\n", "a mapping of experiment, variant, seed and config was expected"),
-        ("config.yaml", lambda data: data.replace(b"variant: no_clip", b"variant: other"),
-         "it describes quickstart/other/seed-0, but lies in quickstart/no_clip/seed-0"),
+        (
+            "config.yaml",
+            lambda data: data.replace(b"variant: no_clip", b"variant: other"),
+            "it describes quickstart/other/seed-0, but lies in quickstart/no_clip/seed-0",
+        ),
     ],
-    ids=["metrics-cut", "metrics-row-missing", "metrics-column-missing", "metrics-epochs", "metrics-cell",
-         "steps-cut", "steps-rows-missing", "steps-field", "timing-extra-row", "meta-cut", "meta-list",
-         "meta-latin-1", "config-syntax", "config-list", "config-elsewhere"],
+    ids=[
+        "metrics-cut",
+        "metrics-row-missing",
+        "metrics-column-missing",
+        "metrics-epochs",
+        "metrics-cell",
+        "steps-cut",
+        "steps-rows-missing",
+        "steps-field",
+        "timing-extra-row",
+        "meta-cut",
+        "meta-list",
+        "meta-latin-1",
+        "config-syntax",
+        "config-list",
+        "config-elsewhere",
+    ],
 )
 def test_each_damage_names_the_file_and_why(run, name, change, problem):
     path = os.path.join(run, name)
@@ -187,8 +213,10 @@ def test_an_unfinished_run_needs_the_progress_it_resumes_from(run):
     assert check_run(run).damage.path == os.path.join(run, "steps.csv")
     assert check_run(run).damage.problem.startswith("cut short: ")
     json.dump({"epochs_done": 1, "checkpoint": progress["checkpoint"], "seed_states": []}, open(progress_path, "w"))
-    assert check_run(run).damage.problem == ("its keys should be checkpoint, csv_sizes, diverged_at_step, epochs_done. "
-                                             "Received: checkpoint, epochs_done, seed_states")
+    assert check_run(run).damage.problem == (
+        "its keys should be checkpoint, csv_sizes, diverged_at_step, epochs_done. "
+        "Received: checkpoint, epochs_done, seed_states"
+    )
     edit(progress_path, half)
     assert check_run(run).damage.path == progress_path and check_run(run).damage.problem.startswith("not JSON: ")
 

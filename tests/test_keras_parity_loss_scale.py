@@ -73,7 +73,9 @@ def test_downscaling(arrange):
 
 @pytest.mark.parametrize("arrange", list(ARRANGEMENTS))
 def test_upscaling(arrange):
-    optimizer = ARRANGEMENTS[arrange](keras.optimizers.SGD(learning_rate=0.5), initial_scale=2.0, dynamic_growth_steps=2)
+    optimizer = ARRANGEMENTS[arrange](
+        keras.optimizers.SGD(learning_rate=0.5), initial_scale=2.0, dynamic_growth_steps=2
+    )
     v = variables()
     optimizer.build(v)
     for _ in range(8):

@@ -67,22 +67,41 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
     "old, new, expected",
     [
         ("  hidden: [16]", "  hiden: [16]", "{path}:7:3: model.hiden: unknown key (did you mean 'hidden'?)"),
-        ("  name: mlp", "  name: mpl",
-         "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag "
-         "(did you mean 'mlp'?)"),
-        ("  learning_rate: 0.1", "  learning_rate: -0.1", "{path}:9:18: optimizer.learning_rate: Input should be greater than 0"),
-        ("  learning_rate: 0.1", "  learning_rate: fast",
-         "{path}:9:18: optimizer.learning_rate: Input should be a valid number, unable to parse string as a number"),
+        (
+            "  name: mlp",
+            "  name: mpl",
+            "{path}:6:9: model.name: unknown name 'mpl', expected one of mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag "
+            "(did you mean 'mlp'?)",
+        ),
+        (
+            "  learning_rate: 0.1",
+            "  learning_rate: -0.1",
+            "{path}:9:18: optimizer.learning_rate: Input should be greater than 0",
+        ),
+        (
+            "  learning_rate: 0.1",
+            "  learning_rate: fast",
+            "{path}:9:18: optimizer.learning_rate: Input should be a valid number, unable to parse string as a number",
+        ),
         ("seeds: [0, 1]", "seeds: []", "{path}:2:8: seeds: List should have at least 1 item after validation, not 0"),
-        ("          max_norm: 1.0", "          max_nrm: 1.0",
-         "{path}:17:11: [variant clipped] stabilizer.transforms.0.max_nrm: unknown key (did you mean 'max_norm'?)"),
-        ("        - name: clip_by_global_norm", "        - name: clip_global",
-         "{path}:16:11: [variant clipped] stabilizer.transforms.0: unknown transform 'clip_global', expected one of "
-         "clip_by_value, clip_by_norm, clip_by_global_norm, normalize_gradient, adaptive_clip, autoclip, zclip, clip_by_l1_norm, regularize_gradient, quantized_ema_clip "
-         "(did you mean 'clip_by_global_norm'?)"),
-        ("  name: mnist_small", "  name: adding_problem",
-         "{path}:1:1: (top level): model 'mlp' does not fit dataset 'adding_problem': "
-         "adding_problem needs model rnn, and rnn needs adding_problem"),
+        (
+            "          max_norm: 1.0",
+            "          max_nrm: 1.0",
+            "{path}:17:11: [variant clipped] stabilizer.transforms.0.max_nrm: unknown key (did you mean 'max_norm'?)",
+        ),
+        (
+            "        - name: clip_by_global_norm",
+            "        - name: clip_global",
+            "{path}:16:11: [variant clipped] stabilizer.transforms.0: unknown transform 'clip_global', expected one of "
+            "clip_by_value, clip_by_norm, clip_by_global_norm, normalize_gradient, adaptive_clip, autoclip, zclip, clip_by_l1_norm, regularize_gradient, quantized_ema_clip "
+            "(did you mean 'clip_by_global_norm'?)",
+        ),
+        (
+            "  name: mnist_small",
+            "  name: adding_problem",
+            "{path}:1:1: (top level): model 'mlp' does not fit dataset 'adding_problem': "
+            "adding_problem needs model rnn, and rnn needs adding_problem",
+        ),
     ],
 )
 def test_each_error_is_one_located_line(tmp_path, old, new, expected):
@@ -111,7 +130,9 @@ def test_unknown_baseline_is_reported(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    assert errors_of(str(tmp_path / "nope.yaml")) == [f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"]
+    assert errors_of(str(tmp_path / "nope.yaml")) == [
+        f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory"
+    ]
 
 
 def test_overrides_parse_yaml_values():
@@ -132,7 +153,9 @@ def test_overrides_apply_to_every_variant_and_are_validated(tmp_path):
     assert errors_of(path, ["optimizer.learning_rat=0.5"]) == [
         "--set optimizer.learning_rat=0.5: optimizer.learning_rat: unknown key (did you mean 'learning_rate'?)"
     ]
-    assert errors_of(path, ["training.epochs=0"]) == ["--set training.epochs=0: training.epochs: Input should be greater than 0"]
+    assert errors_of(path, ["training.epochs=0"]) == [
+        "--set training.epochs=0: training.epochs: Input should be greater than 0"
+    ]
 
 
 def test_cli_validate_prints_errors_and_exits_2(tmp_path):
@@ -141,7 +164,9 @@ def test_cli_validate_prints_errors_and_exits_2(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "keras_stability.cli", "validate", good], capture_output=True, text=True)
     assert ok.returncode == 0
     assert ok.stdout == f"{good}: ok (tiny: 2 variants, 4 runs, baseline no_clip)\n"
-    failed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "validate", bad], capture_output=True, text=True)
+    failed = subprocess.run(
+        [sys.executable, "-m", "keras_stability.cli", "validate", bad], capture_output=True, text=True
+    )
     assert failed.returncode == 2
     assert failed.stderr == f"{bad}:7:3: model.hiden: unknown key (did you mean 'hidden'?)\n"
 
@@ -174,9 +199,15 @@ def test_problems_are_records_formatted_once(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_experiment(path)
     missing, unknown = error.value.problems
-    assert missing == Problem(Location(path, 16, 11), ("stabilizer", "transforms", 0, "max_norm"), "Field required", "clipped")
-    assert unknown == Problem(Location(path, 17, 11), ("stabilizer", "transforms", 0, "max_nrm"),
-                              "unknown key (did you mean 'max_norm'?)", variant="clipped")
+    assert missing == Problem(
+        Location(path, 16, 11), ("stabilizer", "transforms", 0, "max_norm"), "Field required", "clipped"
+    )
+    assert unknown == Problem(
+        Location(path, 17, 11),
+        ("stabilizer", "transforms", 0, "max_nrm"),
+        "unknown key (did you mean 'max_norm'?)",
+        variant="clipped",
+    )
     assert str(error.value) == "\n".join(error.value.lines) == f"{missing}\n{unknown}"
     assert str(unknown) == (
         f"{path}:17:11: [variant clipped] stabilizer.transforms.0.max_nrm: unknown key (did you mean 'max_norm'?)"
@@ -186,7 +217,9 @@ def test_problems_are_records_formatted_once(tmp_path):
 def test_a_set_option_that_does_not_fit_is_placed_at_its_text(tmp_path):
     path = write(tmp_path, GOOD)
     [problem] = problems_of(path, ["model.hidden.3=8"])
-    assert problem == Problem(Location("--set model.hidden.3=8"), ("model", "hidden", "3"), "model.hidden has no item 3")
+    assert problem == Problem(
+        Location("--set model.hidden.3=8"), ("model", "hidden", "3"), "model.hidden has no item 3"
+    )
     assert str(problem) == "--set model.hidden.3=8: model.hidden.3: model.hidden has no item 3"
     # A `--set` value with an alias is text, never expanded.
     assert parse_override("description=*a") == (("description",), "*a")
@@ -197,22 +230,33 @@ def test_a_set_option_that_does_not_fit_is_placed_at_its_text(tmp_path):
     [
         # Latin-1 é: byte 17 of line 2 ("description: caf" is 16 characters).
         (b"name: x\ndescription: caf\xe9 au lait\n", "{path}:2:17: not UTF-8 (byte 0xe9): save the file as UTF-8"),
-        (b'name: x\ndescription: "tab\x07bell"\n',
-         "{path}:2:18: character 0x0007 is not allowed in YAML: delete it, or write it as an escape (\"\\x07\") "
-         "inside double quotes"),
-        (b"name: x\n\x00seeds: [0]\n", "{path}:2:1: character 0x0000 is not allowed in YAML: delete it, or write it "
-         "as an escape (\"\\x00\") inside double quotes"),
+        (
+            b'name: x\ndescription: "tab\x07bell"\n',
+            '{path}:2:18: character 0x0007 is not allowed in YAML: delete it, or write it as an escape ("\\x07") '
+            "inside double quotes",
+        ),
+        (
+            b"name: x\n\x00seeds: [0]\n",
+            "{path}:2:1: character 0x0000 is not allowed in YAML: delete it, or write it "
+            'as an escape ("\\x00") inside double quotes',
+        ),
         # Sequence 64 opens at column 8 + 62 and is the 64th level (the file's mapping is the first).
-        (b"name: x\nseeds: " + b"[" * 100 + b"]" * 100 + b"\n",
-         "{path}:2:71: nested more than 64 levels deep; an experiment file needs 5"),
-        (b"name: !!python/object/apply:os.system [echo]\n",
-         "{path}:1:7: YAML syntax error: could not determine a constructor for the tag "
-         "'tag:yaml.org,2002:python/object/apply:os.system'"),
+        (
+            b"name: x\nseeds: " + b"[" * 100 + b"]" * 100 + b"\n",
+            "{path}:2:71: nested more than 64 levels deep; an experiment file needs 5",
+        ),
+        (
+            b"name: !!python/object/apply:os.system [echo]\n",
+            "{path}:1:7: YAML syntax error: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object/apply:os.system'",
+        ),
         (b'name: "x\n', "{path}:2:1: YAML syntax error: found unexpected end of stream"),
         (b"", "{path}:1:1: an experiment file is a mapping of keys (name, seeds, model, ...)"),
-        (b"name: &n x\ndescription: *n\n",
-         "{path}:1:7: YAML anchors and aliases (&name, *name) are not accepted: write the value out, "
-         "or share settings through `variants:` or `--set`"),
+        (
+            b"name: &n x\ndescription: *n\n",
+            "{path}:1:7: YAML anchors and aliases (&name, *name) are not accepted: write the value out, "
+            "or share settings through `variants:` or `--set`",
+        ),
     ],
     ids=["latin-1", "control", "nul", "deep", "python-tag", "unclosed", "empty", "alias"],
 )
@@ -232,8 +276,10 @@ def test_alias_bomb_is_refused_at_its_first_anchor_before_expansion(tmp_path, mo
     monkeypatch.setattr(yaml_files, "compose_marks", never)
     monkeypatch.setattr(loading, "validate", never)
     # Line 1, column 4: the first anchor; PyYAML composes as it parses, so nothing after it was read.
-    assert errors_of(path) == [f"{path}:1:4: YAML anchors and aliases (&name, *name) are not accepted: write the "
-                               "value out, or share settings through `variants:` or `--set`"]
+    assert errors_of(path) == [
+        f"{path}:1:4: YAML anchors and aliases (&name, *name) are not accepted: write the "
+        "value out, or share settings through `variants:` or `--set`"
+    ]
 
 
 def test_cli_reports_each_bad_file_in_one_line_with_exit_2(tmp_path):
@@ -243,11 +289,16 @@ def test_cli_reports_each_bad_file_in_one_line_with_exit_2(tmp_path):
         write(tmp_path, alias_bomb(), "bomb.yaml"),
         write_bytes(tmp_path, b"name: [x\n", "syntax.yaml"),
     ]
-    completed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "validate", *files], capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_stability.cli", "validate", *files], capture_output=True, text=True
+    )
     assert completed.returncode == 2
     lines = completed.stderr.splitlines()
     assert [line.split(":")[:3] for line in lines] == [
-        [files[0], "2", "17"], [files[1], "2", "15"], [files[2], "1", "4"], [files[3], "2", "1"],
+        [files[0], "2", "17"],
+        [files[1], "2", "15"],
+        [files[2], "1", "4"],
+        [files[3], "2", "1"],
     ]
     assert "Traceback" not in completed.stderr
 
@@ -298,24 +349,35 @@ def test_set_naming_another_model_replaces_the_section(tmp_path):
     assert (experiment.variants["wider"].model.name, experiment.variants["wider"].model.depth) == ("deep_mlp", 2)
     # The same name merges: the variant keeps its own keys.
     assert load_experiment(path, ["model.name=mlp"]).sources["wider"]["model"] == {
-        "name": "mlp", "hidden": [32], "dropout": 0.25,
+        "name": "mlp",
+        "hidden": [32],
+        "dropout": 0.25,
     }
 
 
-@pytest.mark.parametrize("base, override, expected", [
-    # No `name`: the section is the default member (mlp), so naming mlp merges and naming deep_mlp replaces.
-    ({"hidden": [16]}, {"name": "mlp", "dropout": 0.5}, {"hidden": [16], "name": "mlp", "dropout": 0.5}),
-    ({"hidden": [16]}, {"name": "deep_mlp"}, {"name": "deep_mlp"}),
-    # `factory` added or removed replaces; another factory or other args merge (same member).
-    ({"name": "mlp", "hidden": [16]}, {"factory": "m:build"}, {"factory": "m:build"}),
-    ({"factory": "m:build", "args": {"width": 4}}, {"name": "mlp"}, {"name": "mlp"}),
-    ({"factory": "m:build", "args": {"width": 4}}, {"args": {"depth": 2}},
-     {"factory": "m:build", "args": {"width": 4, "depth": 2}}),
-    ({"factory": "m:build", "args": {"width": 4}}, {"factory": "m:other"},
-     {"factory": "m:other", "args": {"width": 4}}),
-    # A section replaced by null replaces, as before.
-    ({"name": "mlp"}, None, None),
-])
+@pytest.mark.parametrize(
+    "base, override, expected",
+    [
+        # No `name`: the section is the default member (mlp), so naming mlp merges and naming deep_mlp replaces.
+        ({"hidden": [16]}, {"name": "mlp", "dropout": 0.5}, {"hidden": [16], "name": "mlp", "dropout": 0.5}),
+        ({"hidden": [16]}, {"name": "deep_mlp"}, {"name": "deep_mlp"}),
+        # `factory` added or removed replaces; another factory or other args merge (same member).
+        ({"name": "mlp", "hidden": [16]}, {"factory": "m:build"}, {"factory": "m:build"}),
+        ({"factory": "m:build", "args": {"width": 4}}, {"name": "mlp"}, {"name": "mlp"}),
+        (
+            {"factory": "m:build", "args": {"width": 4}},
+            {"args": {"depth": 2}},
+            {"factory": "m:build", "args": {"width": 4, "depth": 2}},
+        ),
+        (
+            {"factory": "m:build", "args": {"width": 4}},
+            {"factory": "m:other"},
+            {"factory": "m:other", "args": {"width": 4}},
+        ),
+        # A section replaced by null replaces, as before.
+        ({"name": "mlp"}, None, None),
+    ],
+)
 def test_merge_replaces_a_model_section_that_selects_another_member(base, override, expected):
     merged = loading.merge({"model": base, "seeds": [0]}, {"model": override})
     assert merged == {"model": expected, "seeds": [0]}
@@ -330,8 +392,11 @@ def test_merge_replaces_lists_and_merges_other_mappings():
         "optimizer": {"name": "sgd", "learning_rate": 0.1},
         "dataset": {"name": "mnist", "path": "data"},
     }
-    override = {"stabilizer": {"transforms": [{"name": "zclip"}]}, "optimizer": {"momentum": 0.9},
-                "dataset": {"name": "fashion_mnist"}}
+    override = {
+        "stabilizer": {"transforms": [{"name": "zclip"}]},
+        "optimizer": {"momentum": 0.9},
+        "dataset": {"name": "fashion_mnist"},
+    }
     assert loading.merge(base, override) == {
         "stabilizer": {"transforms": [{"name": "zclip"}], "nonfinite": "skip"},
         "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},

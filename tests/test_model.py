@@ -195,7 +195,9 @@ def test_stabilized_model_saves_and_continues_identically(tmp_path):
     x, y = classifier_data()
     keras.utils.set_random_seed(0)
     model = ks.stabilize(sequential(), ks.chain(ks.zclip(warmup=2), ks.clip_by_global_norm(0.5)), nonfinite="zero")
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     model.save(tmp_path / "stabilized.keras")
     restored = keras.models.load_model(tmp_path / "stabilized.keras")

@@ -46,7 +46,9 @@ def test_refuses_keras_clip_arguments(name):
 
 
 def test_refuses_inner_arguments_and_bad_values():
-    with pytest.raises(ValueError, match=r"does not take `learning_rate`; set it on the inner optimizer. Received: learning_rate=0.1."):
+    with pytest.raises(
+        ValueError, match=r"does not take `learning_rate`; set it on the inner optimizer. Received: learning_rate=0.1."
+    ):
         StabilizedOptimizer(keras.optimizers.SGD(0.1), learning_rate=0.1)
     with pytest.raises(TypeError, match=r"Received: inner_optimizer='sgd'"):
         StabilizedOptimizer("sgd")
@@ -93,7 +95,9 @@ def test_skip_leaves_variables_and_slots_untouched(mode):
     assert int(optimizer.nonfinite_steps) == 1
 
 
-@pytest.mark.parametrize("gradient", [[1e20, 1.0], [-np.inf, 1.0], [np.nan, np.inf]], ids=["norm-overflows", "inf", "nan"])
+@pytest.mark.parametrize(
+    "gradient", [[1e20, 1.0], [-np.inf, 1.0], [np.nan, np.inf]], ids=["norm-overflows", "inf", "nan"]
+)
 def test_a_gradient_whose_norm_overflows_float32_is_non_finite(gradient):
     # ‖[1e20, 1]‖ = 1e20 is finite, but its square is not representable, so no clipping could use
     # it (tf.clip_by_global_norm returns NaN): such a step is skipped like a NaN step.

@@ -33,7 +33,13 @@ OPTIMIZER_METHODS = [
     "_distributed_tf_update_step",
     "_get_variable_index",
 ]
-OPTIMIZER_ATTRIBUTES = ["_iterations", "_accumulated_gradients", "_trainable_variables", "_variables", "_model_variables_moving_average"]
+OPTIMIZER_ATTRIBUTES = [
+    "_iterations",
+    "_accumulated_gradients",
+    "_trainable_variables",
+    "_variables",
+    "_model_variables_moving_average",
+]
 MODEL_METHODS = ["_maybe_symbolic_build"]
 MODEL_ATTRIBUTES = ["_loss_tracker"]
 CHECKED = set(OPTIMIZER_METHODS + OPTIMIZER_ATTRIBUTES + MODEL_METHODS + MODEL_ATTRIBUTES)

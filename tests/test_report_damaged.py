@@ -47,7 +47,13 @@ def results(finished, tmp_path):
 def test_damaged_runs_are_listed_and_never_averaged(results, finished):
     root, damaged = results
     runs = collect(root)["quickstart"].variants["no_clip"]
-    assert [(run.seed, run.status) for run in runs] == [(0, "done"), (1, "done"), (2, "damaged"), (3, "damaged"), (4, "damaged")]
+    assert [(run.seed, run.status) for run in runs] == [
+        (0, "done"),
+        (1, "done"),
+        (2, "damaged"),
+        (3, "damaged"),
+        (4, "damaged"),
+    ]
     assert [run.damage.path for run in runs[2:]] == [damaged[2], damaged[3], damaged[4]]
     assert all(run.metrics == {} and run.steps == {} and run.meta == {} for run in runs[2:])
 
@@ -79,8 +85,11 @@ def test_report_names_each_damaged_file_and_what_to_do(results, tmp_path):
 
 def test_cli_report_over_damaged_results_exits_0_without_traceback(results, tmp_path):
     root, damaged = results
-    completed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "report", root, "-o", str(tmp_path / "out")],
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_stability.cli", "report", root, "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr
     assert [line.split(": ")[0] for line in completed.stdout.splitlines()[:3]] == [damaged[2], damaged[3], damaged[4]]

@@ -122,9 +122,23 @@ def check_frame(frame, results, csv_name):
 def test_load_runs_matches_metrics_csv(results):
     frame = check_frame(ks.load_runs(results), results, "metrics.csv")
     assert list(frame.columns[: len(IDENTITY_COLUMNS) + 10]) == [
-        "experiment", "variant", "seed", "status", "diverged_at_step", "test_loss", "test_accuracy",
-        "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-        "grad_norm", "clipped_norm", "clip_rate", "nonfinite_steps", "lr",
+        "experiment",
+        "variant",
+        "seed",
+        "status",
+        "diverged_at_step",
+        "test_loss",
+        "test_accuracy",
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+        "grad_norm",
+        "clipped_norm",
+        "clip_rate",
+        "nonfinite_steps",
+        "lr",
     ]
     assert frame["epoch"].tolist() == [1, 1]
     assert frame.dtypes["seed"] == np.int64 and frame.dtypes["epoch"] == np.int64
@@ -140,8 +154,12 @@ def test_load_runs_matches_metrics_csv(results):
 
 def test_load_steps_matches_steps_csv(results):
     frame = check_frame(ks.load_steps(results), results, "steps.csv")
-    assert list(frame.columns[len(IDENTITY_COLUMNS): len(IDENTITY_COLUMNS) + 5]) == [
-        "epoch", "step", "loss", "grad_norm", "clipped_norm"
+    assert list(frame.columns[len(IDENTITY_COLUMNS) : len(IDENTITY_COLUMNS) + 5]) == [
+        "epoch",
+        "step",
+        "loss",
+        "grad_norm",
+        "clipped_norm",
     ]
     # mnist_small: 8,100 training digits in batches of 100.
     assert frame.groupby("variant")["step"].max().tolist() == [81, 81]
@@ -173,8 +191,12 @@ def test_no_runs_is_an_error(tmp_path):
 def test_flat_config():
     config = {"a": {"b": 1, "c": [1, 2], "d": {}, "e": None}, "f": [{"name": "x", "v": 0.5}], "g": "text"}
     assert flat_config(config) == {
-        "config.a.b": 1, "config.a.c": "[1, 2]", "config.a.d": "{}", "config.a.e": None,
-        "config.f": '[{"name": "x", "v": 0.5}]', "config.g": "text",
+        "config.a.b": 1,
+        "config.a.c": "[1, 2]",
+        "config.a.d": "{}",
+        "config.a.e": None,
+        "config.f": '[{"name": "x", "v": 0.5}]',
+        "config.g": "text",
     }
 
 
@@ -272,8 +294,9 @@ def test_read_summary_types_what_the_report_writes(report):
     clipped, unclipped = tests["clip_global_norm_1"], tests["no_clip"]
     assert compared["test_accuracy"] == compare_means(clipped, unclipped)
     assert compared["test_accuracy"].difference == pytest.approx(np.mean(clipped) - np.mean(unclipped), rel=1e-12)
-    permutation = stats.permutation_test((clipped, unclipped), lambda a, b: np.mean(a) - np.mean(b),
-                                         permutation_type="independent")
+    permutation = stats.permutation_test(
+        (clipped, unclipped), lambda a, b: np.mean(a) - np.mean(b), permutation_type="independent"
+    )
     assert compared["test_accuracy"].p_value == pytest.approx(permutation.pvalue, rel=1e-12)
     # No run diverged on either side: no difference, p = 1, no seeds to ask for (null in the file).
     rate = compared["divergence_rate"]
@@ -294,7 +317,8 @@ def test_read_summary_types_what_the_report_writes(report):
     assert (curve.points[0].threshold, curve.points[0].test_accuracies) == (1.0, tuple(clipped))
     assert curve.points[0].clip_share == summary.variants["clip_global_norm_1"].clip_share.mean
     starts = seed_values(root, "no_clip", lambda meta, _: meta["started"]) + seed_values(
-        root, "clip_global_norm_1", lambda meta, _: meta["started"])
+        root, "clip_global_norm_1", lambda meta, _: meta["started"]
+    )
     assert summary.provenance.first_started == min(starts) and sum(s.runs for s in summary.provenance.sources) == 4
 
 
@@ -334,7 +358,11 @@ def test_read_ledger_types_what_the_report_writes(report):
     assert list(by_id) == ["accuracy", "divergence", "boundary", "threshold", "elsewhere", "late"]
     for entry, verdict in zip(ledger, verdicts):
         assert (entry.verdict, entry.reason, entry.exploratory, entry.exploratory_reason) == (
-            verdict["verdict"], verdict["reason"], verdict["exploratory"], verdict["exploratory_reason"])
+            verdict["verdict"],
+            verdict["reason"],
+            verdict["exploratory"],
+            verdict["exploratory_reason"],
+        )
     # Registration: the commit that added the claims file, at its commit time; `late` is not committed.
     commit, time = git(root / "claims", "log", "--format=%H %ct").split()
     registration = Registration(commit, float(time))
@@ -364,7 +392,8 @@ def test_read_ledger_types_what_the_report_writes(report):
     assert by_id["threshold"].reason == "no threshold analysis holds variant 'no_clip'"
     assert by_id["boundary"].reason == (
         "no critical learning rate (clip_global_norm_1: one learning rate: no curve; "
-        "no_clip: one learning rate: no curve)")
+        "no_clip: one learning rate: no curve)"
+    )
     # claims.md's tally, from the typed records.
     tally = {v: sum(1 for entry in ledger if entry.verdict == v) for v in ("confirmed", "refuted", "inconclusive")}
     exploratory = sum(entry.exploratory for entry in ledger)

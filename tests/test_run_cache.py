@@ -11,9 +11,11 @@ from keras_stability.experiments.runner import configure_determinism
 from keras_stability.experiments.schema import RunConfig
 
 CONFIG = RunConfig(
-    name="cache", model={"name": "mlp", "hidden": [16], "dropout": 0.2},
+    name="cache",
+    model={"name": "mlp", "hidden": [16], "dropout": 0.2},
     optimizer={"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "schedule": {"name": "cosine"}},
-    stabilizer={"transforms": [{"name": "zclip", "warmup": 2}]}, training={"epochs": 2, "batch_size": 20},
+    stabilizer={"transforms": [{"name": "zclip", "warmup": 2}]},
+    training={"epochs": 2, "batch_size": 20},
 )
 
 

@@ -50,7 +50,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     path = root / "tiny.yaml"
     path.write_text(EXPERIMENT)
-    (variant, seed, config), = load_experiment(str(path)).runs()
+    ((variant, seed, config),) = load_experiment(str(path)).runs()
     assert run_one(str(root / "finished"), config, variant, seed, log=lambda _: None) == "done"
     with pytest.raises(Interrupt):
         run_one(str(root / "interrupted"), config, variant, seed, log=lambda _: None, on_epoch=stop_after(2))

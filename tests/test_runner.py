@@ -44,8 +44,12 @@ def experiment_file(tmp_path, text=TINY, **replacements):
 def cli(*arguments, **options):
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.Popen(
-        [sys.executable, "-m", "keras_stability.cli", *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=environment, **options,
+        [sys.executable, "-m", "keras_stability.cli", *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+        **options,
     )
 
 
@@ -63,13 +67,31 @@ def test_files_and_columns(tmp_path):
     run_all(experiment_file(tmp_path), tmp_path / "results")
     directory = tmp_path / "results" / "tiny" / "clipped" / "seed-0"
     assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) == [
-        "config.yaml", "meta.json", "metrics.csv", "progress.json", "steps.csv", "tensorboard", "timing.csv"
+        "config.yaml",
+        "meta.json",
+        "metrics.csv",
+        "progress.json",
+        "steps.csv",
+        "tensorboard",
+        "timing.csv",
     ]
     metrics = read(tmp_path / "results", "clipped", "metrics.csv").decode().splitlines()
-    assert metrics[0].split(",") == list(METRIC_COLUMNS) == [
-        "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-        "grad_norm", "clipped_norm", "clip_rate", "nonfinite_steps", "lr",
-    ]
+    assert (
+        metrics[0].split(",")
+        == list(METRIC_COLUMNS)
+        == [
+            "epoch",
+            "train_loss",
+            "train_accuracy",
+            "val_loss",
+            "val_accuracy",
+            "grad_norm",
+            "clipped_norm",
+            "clip_rate",
+            "nonfinite_steps",
+            "lr",
+        ]
+    )
     assert [row.split(",")[0] for row in metrics[1:]] == ["1", "2", "3"]
     steps = read(tmp_path / "results", "clipped", "steps.csv").decode().splitlines()
     assert steps[0].split(",") == list(STEP_COLUMNS) == ["epoch", "step", "loss", "grad_norm", "clipped_norm"]
@@ -99,8 +121,12 @@ def test_results_do_not_depend_on_what_ran_before_in_the_process_nor_on_jobs(tmp
     path = experiment_file(tmp_path, TINY.replace("seeds: [0]", "seeds: [0, 1]"))
     runs = load_experiment(path).runs()
     variant, seed, config = runs[-1]
-    assert run_one(str(tmp_path / "pruned"), config, variant, seed, log=lambda _: None,
-                   on_epoch=lambda epoch, values: "enough") == "pruned"
+    assert (
+        run_one(
+            str(tmp_path / "pruned"), config, variant, seed, log=lambda _: None, on_epoch=lambda epoch, values: "enough"
+        )
+        == "pruned"
+    )
     for variant, seed, config in reversed(runs):
         assert run_one(str(tmp_path / "reversed"), config, variant, seed, log=lambda _: None) == "done"
     jobs = cli("run", path, "--results", str(tmp_path / "jobs"), "--jobs", "2", "--no-progress")
@@ -108,7 +134,10 @@ def test_results_do_not_depend_on_what_ran_before_in_the_process_nor_on_jobs(tmp
     for variant, seed, _ in runs:
         for name in DETERMINISTIC_FILES:
             assert read(tmp_path / "reversed", variant, name, seed) == read(tmp_path / "jobs", variant, name, seed), (
-                variant, seed, name)
+                variant,
+                seed,
+                name,
+            )
 
 
 def test_finished_runs_are_skipped_and_conflicts_refused(tmp_path):
@@ -130,7 +159,9 @@ def test_finished_runs_are_skipped_and_conflicts_refused(tmp_path):
 
 
 def test_divergence_is_recorded_and_others_go_on(tmp_path):
-    text = TINY.replace("learning_rate: 0.1, momentum: 0.9, schedule: {name: cosine}", "learning_rate: 1000.0, momentum: 0.9")
+    text = TINY.replace(
+        "learning_rate: 0.1, momentum: 0.9, schedule: {name: cosine}", "learning_rate: 1000.0, momentum: 0.9"
+    )
     text = text.replace("hidden: [16], dropout: 0.1", "hidden: [64, 64, 64]")
     run_all(experiment_file(tmp_path, text), tmp_path / "results")
     diverged = json.loads(read(tmp_path / "results", "no_clip", "meta.json"))
@@ -139,7 +170,10 @@ def test_divergence_is_recorded_and_others_go_on(tmp_path):
     assert diverged["epochs_done"] == 1  # stop_on_divergence
     # The first step whose loss or applied gradient is not finite; the loss alone can stay finite
     # after NaN reaches the weights (oneDNN's ReLU maps NaN to 0), so the gradient counts too.
-    steps = [[float(v) for v in line.split(",")] for line in read(tmp_path / "results", "no_clip", "steps.csv").decode().splitlines()[1:]]
+    steps = [
+        [float(v) for v in line.split(",")]
+        for line in read(tmp_path / "results", "no_clip", "steps.csv").decode().splitlines()[1:]
+    ]
     at = diverged["diverged_at_step"]
     assert all(math.isfinite(row[2]) and math.isfinite(row[3]) for row in steps[: at - 1])
     assert not (math.isfinite(steps[at - 1][2]) and math.isfinite(steps[at - 1][3]))
@@ -158,7 +192,9 @@ def wait_for(predicate, timeout=120):
 
 def test_kill_9_mid_run_then_resume_ends_identical(tmp_path):
     # 20 epochs of 40 steps: long enough (about a second) to be killed in the middle.
-    path = experiment_file(tmp_path, TINY.replace("epochs: 3", "epochs: 20").replace("train_size: 800", "train_size: 4000"))
+    path = experiment_file(
+        tmp_path, TINY.replace("epochs: 3", "epochs: 20").replace("train_size: 800", "train_size: 4000")
+    )
     reference = cli("run", path, "--results", str(tmp_path / "reference"), "--no-progress")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
 
@@ -177,7 +213,10 @@ def test_kill_9_mid_run_then_resume_ends_identical(tmp_path):
     assert "tiny/no_clip/seed-0: resuming after epoch" in output
     for variant in ["no_clip", "clipped"]:
         for name in DETERMINISTIC_FILES:
-            assert read(tmp_path / "results", variant, name) == read(tmp_path / "reference", variant, name), (variant, name)
+            assert read(tmp_path / "results", variant, name) == read(tmp_path / "reference", variant, name), (
+                variant,
+                name,
+            )
         assert json.loads(read(tmp_path / "results", variant, "meta.json"))["status"] == "done"
     leftovers = [p for p in (tmp_path / "results").rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".keras"]
     assert leftovers == []
@@ -194,7 +233,9 @@ def test_concurrent_runners_share_one_results_directory(tmp_path):
             meta = json.loads(read(tmp_path / "results", variant, "meta.json", seed))
             assert meta["status"] == "done"
             for name in DETERMINISTIC_FILES:
-                assert read(tmp_path / "results", variant, name, seed) == read(tmp_path / "reference", variant, name, seed)
+                assert read(tmp_path / "results", variant, name, seed) == read(
+                    tmp_path / "reference", variant, name, seed
+                )
     # Each of the four runs was trained by exactly one of the two processes.
     trained = sum(output.count("epoch 3/3") for output, _ in outputs)
     assert trained == 4

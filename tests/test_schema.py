@@ -52,23 +52,37 @@ def test_readme_names_every_model_and_dataset():
 @pytest.mark.parametrize(
     "section, message",
     [
-        ("dataset: {name: adding_problem, train_size: 100}\nmodel: {name: rnn}",
-         "{path}:1:33: dataset.train_size: unknown key (allowed keys: name, validation_fraction, sequence_length, adding_samples)"),
-        ("model: {name: mlp, units: 3}",
-         "{path}:1:20: model.units: unknown key (allowed keys: name, activation, initializer, init_stddev, bias_initializer, bias_value, l1, l2, hidden, dropout)"),
+        (
+            "dataset: {name: adding_problem, train_size: 100}\nmodel: {name: rnn}",
+            "{path}:1:33: dataset.train_size: unknown key (allowed keys: name, validation_fraction, sequence_length, adding_samples)",
+        ),
+        (
+            "model: {name: mlp, units: 3}",
+            "{path}:1:20: model.units: unknown key (allowed keys: name, activation, initializer, init_stddev, bias_initializer, bias_value, l1, l2, hidden, dropout)",
+        ),
         ("model: {name: deep_mlp, widht: 3}", "{path}:1:25: model.widht: unknown key (did you mean 'width'?)"),
-        ("model: {name: rnn, dropout: 0.1}\ndataset: {name: adding_problem}",
-         "{path}:1:20: model.dropout: unknown key (allowed keys: name, activation, initializer, init_stddev, bias_initializer, bias_value, l1, l2, cell, units, recurrent_initializer, recurrent_stddev)"),
-        ("dataset: {name: mnst}",
-         "{path}:1:17: dataset.name: unknown name 'mnst', expected one of mnist_small, mnist, fashion_mnist, adding_problem, zipf_tokens "
-         "(did you mean 'mnist'?)"),
-        ("model: mlp",
-         "{path}:1:8: model: a model needs `name:` (one of mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag) or "
-         "`factory: module:function`. Received: 'mlp'"),
-        ("seeds: [3, 1, 3]",
-         "{path}:1:8: seeds: seeds must be unique: each seed is one run directory. Received: [3, 1, 3] (repeated: [3])"),
-        ("seeds: [10000000000000000000000000000000000000000]",
-         "{path}:1:9: seeds.0: Input should be less than or equal to 4294967295"),
+        (
+            "model: {name: rnn, dropout: 0.1}\ndataset: {name: adding_problem}",
+            "{path}:1:20: model.dropout: unknown key (allowed keys: name, activation, initializer, init_stddev, bias_initializer, bias_value, l1, l2, cell, units, recurrent_initializer, recurrent_stddev)",
+        ),
+        (
+            "dataset: {name: mnst}",
+            "{path}:1:17: dataset.name: unknown name 'mnst', expected one of mnist_small, mnist, fashion_mnist, adding_problem, zipf_tokens "
+            "(did you mean 'mnist'?)",
+        ),
+        (
+            "model: mlp",
+            "{path}:1:8: model: a model needs `name:` (one of mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag) or "
+            "`factory: module:function`. Received: 'mlp'",
+        ),
+        (
+            "seeds: [3, 1, 3]",
+            "{path}:1:8: seeds: seeds must be unique: each seed is one run directory. Received: [3, 1, 3] (repeated: [3])",
+        ),
+        (
+            "seeds: [10000000000000000000000000000000000000000]",
+            "{path}:1:9: seeds.0: Input should be less than or equal to 4294967295",
+        ),
         ("seeds: [-1]", "{path}:1:9: seeds.0: Input should be greater than or equal to 0"),
     ],
 )
@@ -81,20 +95,31 @@ def test_largest_seed_is_accepted_and_a_missing_name_is_the_default():
     path_text = "name: x\nseeds: [0, 4294967295]\nmodel: {hidden: [8]}\ndataset: {train_size: 10}\n"
     config = RunConfig.model_validate(__import__("yaml").safe_load(path_text))
     assert config.seeds == [0, 4294967295]
-    assert (config.model.name, config.model.hidden, config.dataset.name, config.dataset.train_size) == ("mlp", [8], "mnist_small", 10)
+    assert (config.model.name, config.model.hidden, config.dataset.name, config.dataset.train_size) == (
+        "mlp",
+        [8],
+        "mnist_small",
+        10,
+    )
 
 
 @pytest.mark.parametrize("name", [".", "..", ".hidden", "a/b", "../x", "", "x" * 101])
 def test_names_that_are_not_plain_directories_are_refused(tmp_path, name):
-    refused = "a name becomes a directory under results/: up to 100 letters, digits, `_`, `-` and `.`, not starting with `.`."
+    refused = (
+        "a name becomes a directory under results/: up to 100 letters, digits, `_`, `-` and `.`, not starting with `.`."
+    )
     for text, where in [
         (f"name: '{name}'\n", "name"),
         (f"name: x\nvariants:\n  '{name}': {{}}\n", "variants."),
-        (f"name: x\nsearch:\n  study: '{name}'\n  space: {{optimizer.learning_rate: {{type: float, low: 0.1, high: 1}}}}\n",
-         "search.study"),
+        (
+            f"name: x\nsearch:\n  study: '{name}'\n  space: {{optimizer.learning_rate: {{type: float, low: 0.1, high: 1}}}}\n",
+            "search.study",
+        ),
     ]:
         lines = errors_of(write(tmp_path, text))
-        assert len(lines) == 1 and f": {where}" in lines[0] and refused in lines[0] and f"Received: {name!r}" in lines[0]
+        assert (
+            len(lines) == 1 and f": {where}" in lines[0] and refused in lines[0] and f"Received: {name!r}" in lines[0]
+        )
     assert load_experiment(write(tmp_path, "name: x\nvariants: {normalized_0.5: {}, a-b_c: {}}\n")).variants
 
 
@@ -113,7 +138,9 @@ def test_a_run_of_a_dotted_name_cannot_leave_the_results_root(tmp_path):
 def test_old_flat_config_is_the_same_run(tmp_path):
     experiment = load_experiment(os.path.join(ROOT, "experiments", "doc002_mlp.yaml"))
     for variant, config in experiment.variants.items():
-        with open(os.path.join(ROOT, "results", "doc002_mlp", variant, "seed-0", "config.yaml"), encoding="utf-8") as stream:
+        with open(
+            os.path.join(ROOT, "results", "doc002_mlp", variant, "seed-0", "config.yaml"), encoding="utf-8"
+        ) as stream:
             old = stream.read()
         new = resolved_config_text(config, variant, 0)
         assert "units: 64" in old and "units" not in new  # the flat schema's rnn key on an mlp
@@ -126,11 +153,25 @@ def test_old_flat_config_is_the_same_run(tmp_path):
 
 
 def test_old_idx_config_with_train_size_is_not_the_same_run():
-    old = {"experiment": "x", "variant": "base", "seed": 0, "config": {"name": "x", "dataset": {
-        "name": "mnist", "path": None, "validation_fraction": 0.1, "train_size": 100, "sequence_length": 50,
-        "adding_samples": 2000}}}
+    old = {
+        "experiment": "x",
+        "variant": "base",
+        "seed": 0,
+        "config": {
+            "name": "x",
+            "dataset": {
+                "name": "mnist",
+                "path": None,
+                "validation_fraction": 0.1,
+                "train_size": 100,
+                "sequence_length": 50,
+                "adding_samples": 2000,
+            },
+        },
+    }
     new = resolved_config_text(RunConfig(name="x", dataset=DATASET_SPECS["mnist"](train_size=100)), "base", 0)
     dump = __import__("yaml").safe_dump(old, sort_keys=False)
     assert what_the_run_trains(dump) != what_the_run_trains(new)
     assert what_the_run_trains(dump.replace("train_size: 100", "train_size: null")) == what_the_run_trains(
-        resolved_config_text(RunConfig(name="x", dataset=DATASET_SPECS["mnist"]()), "base", 0))
+        resolved_config_text(RunConfig(name="x", dataset=DATASET_SPECS["mnist"]()), "base", 0)
+    )

@@ -64,10 +64,12 @@ def test_each_sampler_finishes_and_reports_the_best_trial(tmp_path, sampler):
 
 
 def test_diverging_region_is_pruned_and_marked(tmp_path):
-    text = SEARCH.replace("low: 0.01, high: 0.5", "low: 200.0, high: 1000.0").replace(
-        "transforms: [{name: clip_by_global_norm, max_norm: 1.0}]", "transforms: []"
-    ).replace("hidden: [8]", "hidden: [64, 64, 64]").replace("choices: [relu, tanh]", "choices: [relu]").replace(
-        "    stabilizer.transforms.0.max_norm: {type: float, low: 0.5, high: 5.0, values: [1.0]}\n", ""
+    text = (
+        SEARCH.replace("low: 0.01, high: 0.5", "low: 200.0, high: 1000.0")
+        .replace("transforms: [{name: clip_by_global_norm, max_norm: 1.0}]", "transforms: []")
+        .replace("hidden: [8]", "hidden: [64, 64, 64]")
+        .replace("choices: [relu, tanh]", "choices: [relu]")
+        .replace("    stabilizer.transforms.0.max_norm: {type: float, low: 0.5, high: 5.0, values: [1.0]}\n", "")
     )
     study = run_search(experiment(tmp_path, text, "random"), str(tmp_path / "results"), trials=2, log=quiet)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
@@ -102,12 +104,17 @@ def test_search_section_is_validated(tmp_path):
 
 
 def test_sampler_given_on_the_command_line_replaces_the_files(tmp_path):
-    study = run_search(experiment(tmp_path, sampler="tpe"), str(tmp_path / "results"), trials=2, sampler="random", log=quiet)
+    study = run_search(
+        experiment(tmp_path, sampler="tpe"), str(tmp_path / "results"), trials=2, sampler="random", log=quiet
+    )
     assert isinstance(study.sampler.base, optuna.samplers.RandomSampler)
     path = tmp_path / "tiny.yaml"
     path.write_text(textwrap.dedent(SEARCH.replace("SAMPLER", "tpe").replace(", values: [1.0]", "")))
-    completed = subprocess.run([sys.executable, "-m", "keras_stability.cli", "search", str(path), "--sampler", "grid"],
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_stability.cli", "search", str(path), "--sampler", "grid"],
+        capture_output=True,
+        text=True,
+    )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines()[-1] == (
         f"{path}: --sampler grid: the grid sampler needs `values` for stabilizer.transforms.0.max_norm"
@@ -142,15 +149,23 @@ def postgres_server(password=None):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    subprocess.run([*as_user, f"{binaries}/initdb", "-D", str(data), *authentication, "-U", "postgres"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, f"{binaries}/initdb", "-D", str(data), *authentication, "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
     options = f"-p {port} -k {server_dir} -c listen_addresses=127.0.0.1"
-    subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(server_dir / "log"), "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(server_dir / "log"), "start"],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [*as_user, f"{binaries}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(server_dir, ignore_errors=True)
 
 
@@ -164,15 +179,33 @@ def test_two_workers_share_one_study_through_postgresql(tmp_path, postgres):
     path = tmp_path / "tiny.yaml"
     path.write_text(SEARCH.replace("SAMPLER", "random").replace("trials: 3", "trials: 4"))
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "keras_stability.cli", "search", str(path), "--storage", postgres,
-               "--results", str(tmp_path / "results"), "--report", str(tmp_path / "reports")]
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_stability.cli",
+        "search",
+        str(path),
+        "--storage",
+        postgres,
+        "--results",
+        str(tmp_path / "results"),
+        "--report",
+        str(tmp_path / "reports"),
+    ]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+        for _ in range(2)
+    ]
     outputs = [worker.communicate(timeout=600) for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], [e[-3000:] for _, e in outputs]
     study = optuna.load_study(study_name="search", storage=postgres)
     numbers = [t.number for t in study.trials]
-    assert sorted(numbers) == list(range(len(numbers))) and 4 <= len(numbers) <= 5  # a worker may start one more at the end
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert (
+        sorted(numbers) == list(range(len(numbers))) and 4 <= len(numbers) <= 5
+    )  # a worker may start one more at the end
+    finished = [
+        t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     assert len(finished) >= 4
     # Every trial ran once, in its own run directory, by one of the two workers.
     trained = [output.count("epoch 2/2") + output.count("pruned after epoch") for output, _ in outputs]
@@ -184,8 +217,10 @@ def test_two_workers_share_one_study_through_postgresql(tmp_path, postgres):
 def sample_trials(search, workers, trials):
     """`trials` trials drawn in turn by `workers` studies on one storage, each with its own sampler."""
     storage = optuna.storages.InMemoryStorage()
-    studies = [optuna.create_study(study_name="s", storage=storage, sampler=sampler, load_if_exists=True)
-               for sampler in workers]
+    studies = [
+        optuna.create_study(study_name="s", storage=storage, sampler=sampler, load_if_exists=True)
+        for sampler in workers
+    ]
     for number in range(trials):
         study = studies[number % len(studies)]
         trial = study.ask()
@@ -204,21 +239,42 @@ def test_workers_on_one_study_do_not_repeat_each_others_parameters(tmp_path, sam
     assert sample_trials(search, [make_sampler(search)], 8) == drawn
     # What each worker did before: one sampler seeded alike per worker, so worker 2 repeated worker 1.
     if sampler == "random":
-        repeated = sample_trials(search, [optuna.samplers.RandomSampler(seed=0), optuna.samplers.RandomSampler(seed=0)], 8)
+        repeated = sample_trials(
+            search, [optuna.samplers.RandomSampler(seed=0), optuna.samplers.RandomSampler(seed=0)], 8
+        )
         assert repeated[1] == repeated[0] and len(set(repeated)) == 4
 
 
 def test_a_killed_workers_trial_is_retried_in_its_own_directory(tmp_path):
     path = tmp_path / "tiny.yaml"
-    path.write_text(SEARCH.replace("SAMPLER", "random").replace("trials: 3", "trials: 4").replace(
-        "train_size: 200", "train_size: 1000").replace("epochs: 2", "epochs: 4").replace(
-        "low: 0.01, high: 0.5", "low: 0.01, high: 0.05"))
+    path.write_text(
+        SEARCH.replace("SAMPLER", "random")
+        .replace("trials: 3", "trials: 4")
+        .replace("train_size: 200", "train_size: 1000")
+        .replace("epochs: 2", "epochs: 4")
+        .replace("low: 0.01, high: 0.5", "low: 0.01, high: 0.05")
+    )
     url = f"sqlite:///{tmp_path / 'study.db'}"
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.getcwd()}
-    command = [sys.executable, "-m", "keras_stability.cli", "search", str(path), "--storage", url, "--heartbeat", "1",
-               "--results", str(tmp_path / "results"), "--report", str(tmp_path / "reports")]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_stability.cli",
+        "search",
+        str(path),
+        "--storage",
+        url,
+        "--heartbeat",
+        "1",
+        "--results",
+        str(tmp_path / "results"),
+        "--report",
+        str(tmp_path / "reports"),
+    ]
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
-    workers = [subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=environment) for log in logs]
+    workers = [
+        subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=environment) for log in logs
+    ]
     while "epoch 1/4" not in logs[0].read_text():
         assert workers[0].poll() is None, logs[0].read_text()[-3000:]
         time.sleep(0.05)

@@ -65,13 +65,20 @@ def test_the_second_experiment_links_the_finished_training(tmp_path):
     meta, original = (json.loads((d / "meta.json").read_text()) for d in (shared, trained))
     assert meta["shared_from"] == "../../../first/plain/seed-0" and "shared_from" not in original
     assert meta["training_id"] == original["training_id"]
-    assert (meta["experiment"], meta["variant"], meta["status"], meta["test"]) == ("second", "reference", "done", original["test"])
+    assert (meta["experiment"], meta["variant"], meta["status"], meta["test"]) == (
+        "second",
+        "reference",
+        "done",
+        original["test"],
+    )
     assert yaml.safe_load((shared / "config.yaml").read_text())["config"]["description"].startswith("the plain MLP")
     assert os.readlink(results / ".trainings" / original["training_id"]) == "../first/plain/seed-0"
     # The report reads the shared run as the second experiment's, and can tell it apart.
     runs = collect(str(results))["second"].variants["reference"]
     assert [r.meta.get("shared_from") for r in runs] == ["../../../first/plain/seed-0"]
-    assert list(runs[0].epoch_values("val_accuracy")) == list(collect(str(results))["first"].variants["plain"][0].epoch_values("val_accuracy"))
+    assert list(runs[0].epoch_values("val_accuracy")) == list(
+        collect(str(results))["first"].variants["plain"][0].epoch_values("val_accuracy")
+    )
     # Running again trains nothing; the shared run stays shared.
     assert run_experiments(experiments(tmp_path), str(results), show_progress=False) == {"skipped": 2, "shared": 1}
 

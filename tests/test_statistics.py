@@ -28,8 +28,14 @@ def mean_difference(a, b, axis=-1):
 
 
 def scipy_exact(a, b):
-    return stats.permutation_test((a, b), mean_difference, permutation_type="independent", n_resamples=np.inf,
-                                  alternative="two-sided", vectorized=True).pvalue
+    return stats.permutation_test(
+        (a, b),
+        mean_difference,
+        permutation_type="independent",
+        n_resamples=np.inf,
+        alternative="two-sided",
+        vectorized=True,
+    ).pvalue
 
 
 def test_mean_ci_matches_scipy():
@@ -42,12 +48,15 @@ def test_mean_ci_matches_scipy():
     assert math.isnan(mean_ci([1.0]).ci) and mean_ci([]).n == 0
 
 
-@pytest.mark.parametrize("a, b", [
-    (TRAINED_OR_NOT, BASELINE),
-    ([0.95, 0.96, 0.94, 0.0], [0.90, 0.91]),
-    ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),  # no difference: p = 1
-    (list(np.linspace(0.1, 0.9, 10)), list(np.linspace(0.0, 0.7, 10))),  # C(20, 10) = 184,756 splits
-])
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (TRAINED_OR_NOT, BASELINE),
+        ([0.95, 0.96, 0.94, 0.0], [0.90, 0.91]),
+        ([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]),  # no difference: p = 1
+        (list(np.linspace(0.1, 0.9, 10)), list(np.linspace(0.0, 0.7, 10))),  # C(20, 10) = 184,756 splits
+    ],
+)
 def test_permutation_test_is_exact_enumeration(a, b):
     assert permutation_p_value(a, b) == pytest.approx(scipy_exact(a, b), rel=1e-12)
 
@@ -70,8 +79,14 @@ def test_random_permutations_beyond_the_exact_limit(monkeypatch):
 def test_bootstrap_interval_matches_scipy_percentile_bootstrap():
     a, b = TRAINED_OR_NOT * 2, BASELINE * 2
     low, high = bootstrap_interval(a, b)
-    reference = stats.bootstrap((a, b), mean_difference, method="percentile", n_resamples=20_000, vectorized=True,
-                                random_state=np.random.default_rng(1)).confidence_interval
+    reference = stats.bootstrap(
+        (a, b),
+        mean_difference,
+        method="percentile",
+        n_resamples=20_000,
+        vectorized=True,
+        random_state=np.random.default_rng(1),
+    ).confidence_interval
     assert low == pytest.approx(reference.low, abs=0.03) and high == pytest.approx(reference.high, abs=0.03)
     assert bootstrap_interval([0.5, 0.5], [0.25, 0.25]) == (0.25, 0.25)
 

@@ -1,5 +1,7 @@
 """StepLog: rows in order, wrap-around keeps the newest, drain empties."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -24,5 +26,5 @@ def test_wrap_around_keeps_the_newest_rows():
 
 
 def test_capacity_is_checked():
-    with pytest.raises(ValueError, match="StepLog capacity must be an integer ≥ 1. Received: capacity=0."):
+    with pytest.raises(ValueError, match=re.escape("StepLog capacity must be an integer ≥ 1. Received: capacity=0.")):
         StepLog(0)

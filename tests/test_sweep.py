@@ -48,43 +48,84 @@ def test_cells_cross_the_grid_with_the_listed_variants(tmp_path):
     experiment = load_experiment(str(write(tmp_path)))
     assert list(experiment.variants) == [
         "plain",
-        "clip/learning_rate=0.05,max_norm=0.5", "clip/learning_rate=0.05,max_norm=2",
-        "clip/learning_rate=0.5,max_norm=0.5", "clip/learning_rate=0.5,max_norm=2",
+        "clip/learning_rate=0.05,max_norm=0.5",
+        "clip/learning_rate=0.05,max_norm=2",
+        "clip/learning_rate=0.5,max_norm=0.5",
+        "clip/learning_rate=0.5,max_norm=2",
     ]
     assert len(experiment.runs()) == 5 * 2 and experiment.baseline == "plain"
     cell = experiment.variants["clip/learning_rate=0.5,max_norm=0.5"]
     assert cell.optimizer.learning_rate == 0.5 and cell.stabilizer.transforms[0].max_norm == 0.5
     assert cell.training == experiment.variants["plain"].training
     # Without `variants:` every variant is swept, and the baseline becomes its first cell.
-    everywhere = load_experiment(str(write(tmp_path, SWEEP.replace("  variants: [clip]\n", "").replace(
-        "    stabilizer.transforms.0.max_norm: [0.5, 2]\n", ""))))
-    assert list(everywhere.variants) == ["plain/learning_rate=0.05", "plain/learning_rate=0.5",
-                                         "clip/learning_rate=0.05", "clip/learning_rate=0.5"]
+    everywhere = load_experiment(
+        str(
+            write(
+                tmp_path,
+                SWEEP.replace("  variants: [clip]\n", "").replace(
+                    "    stabilizer.transforms.0.max_norm: [0.5, 2]\n", ""
+                ),
+            )
+        )
+    )
+    assert list(everywhere.variants) == [
+        "plain/learning_rate=0.05",
+        "plain/learning_rate=0.5",
+        "clip/learning_rate=0.05",
+        "clip/learning_rate=0.5",
+    ]
     assert everywhere.baseline == "plain/learning_rate=0.05"
 
 
 def test_cell_names_use_the_shortest_distinct_key_suffix_and_yaml_spelling():
-    assert short_keys(["optimizer.learning_rate", "stabilizer.transforms.0.max_norm", "stabilizer.transforms.1.max_norm"]) == {
+    assert short_keys(
+        ["optimizer.learning_rate", "stabilizer.transforms.0.max_norm", "stabilizer.transforms.1.max_norm"]
+    ) == {
         "optimizer.learning_rate": "learning_rate",
         "stabilizer.transforms.0.max_norm": "0.max_norm",
         "stabilizer.transforms.1.max_norm": "1.max_norm",
     }
-    assert [value_text(v) for v in (0.1, 1e-05, 3, True, None, "he_normal")] == ["0.1", "1e-05", "3", "true", "null", "he_normal"]
+    assert [value_text(v) for v in (0.1, 1e-05, 3, True, None, "he_normal")] == [
+        "0.1",
+        "1e-05",
+        "3",
+        "true",
+        "null",
+        "he_normal",
+    ]
     chain = [{"name": "clip_by_value", "limit": 0.1}]
-    assert value_text(chain) == value_text([{"limit": 0.1, "name": "clip_by_value"}]) and value_text(chain).startswith("h")
+    assert value_text(chain) == value_text([{"limit": 0.1, "name": "clip_by_value"}]) and value_text(chain).startswith(
+        "h"
+    )
 
 
-@pytest.mark.parametrize("edit, expected", [
-    (("optimizer.learning_rate: [", "optimizer.learning_rat: ["),
-     ":15:5: optimizer.learning_rat: unknown key (did you mean 'learning_rate'?) (variant clip)"),
-    (("[0.5, 2]", "[0.5, -2]"), ":16:45: stabilizer.transforms.0.max_norm: Input should be greater than 0 (variant clip)"),
-    (("variants: [clip]", "variants: [clip, clap]"), ":13:20: sweep.variants.1: no variant named 'clap' (did you mean 'clip'?)"),
-    (("optimizer.learning_rate: [", "seeds: ["),
-     ":15:5: sweep.grid.seeds: a sweep varies a dotted setting inside dataset, model, optimizer, stabilizer, training, "
-     "e.g. optimizer.learning_rate. Received: 'seeds'"),
-    (("[0.5, 2]", "[0.5, 0.5]"), ":16:39: sweep.grid.stabilizer.transforms.0.max_norm: sweep values must differ. Received: "
-     "[0.5, 0.5] (repeats 0.5)"),
-])
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (
+            ("optimizer.learning_rate: [", "optimizer.learning_rat: ["),
+            ":15:5: optimizer.learning_rat: unknown key (did you mean 'learning_rate'?) (variant clip)",
+        ),
+        (
+            ("[0.5, 2]", "[0.5, -2]"),
+            ":16:45: stabilizer.transforms.0.max_norm: Input should be greater than 0 (variant clip)",
+        ),
+        (
+            ("variants: [clip]", "variants: [clip, clap]"),
+            ":13:20: sweep.variants.1: no variant named 'clap' (did you mean 'clip'?)",
+        ),
+        (
+            ("optimizer.learning_rate: [", "seeds: ["),
+            ":15:5: sweep.grid.seeds: a sweep varies a dotted setting inside dataset, model, optimizer, stabilizer, training, "
+            "e.g. optimizer.learning_rate. Received: 'seeds'",
+        ),
+        (
+            ("[0.5, 2]", "[0.5, 0.5]"),
+            ":16:39: sweep.grid.stabilizer.transforms.0.max_norm: sweep values must differ. Received: "
+            "[0.5, 0.5] (repeats 0.5)",
+        ),
+    ],
+)
 def test_sweep_errors_are_one_line_at_the_key_or_value(tmp_path, edit, expected):
     path = write(tmp_path, SWEEP.replace(*edit))
     with pytest.raises(ConfigError) as error:
@@ -98,7 +139,9 @@ def test_validate_command_prints_the_line_and_exits_2(tmp_path, capsys):
     path = write(tmp_path, SWEEP.replace("variants: [clip]", "variants: [clip, plain]"))
     assert main(["validate", str(path)]) == 2
     # `plain` has no transform 0: the grid's key is where the problem shows.
-    assert capsys.readouterr().err.splitlines() == [f"{path}:16:5: stabilizer.transforms: Input should be a valid list (variant plain)"]
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:16:5: stabilizer.transforms: Input should be a valid list (variant plain)"
+    ]
 
 
 def test_cells_run_resumably_into_the_experiments_directory(tmp_path):
@@ -121,8 +164,19 @@ def test_cells_run_resumably_into_the_experiments_directory(tmp_path):
 
 
 def start_worker(path, results, url, log):
-    command = [sys.executable, "-m", "keras_stability.cli", "sweep", str(path), "--results", str(results),
-               "--storage", url, "--heartbeat", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_stability.cli",
+        "sweep",
+        str(path),
+        "--results",
+        str(results),
+        "--storage",
+        url,
+        "--heartbeat",
+        "1",
+    ]
     # Unbuffered: the test kills a worker when its log shows it inside a run.
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": os.getcwd(), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=environment)
@@ -133,7 +187,10 @@ def test_two_workers_finish_every_run_once_when_one_is_killed(tmp_path, database
     url = f"sqlite:///{tmp_path / 'sweep.db'}" if database == "sqlite" else request.getfixturevalue("postgres")
     # 20 epochs of a few milliseconds each: long enough for the kill to land inside a run.
     text = SWEEP.replace("train_size: 200", "train_size: 1000").replace("epochs: 2", "epochs: 20")
-    path = write(tmp_path, text.replace("  variants: [clip]\n", "").replace("    stabilizer.transforms.0.max_norm: [0.5, 2]\n", ""))
+    path = write(
+        tmp_path,
+        text.replace("  variants: [clip]\n", "").replace("    stabilizer.transforms.0.max_norm: [0.5, 2]\n", ""),
+    )
     results, logs = tmp_path / "results", [tmp_path / "a.log", tmp_path / "b.log"]
     workers = [start_worker(path, results, url, log) for log in logs]
     deadline = time.monotonic() + 300

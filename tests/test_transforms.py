@@ -151,8 +151,16 @@ def test_zclip_closed_form(mode):
     np.testing.assert_allclose(transform.variance.numpy(), 0.5 * 0.53125 + 0.5 * (effective - mean) ** 2, rtol=1e-5)
 
 
-def reference_zclip(norms_seen, alpha=0.97, z_thresh=2.5, max_grad_norm=1.0, warmup_steps=25, mode="zscore",
-                    clip_option="adaptive_scaling", eps=1e-6):
+def reference_zclip(
+    norms_seen,
+    alpha=0.97,
+    z_thresh=2.5,
+    max_grad_norm=1.0,
+    warmup_steps=25,
+    mode="zscore",
+    clip_option="adaptive_scaling",
+    eps=1e-6,
+):
     """bluorion-com/ZClip's `ZClip.step`, in plain Python: the norm each step is clipped to."""
     buffer, mean, var, applied = [], None, None, []
     for norm in norms_seen:
@@ -211,13 +219,20 @@ def test_zclip_experiment_spec_takes_the_same_options():
     assert get_args(fields["mode"].annotation) == zscore.MODES
     assert get_args(fields["clip_option"].annotation) == zscore.CLIP_OPTIONS
     spec = ZClipSpec(name="zclip").model_dump()
-    assert {k: v for k, v in spec.items() if k != "name"} == {k: v for k, v in ks.zclip().get_config().items() if k != "eps"}
+    assert {k: v for k, v in spec.items() if k != "name"} == {
+        k: v for k, v in ks.zclip().get_config().items() if k != "eps"
+    }
 
 
 def test_zclip_defaults_are_the_reference_defaults():
     assert ks.zclip().get_config() == {
-        "alpha": 0.97, "z_threshold": 2.5, "warmup": 25, "eps": 1e-6,
-        "max_grad_norm": 1.0, "mode": "zscore", "clip_option": "adaptive_scaling",
+        "alpha": 0.97,
+        "z_threshold": 2.5,
+        "warmup": 25,
+        "eps": 1e-6,
+        "max_grad_norm": 1.0,
+        "mode": "zscore",
+        "clip_option": "adaptive_scaling",
     }
 
 
@@ -278,7 +293,9 @@ def test_apply_measured_equals_calling_and_reports_the_new_norm(name, mode):
         np.testing.assert_allclose(float(new_norm), float(norms.global_norm(expected)), rtol=RTOL)
 
 
-@pytest.mark.parametrize("name", ["clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient", "adaptive_clip", "chain"])
+@pytest.mark.parametrize(
+    "name", ["clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient", "adaptive_clip", "chain"]
+)
 def test_stateless_transforms_are_idempotent(name):
     transform = every_transform()[name]
     gradients = random_gradients(seed=7, scale=10.0)
@@ -306,7 +323,9 @@ def test_sparse_norm_is_norm_of_dense_gradient():
     assert not np.isclose(float(tf_norm), float(tf.norm(dense)))
 
 
-@pytest.mark.parametrize("name", ["clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient", "adaptive_clip"])
+@pytest.mark.parametrize(
+    "name", ["clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient", "adaptive_clip"]
+)
 def test_sparse_gradients_transform_like_their_dense_tensor(name):
     transform = every_transform()[name]
     variables = [keras.Variable(np.ones((4, 2), np.float32), name="embeddings")]
@@ -402,7 +421,10 @@ def test_sparse_global_norm_in_every_mode(mode):
 
 def reference_agc(gradient, weight, clip_factor, eps, axes):
     """NFNets/optax `adaptive_grad_clip` with unit norms summed over `axes` (numpy, float64)."""
-    unit = lambda x: np.sqrt(np.sum(np.square(x), axis=tuple(axes), keepdims=True))
+
+    def unit(x):
+        return np.sqrt(np.sum(np.square(x), axis=tuple(axes), keepdims=True))
+
     max_norm = clip_factor * np.maximum(unit(weight), eps)
     grad_norm = unit(gradient)
     return np.where(grad_norm > max_norm, gradient * max_norm / np.maximum(grad_norm, 1e-6), gradient)
@@ -421,10 +443,16 @@ def test_adaptive_clip_multi_head_kernels_reduce_the_input_axis(mode):
     clipped, _ = apply(ks.adaptive_clip(0.05), gradients, [query, output], mode)
     # Query: one unit per (head, head_dim), the d_model axis summed (NFNets, optax). Output kernel:
     # one unit per d_model output, heads and head_dim summed.
-    np.testing.assert_allclose(clipped[0], reference_agc(gradients[0].numpy(), query.numpy(), 0.05, 1e-3, [0]), rtol=1e-5)
-    np.testing.assert_allclose(clipped[1], reference_agc(gradients[1].numpy(), output.numpy(), 0.05, 1e-3, [0, 1]), rtol=1e-5)
+    np.testing.assert_allclose(
+        clipped[0], reference_agc(gradients[0].numpy(), query.numpy(), 0.05, 1e-3, [0]), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        clipped[1], reference_agc(gradients[1].numpy(), output.numpy(), 0.05, 1e-3, [0, 1]), rtol=1e-5
+    )
     merged, _ = apply(ks.adaptive_clip(0.05, unit_axes={}), gradients[:1], [query], mode)
-    np.testing.assert_allclose(merged[0], reference_agc(gradients[0].numpy(), query.numpy(), 0.05, 1e-3, [0, 1]), rtol=1e-5)
+    np.testing.assert_allclose(
+        merged[0], reference_agc(gradients[0].numpy(), query.numpy(), 0.05, 1e-3, [0, 1]), rtol=1e-5
+    )
     assert not np.allclose(merged[0], clipped[0])
 
 

@@ -1,5 +1,7 @@
 """The model zoo: architectures by their parameter counts, options that change them."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -14,7 +16,10 @@ from keras_stability.experiments.zoo import build_model, get_model
         (MODEL_SPECS["mlp"](), 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10),  # doc 002
         (MODEL_SPECS["deep_mlp"](depth=3, width=32), 784 * 32 + 32 + 2 * (32 * 32 + 32) + 32 * 10 + 10),
         # doc 000: 3×3 convs 1→32→64→128 with pooling 28→14→7→3, fc512.
-        (MODEL_SPECS["cnn3"](), (9 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (3 * 3 * 128 * 512 + 512) + 5130),
+        (
+            MODEL_SPECS["cnn3"](),
+            (9 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (3 * 3 * 128 * 512 + 512) + 5130,
+        ),
         # doc 004: 64, 64 → pool → 128, 128 → pool (7×7), fc512.
         (MODEL_SPECS["cnn4"](), 640 + 36928 + 73856 + 147584 + (7 * 7 * 128 * 512 + 512) + 5130),
         # DeepOBS fmnist_2c2d: 5×5 convs 32, 64, fc1024.
@@ -29,8 +34,11 @@ def test_parameter_counts(config, parameters):
 
 def test_options_reach_the_layers():
     keras.utils.set_random_seed(0)
-    model = build_model(MODEL_SPECS["mlp"](hidden=[32], activation="tanh", dropout=0.5, l2=1e-3,
-                                    initializer="random_normal", init_stddev=1.0))
+    model = build_model(
+        MODEL_SPECS["mlp"](
+            hidden=[32], activation="tanh", dropout=0.5, l2=1e-3, initializer="random_normal", init_stddev=1.0
+        )
+    )
     dense = model.layers[1]
     assert dense.activation.__name__ == "tanh"
     assert isinstance(model.layers[2], keras.layers.Dropout) and model.layers[2].rate == 0.5
@@ -49,5 +57,10 @@ def test_same_seed_same_weights_and_layers_differ():
 
 
 def test_unknown_model_name():
-    with pytest.raises(ValueError, match="Unrecognized model: 'resnet'. Known: mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag."):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "Unrecognized model: 'resnet'. Known: mlp, deep_mlp, cnn3, cnn4, cnn4_pool4, fmnist_2c2d, rnn, embedding_bag."
+        ),
+    ):
         get_model("resnet")

@@ -5,6 +5,13 @@ from keras_stability.datasets.idx import MNIST_SMALL_DIR, DataError, load_idx_pa
 from keras_stability.datasets.registry import DATASETS, Splits, Task, get_dataset, load_dataset
 
 __all__ = [
-    "DATASETS", "MNIST_SMALL_DIR", "DataError", "Splits", "Task",
-    "get_dataset", "load_dataset", "load_idx_pair", "mnist_small",
+    "DATASETS",
+    "MNIST_SMALL_DIR",
+    "DataError",
+    "Splits",
+    "Task",
+    "get_dataset",
+    "load_dataset",
+    "load_idx_pair",
+    "mnist_small",
 ]

@@ -50,7 +50,7 @@ class Splits:
 def split_off(x, y, fraction, rng):
     """Shuffles once with `rng` and returns (rest, held-out `fraction`)."""
     order = rng.permutation(len(y))
-    held = max(1, int(round(fraction * len(y))))
+    held = max(1, round(fraction * len(y)))
     keep, out = order[held:], order[:held]
     return (x[keep], y[keep]), (x[out], y[out])
 
@@ -60,8 +60,16 @@ def load_mnist_small(config, seed):
     rng = np.random.default_rng(SPLIT_SEED)
     (rest_x, rest_y), (x_test, y_test) = split_off(images, labels, 0.1, rng)
     (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, DIGITS,
-                  "embedded MNIST test split (10,000 real digits): 10% test, then validation_fraction of the rest")
+    return Splits(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        DIGITS,
+        "embedded MNIST test split (10,000 real digits): 10% test, then validation_fraction of the rest",
+    )
 
 
 IDX_NAMES = {
@@ -109,7 +117,11 @@ def load_tfds(name):
 
 
 def how_to_get(name):
-    debian = " `apt-get install dataset-fashion-mnist` (installs it at /usr/share/datasets/fashion-mnist), or" if name == "fashion_mnist" else ""
+    debian = (
+        " `apt-get install dataset-fashion-mnist` (installs it at /usr/share/datasets/fashion-mnist), or"
+        if name == "fashion_mnist"
+        else ""
+    )
     return (
         f"Dataset {name!r} is not available here. Get it by one of:{debian} downloading the four IDX .gz "
         f"files into a directory and setting `dataset.path:` or {ENVIRONMENT[name]}, or running once with "
@@ -133,7 +145,9 @@ def load_idx_dataset(name):
                 source = "tensorflow-datasets"
         except DataError as error:
             raise DataError(f"{how_to_get(name)} ({error})") from None
-        (x_train, y_train), (x_val, y_val) = split_off(*train, config.validation_fraction, np.random.default_rng(SPLIT_SEED))
+        (x_train, y_train), (x_val, y_val) = split_off(
+            *train, config.validation_fraction, np.random.default_rng(SPLIT_SEED)
+        )
         return Splits(x_train, y_train, x_val, y_val, test[0], test[1], DIGITS, source)
 
     return load
@@ -158,8 +172,16 @@ def load_adding_problem(config, seed):
     rng = np.random.default_rng(SPLIT_SEED)
     (rest_x, rest_y), (x_test, y_test) = split_off(x, y, 0.1, rng)
     (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, Task("regression", x.shape[1:], None),
-                  f"adding problem, T={config.sequence_length}, generated from seed {seed}")
+    return Splits(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        Task("regression", x.shape[1:], None),
+        f"adding problem, T={config.sequence_length}, generated from seed {seed}",
+    )
 
 
 def zipf_tokens(vocabulary, length, samples, exponent, rng):
@@ -174,14 +196,26 @@ def zipf_tokens(vocabulary, length, samples, exponent, rng):
 
 
 def load_zipf_tokens(config, seed):
-    x, y = zipf_tokens(config.vocabulary, config.sequence_length, config.token_samples, config.zipf_exponent,
-                       np.random.default_rng(seed))
+    x, y = zipf_tokens(
+        config.vocabulary,
+        config.sequence_length,
+        config.token_samples,
+        config.zipf_exponent,
+        np.random.default_rng(seed),
+    )
     rng = np.random.default_rng(SPLIT_SEED)
     (rest_x, rest_y), (x_test, y_test) = split_off(x, y, 0.1, rng)
     (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, Task("classification", x.shape[1:], 2),
-                  f"Zipf tokens, vocabulary {config.vocabulary}, length {config.sequence_length}, "
-                  f"generated from seed {seed}")
+    return Splits(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        Task("classification", x.shape[1:], 2),
+        f"Zipf tokens, vocabulary {config.vocabulary}, length {config.sequence_length}, generated from seed {seed}",
+    )
 
 
 def keep_classes(splits, classes):
@@ -194,7 +228,9 @@ def keep_classes(splits, classes):
         return x[mask], relabel[y[mask]]
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
-        kept(splits.x_train, splits.y_train), kept(splits.x_val, splits.y_val), kept(splits.x_test, splits.y_test)
+        kept(splits.x_train, splits.y_train),
+        kept(splits.x_val, splits.y_val),
+        kept(splits.x_test, splits.y_test),
     )
     task = dataclasses.replace(splits.task, num_classes=len(classes))
     source = f"{splits.source}; classes {list(classes)} relabelled 0..{len(classes) - 1}"
@@ -222,8 +258,10 @@ def as_arrays(split, where):
 
     if isinstance(split, tf.data.Dataset):
         if split.cardinality() == tf.data.INFINITE_CARDINALITY:
-            raise TypeError(f"{where} is an infinite tf.data.Dataset. Received: cardinality -1; "
-                            "end it (e.g. `.take(n)`): it is read once into memory")
+            raise TypeError(
+                f"{where} is an infinite tf.data.Dataset. Received: cardinality -1; "
+                "end it (e.g. `.take(n)`): it is read once into memory"
+            )
         batched = split.element_spec[0].shape.rank and split.element_spec[0].shape[0] is None
         pairs = list(split.as_numpy_iterator())
         if not pairs:
@@ -235,7 +273,9 @@ def as_arrays(split, where):
         if len(x) != len(y):
             raise TypeError(f"{where} has {len(x)} inputs but {len(y)} targets. Received: x {x.shape}, y {y.shape}")
         return x, y
-    raise TypeError(f"{where} must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y). Received: {described(split)}")
+    raise TypeError(
+        f"{where} must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y). Received: {described(split)}"
+    )
 
 
 def load_factory_dataset(config, seed):
@@ -243,25 +283,42 @@ def load_factory_dataset(config, seed):
     text = factory_text(config, "dataset")[0]
     returned = resolve_factory(text)(seed=seed, **config.args)
     if not isinstance(returned, dict) or not {"train", "validation", "test"} <= set(returned):
-        raise TypeError(f"The dataset factory {text!r} must return a dict with keys train, validation and test. "
-                        f"Received: {described(returned)}" + (f" with keys {sorted(returned)}" if isinstance(returned, dict) else ""))
+        raise TypeError(
+            f"The dataset factory {text!r} must return a dict with keys train, validation and test. "
+            f"Received: {described(returned)}"
+            + (f" with keys {sorted(returned)}" if isinstance(returned, dict) else "")
+        )
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = (
         as_arrays(returned[part], f"{text} {part!r}") for part in ("train", "validation", "test")
     )
     labels = (y_train, y_val, y_test)
-    kind = returned.get("task", "classification" if all(np.issubdtype(y.dtype, np.integer) for y in labels) else "regression")
+    kind = returned.get(
+        "task", "classification" if all(np.issubdtype(y.dtype, np.integer) for y in labels) else "regression"
+    )
     if kind not in ("classification", "regression"):
-        raise TypeError(f"The dataset factory {text!r} returned task {kind!r}. Received: {kind!r}; "
-                        "use 'classification' or 'regression'")
+        raise TypeError(
+            f"The dataset factory {text!r} returned task {kind!r}. Received: {kind!r}; "
+            "use 'classification' or 'regression'"
+        )
     classes = int(max(y.max() for y in labels)) + 1 if kind == "classification" else None
-    return Splits(x_train, y_train, x_val, y_val, x_test, y_test, Task(kind, x_train.shape[1:], classes), f"factory {text}")
+    return Splits(
+        x_train, y_train, x_val, y_val, x_test, y_test, Task(kind, x_train.shape[1:], classes), f"factory {text}"
+    )
 
 
 def load_dataset(config, seed):
     """The `Splits` of `config` (a dataset section) for run seed `seed`, `classes` then `train_size` applied."""
     name = getattr(config, "name", None)
-    splits = get_dataset(name)(config, seed) if name in DATASETS or not hasattr(config, "args") else load_factory_dataset(config, seed)
+    splits = (
+        get_dataset(name)(config, seed)
+        if name in DATASETS or not hasattr(config, "args")
+        else load_factory_dataset(config, seed)
+    )
     if getattr(config, "classes", None):
         splits = keep_classes(splits, config.classes)
     size = getattr(config, "train_size", None)
-    return splits if size is None else dataclasses.replace(splits, x_train=splits.x_train[:size], y_train=splits.y_train[:size])
+    return (
+        splits
+        if size is None
+        else dataclasses.replace(splits, x_train=splits.x_train[:size], y_train=splits.y_train[:size])
+    )

@@ -77,7 +77,9 @@ def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: i
                     engine_kwargs=engine,
                     heartbeat_interval=int(max(1, heartbeat_s)),
                     grace_period=int(max(1, heartbeat_s) * GRACE_HEARTBEATS),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=MAX_RETRIES
+                    ),
                 )
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
             # Workers starting together race to create the tables; the losers try again.

@@ -5,7 +5,6 @@ import dataclasses
 import numpy as np
 
 
-
 @dataclasses.dataclass(frozen=True)
 class EpochMetrics:
     """An epoch's row of metrics.csv, in column order (the columns are these fields' names)."""
@@ -62,5 +61,7 @@ class EpochRecord:
 
     def summary(self) -> str:
         m = self.metrics
-        return (f"loss {m.train_loss:.4f}  val_accuracy {m.val_accuracy:.4f}  grad_norm {m.grad_norm:.3g}  "
-                f"clip_rate {m.clip_rate:.2f}  ({self.seconds:.3f}s)")
+        return (
+            f"loss {m.train_loss:.4f}  val_accuracy {m.val_accuracy:.4f}  grad_norm {m.grad_norm:.3g}  "
+            f"clip_rate {m.clip_rate:.2f}  ({self.seconds:.3f}s)"
+        )

@@ -29,8 +29,13 @@ def evaluate_arrays(model: keras.Model, x, y, batch_size: int) -> dict[str, floa
     functions = _FUNCTIONS.setdefault(model, {})
     key = (batch_size, model.jit_compile, model.run_eagerly, x.shape[1:], y.shape[1:], x.dtype, y.dtype)
     if key not in functions:
-        functions[key] = evaluation_function(weakref.ref(model), batch_size, model.jit_compile, model.run_eagerly,
-                                             signature=[any_length(x), any_length(y)])
+        functions[key] = evaluation_function(
+            weakref.ref(model),
+            batch_size,
+            model.jit_compile,
+            model.run_eagerly,
+            signature=[any_length(x), any_length(y)],
+        )
     model.reset_metrics()
     logs = functions[key](x, y)
     return {name: float(value) for name, value in logs.items()}

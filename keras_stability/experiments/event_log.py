@@ -82,14 +82,18 @@ class EventLog:
         with open(os.path.join(run_directory, "config.yaml"), encoding="utf-8") as stream:
             document = yaml.safe_load(stream)
         started = read_json(os.path.join(run_directory, "meta.json"), {}).get("started")
-        self.write(event_pb2.Event(wall_time=time.time(), summary=hparams_pb(run_hparams(document), start_time_secs=started)))
+        self.write(
+            event_pb2.Event(wall_time=time.time(), summary=hparams_pb(run_hparams(document), start_time_secs=started))
+        )
         if epochs_done:
             self.replay(epochs_done)
 
     def write(self, event: event_pb2.Event) -> None:
         self.writer.write(event.SerializeToString())
 
-    def write_epoch(self, epoch: int, metrics: Mapping[str, float], steps: Mapping[str, np.ndarray], first_step: int) -> None:
+    def write_epoch(
+        self, epoch: int, metrics: Mapping[str, float], steps: Mapping[str, np.ndarray], first_step: int
+    ) -> None:
         """One finished epoch.
 
         Args:

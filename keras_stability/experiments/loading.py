@@ -108,7 +108,9 @@ def allowed_keys(schema, data, path):
         if current is None:
             return []
         if typing.get_origin(current) is list:
-            current = unwrap(typing.get_args(current)[0], value[part] if isinstance(value, list) and part < len(value) else None)
+            current = unwrap(
+                typing.get_args(current)[0], value[part] if isinstance(value, list) and part < len(value) else None
+            )
             value = value[part] if isinstance(value, list) and part < len(value) else None
             continue
         field = current.model_fields.get(part)
@@ -177,7 +179,7 @@ def describe(error, schema, data, path):
         names = [tag for tag in tagged_members(field_annotation_at(schema, path))[1] if tag not in NOT_NAMES]
         factory = " or `factory: module:function`" if union_noun(path) in ENTRY_POINT_GROUPS else ""
         return f"a {union_noun(path)} needs `name:` (one of {', '.join(names)}){factory}. Received: {error['input']!r}"
-    return message[len("Value error, "):] if message.startswith("Value error, ") else message
+    return message[len("Value error, ") :] if message.startswith("Value error, ") else message
 
 
 def field_annotation_at(schema, path):
@@ -331,7 +333,9 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> Experiment:
     baseline = top.baseline or next(iter(variants), BASE_VARIANT)
     if top.baseline is not None and top.baseline not in variants and not problems:
         where = locate(("baseline",), [((), marks)], extra=False)
-        problems.append(Problem(where, ("baseline",), f"no variant named {top.baseline!r}{suggestion(top.baseline, variants)}"))
+        problems.append(
+            Problem(where, ("baseline",), f"no variant named {top.baseline!r}{suggestion(top.baseline, variants)}")
+        )
     if top.search is not None and not problems:
         problems += check_search_space(top.search, baseline, sources, marks)
     if problems:
@@ -358,5 +362,7 @@ def check_search_space(search, baseline: str, sources: dict, marks: Marks) -> li
         except ConfigError as error:
             first = error.problems[0]
             detail = first.message if first.path is None else f"{dotted(first.path)}: {first.message}"
-            problems.append(Problem(locate(("search", "space", key), [((), marks)], extra=True), ("search", "space", key), detail))
+            problems.append(
+                Problem(locate(("search", "space", key), [((), marks)], extra=True), ("search", "space", key), detail)
+            )
     return problems

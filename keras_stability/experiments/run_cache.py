@@ -110,7 +110,10 @@ class DeviceSplits:
 def splits_for_run(dataset_config: DatasetConfig, seed: int) -> DeviceSplits:
     """The run's dataset, loaded once per dataset configuration (and seed, where it matters) and process."""
     # A factory section has no `name`: its data may depend on the seed, so it is loaded per seed.
-    key = (dataset_config.model_dump_json(), None if getattr(dataset_config, "name", None) in SEED_INDEPENDENT else seed)
+    key = (
+        dataset_config.model_dump_json(),
+        None if getattr(dataset_config, "name", None) in SEED_INDEPENDENT else seed,
+    )
     return _SPLITS.get(key, lambda: DeviceSplits(load_dataset(dataset_config, seed)))
 
 

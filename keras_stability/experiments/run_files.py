@@ -89,8 +89,11 @@ class Progress:
         if not (isinstance(progress.checkpoint, str) and os.path.basename(progress.checkpoint) == progress.checkpoint):
             raise DamagedFileError(path, f"checkpoint should be a file name. Received: {progress.checkpoint!r}")
         sizes = progress.csv_sizes
-        if not (isinstance(sizes, dict) and set(sizes) == set(CSV_COLUMNS)
-                and all(is_count(size, 0) for size in sizes.values())):
+        if not (
+            isinstance(sizes, dict)
+            and set(sizes) == set(CSV_COLUMNS)
+            and all(is_count(size, 0) for size in sizes.values())
+        ):
             names = ", ".join(CSV_COLUMNS)
             raise DamagedFileError(path, f"csv_sizes should give the bytes of {names}. Received: {sizes!r}")
         return progress
@@ -228,7 +231,7 @@ def read_document(directory: str) -> dict:
         raise DamagedFileError(path, "a mapping of experiment, variant, seed and config was expected")
     # A sweep cell's variant (`<variant>/<key=value,...>`) is two directories.
     named = [document["experiment"], *document["variant"].split("/"), f"seed-{document['seed']}"]
-    parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-len(named):]
+    parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-len(named) :]
     if parts != named:
         raise DamagedFileError(path, f"it describes {'/'.join(named)}, but lies in {'/'.join(parts)}")
     return document
@@ -254,8 +257,13 @@ def read_progress(directory: str) -> Progress | None:
     return progress
 
 
-def read_tables(directory: str, epochs: int | None, source: str, steps_per_epoch: int | None = None,
-                sizes: dict[str, int] | None = None) -> dict[str, dict[str, np.ndarray]]:
+def read_tables(
+    directory: str,
+    epochs: int | None,
+    source: str,
+    steps_per_epoch: int | None = None,
+    sizes: dict[str, int] | None = None,
+) -> dict[str, dict[str, np.ndarray]]:
     """Each CSV of the run, checked to hold `epochs` epochs (as `source` says, when it says).
 
     Args:
@@ -274,7 +282,11 @@ def read_tables(directory: str, epochs: int | None, source: str, steps_per_epoch
 
 
 def check_numbering(
-    path: str, table: dict[str, np.ndarray], epochs: int | None, source: str, steps_per_epoch: int | None,
+    path: str,
+    table: dict[str, np.ndarray],
+    epochs: int | None,
+    source: str,
+    steps_per_epoch: int | None,
 ) -> None:
     """A table's rows are epochs 1, 2, …, or steps 1, 2, … in epoch order; `epochs` of them when it is known."""
     found = table["epoch"]

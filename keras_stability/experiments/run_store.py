@@ -74,10 +74,17 @@ def link_to(directory, twin, twin_meta, config_text, identity, document):
         if os.path.exists(os.path.join(twin, name)):
             os.symlink(os.path.relpath(os.path.join(twin, name), directory), target)
     storage.atomic_write_text(os.path.join(directory, "config.yaml"), config_text)
-    storage.atomic_write_json(os.path.join(directory, "meta.json"), {
-        **twin_meta, "experiment": document["experiment"], "variant": document["variant"], "seed": document["seed"],
-        "training_id": identity, "shared_from": os.path.relpath(twin, directory),
-    })
+    storage.atomic_write_json(
+        os.path.join(directory, "meta.json"),
+        {
+            **twin_meta,
+            "experiment": document["experiment"],
+            "variant": document["variant"],
+            "seed": document["seed"],
+            "training_id": identity,
+            "shared_from": os.path.relpath(twin, directory),
+        },
+    )
 
 
 def unshare(directory):
@@ -125,17 +132,37 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
         twin, twin_meta = trained_run(results_root, identity)
         if meta is not None and "shared_from" in meta:
             if twin is not None and twin_meta.get("status") in SHAREABLE:
-                link_to(directory, twin, twin_meta, text, identity, {"experiment": config.name, "variant": variant, "seed": seed})
+                link_to(
+                    directory,
+                    twin,
+                    twin_meta,
+                    text,
+                    identity,
+                    {"experiment": config.name, "variant": variant, "seed": seed},
+                )
                 return True
-            log(f"{config.name}/{variant}/seed-{seed}: the run it shared ({meta['shared_from']}) is gone or changed; training it here")
+            log(
+                f"{config.name}/{variant}/seed-{seed}: the run it shared ({meta['shared_from']}) is gone or changed; training it here"
+            )
             unshare(directory)
             meta = None
         if meta is None and twin is not None and twin_meta.get("status") in SHAREABLE:
-            link_to(directory, twin, twin_meta, text, identity, {"experiment": config.name, "variant": variant, "seed": seed})
-            log(f"{config.name}/{variant}/seed-{seed}: the same training finished in {os.path.relpath(twin, results_root)}; shared")
+            link_to(
+                directory,
+                twin,
+                twin_meta,
+                text,
+                identity,
+                {"experiment": config.name, "variant": variant, "seed": seed},
+            )
+            log(
+                f"{config.name}/{variant}/seed-{seed}: the same training finished in {os.path.relpath(twin, results_root)}; shared"
+            )
             return True
         if meta is not None and meta.get("training_id") != identity:  # a run from before training ids
             storage.atomic_write_json(meta_path, {**meta, "training_id": identity})
-        if twin is None or (twin != os.path.normpath(directory) and twin_meta.get("status") not in (*SHAREABLE, "running")):
+        if twin is None or (
+            twin != os.path.normpath(directory) and twin_meta.get("status") not in (*SHAREABLE, "running")
+        ):
             claim(results_root, identity, directory)
         return False

@@ -68,7 +68,9 @@ def what_the_run_trains(config_text):
     dataset = config.get("dataset") or {}
     if "adding_samples" in dataset and dataset.get("name") in ("mnist", "fashion_mnist") and dataset.get("train_size"):
         document["train_size_before_validation_split"] = True  # the flat schema's IDX loaders cut there
-    config.update({section: used_keys(section, config[section]) for section in ("model", "dataset") if section in config})
+    config.update(
+        {section: used_keys(section, config[section]) for section in ("model", "dataset") if section in config}
+    )
     try:
         config = RunConfig.model_validate({**config, "name": document["experiment"]}).model_dump(mode="json")
     except pydantic.ValidationError:
@@ -129,8 +131,12 @@ class Run:
 
 
 def run_one(
-    results_root: str, config: RunConfig, variant: str, seed: int,
-    log: Callable[[str], None] = print, on_epoch: Callable[[int, dict], str | None] | None = None,
+    results_root: str,
+    config: RunConfig,
+    variant: str,
+    seed: int,
+    log: Callable[[str], None] = print,
+    on_epoch: Callable[[int, dict], str | None] | None = None,
     tensorboard: bool = True,
 ) -> str:
     """Runs (or resumes, or skips) one run.
@@ -162,8 +168,10 @@ def locked_run(run, log, on_epoch, tensorboard):
         with open(run.path("config.yaml"), encoding="utf-8") as stream:
             existing = stream.read()
         if what_the_run_trains(existing) != what_the_run_trains(text):
-            log(f"{run.label}: {run.directory} holds a run of a different configuration; "
-                "delete it or choose another --results directory")
+            log(
+                f"{run.label}: {run.directory} holds a run of a different configuration; "
+                "delete it or choose another --results directory"
+            )
             return "failed"
         if files.state == "finished":
             if existing != text:  # a new description, baseline or seed list, for the report
@@ -174,8 +182,15 @@ def locked_run(run, log, on_epoch, tensorboard):
         log(f"{run.label}: {damaged} is damaged ({files.problem}); training the run again from scratch")
         run.discard_training()
     storage.atomic_write_text(run.path("config.yaml"), text)
-    meta = {**files.meta, **provenance(), **factory_provenance(run.config), "training_id": run_store.training_id(text),
-            "experiment": run.config.name, "variant": run.variant, "seed": run.seed}
+    meta = {
+        **files.meta,
+        **provenance(),
+        **factory_provenance(run.config),
+        "training_id": run_store.training_id(text),
+        "experiment": run.config.name,
+        "variant": run.variant,
+        "seed": run.seed,
+    }
     meta.update(status="running", started=meta.get("started", time.time()), error=None)
     run.write_meta(meta)
     try:
@@ -203,7 +218,10 @@ def fit_epoch(model, training, x_train, y_train, order, epoch):
         return train_epoch(model, x_train, y_train, order, training.batch_size)
     history = model.fit(
         epoch_dataset(x_train, y_train, order, training.batch_size),
-        epochs=epoch, initial_epoch=epoch - 1, shuffle=False, verbose=0,
+        epochs=epoch,
+        initial_epoch=epoch - 1,
+        shuffle=False,
+        verbose=0,
     ).history
     return {name: values[-1] for name, values in history.items()}
 
@@ -223,10 +241,15 @@ def train_one_epoch(model, training, data, seed, epoch, steps_per_epoch):
     history = fit_epoch(model, training, data.x_train, data.y_train, order, epoch)
     validation = evaluate(model, training, data.x_val, data.y_val)
     metrics = EpochMetrics(
-        train_loss=history["loss"], train_accuracy=history["accuracy"],
-        val_loss=validation["loss"], val_accuracy=validation["accuracy"],
-        grad_norm=history["grad_norm"], clipped_norm=history["clipped_norm"], clip_rate=history["clip_rate"],
-        nonfinite_steps=history["nonfinite_steps"], lr=current_learning_rate(model),
+        train_loss=history["loss"],
+        train_accuracy=history["accuracy"],
+        val_loss=validation["loss"],
+        val_accuracy=validation["accuracy"],
+        grad_norm=history["grad_norm"],
+        clipped_norm=history["clipped_norm"],
+        clip_rate=history["clip_rate"],
+        nonfinite_steps=history["nonfinite_steps"],
+        lr=current_learning_rate(model),
     )
     steps = model.step_log.drain()
     return EpochRecord(epoch, (epoch - 1) * steps_per_epoch, metrics, steps, time.perf_counter() - started)
@@ -234,8 +257,11 @@ def train_one_epoch(model, training, data, seed, epoch, steps_per_epoch):
 
 def save_epoch(run, model, record, diverged_at):
     """Appends the epoch's rows, checkpoints the state, then commits both with progress.json."""
-    for name, rows in (("metrics.csv", [record.metric_row()]), ("steps.csv", record.step_rows()),
-                       ("timing.csv", [record.timing_row()])):
+    for name, rows in (
+        ("metrics.csv", [record.metric_row()]),
+        ("steps.csv", record.step_rows()),
+        ("timing.csv", [record.timing_row()]),
+    ):
         storage.append_csv(run.path(name), CSV_COLUMNS[name], rows)
     name = f"checkpoint-epoch-{record.epoch:04d}.npz"
     checkpoint.save(run.path(name), model)

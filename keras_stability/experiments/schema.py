@@ -10,12 +10,11 @@ cannot start with a dot, so a run always lands inside `results/<experiment>/`.
 
 import re
 import urllib.parse
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from keras_stability.experiments.database import mask_password
-
 from keras_stability.experiments.sections import (
     DATASET_SPECS,
     MODEL_SPECS,
@@ -44,7 +43,9 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 def unique(seeds):
     repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
     if repeated:
-        raise ValueError(f"seeds must be unique: each seed is one run directory. Received: {seeds} (repeated: {repeated})")
+        raise ValueError(
+            f"seeds must be unique: each seed is one run directory. Received: {seeds} (repeated: {repeated})"
+        )
     return seeds
 
 
@@ -142,18 +143,16 @@ class QuantizedEmaClipSpec(Strict):
 
 
 TransformSpec = Annotated[
-    Union[
-        ClipByValueSpec,
-        ClipByNormSpec,
-        ClipByGlobalNormSpec,
-        NormalizeGradientSpec,
-        AdaptiveClipSpec,
-        AutoClipSpec,
-        ZClipSpec,
-        ClipByL1NormSpec,
-        RegularizeGradientSpec,
-        QuantizedEmaClipSpec,
-    ],
+    ClipByValueSpec
+    | ClipByNormSpec
+    | ClipByGlobalNormSpec
+    | NormalizeGradientSpec
+    | AdaptiveClipSpec
+    | AutoClipSpec
+    | ZClipSpec
+    | ClipByL1NormSpec
+    | RegularizeGradientSpec
+    | QuantizedEmaClipSpec,
     Field(discriminator="name"),
 ]
 TRANSFORM_SPECS = {spec.model_fields["name"].annotation.__args__[0]: spec for spec in TransformSpec.__origin__.__args__}

@@ -19,7 +19,13 @@ import time
 import numpy as np
 import optuna
 
-from keras_stability.experiments.database import DEFAULT_HEARTBEAT_S, POLL_S, open_storage, retry_dead_workers, storage_url
+from keras_stability.experiments.database import (
+    DEFAULT_HEARTBEAT_S,
+    POLL_S,
+    open_storage,
+    retry_dead_workers,
+    storage_url,
+)
 from keras_stability.experiments.loading import ConfigError, apply_overrides, validate
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
 from keras_stability.experiments.schema import RunConfig, SearchConfig
@@ -37,7 +43,9 @@ def sampler_factory(search):
     try:
         import torch  # noqa: F401  (Optuna's GPSampler is built on PyTorch)
     except ImportError:
-        raise RuntimeError("sampler 'gp' needs PyTorch: pip install 'keras-stability[gp]' (or pip install torch)") from None
+        raise RuntimeError(
+            "sampler 'gp' needs PyTorch: pip install 'keras-stability[gp]' (or pip install torch)"
+        ) from None
     return lambda seed: optuna.samplers.GPSampler(seed=seed)
 
 
@@ -135,7 +143,11 @@ def objective_for(experiment, search, study_name, results_root, log):
                 exploded = search.prune_grad_norm is not None and values["grad_norm"] > search.prune_grad_norm
                 if exploded or not math.isfinite(values["train_loss"]):
                     trial.set_user_attr("diverged", True)
-                    return f"gradient norm {values['grad_norm']:.3g} > {search.prune_grad_norm:g}" if exploded else "non-finite loss"
+                    return (
+                        f"gradient norm {values['grad_norm']:.3g} > {search.prune_grad_norm:g}"
+                        if exploded
+                        else "non-finite loss"
+                    )
                 if first:
                     trial.report(values[search.objective], epoch)
                     # Pruning after the last epoch saves nothing and loses the trial's value.
@@ -175,7 +187,11 @@ def open_study(name, storage, sampler, direction, attempts=4):
     for attempt in range(attempts):
         try:
             return optuna.create_study(
-                study_name=name, storage=storage, sampler=sampler, direction=direction, load_if_exists=True,
+                study_name=name,
+                storage=storage,
+                sampler=sampler,
+                direction=direction,
+                load_if_exists=True,
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
             )
         except sqlalchemy.exc.SQLAlchemyError:
@@ -189,8 +205,16 @@ def with_sampler(search, sampler):
     return SearchConfig.model_validate({**search.model_dump(), "sampler": sampler})
 
 
-def run_search(experiment, results_root, storage=None, study_name=None, trials=None, sampler=None, log=print,
-               heartbeat_s=DEFAULT_HEARTBEAT_S):
+def run_search(
+    experiment,
+    results_root,
+    storage=None,
+    study_name=None,
+    trials=None,
+    sampler=None,
+    log=print,
+    heartbeat_s=DEFAULT_HEARTBEAT_S,
+):
     """Runs (or joins, or continues) the experiment's study until it holds `trials` finished trials.
 
     `storage` is a database URL (else $KERAS_STABILITY_STORAGE, else the file's `search.storage`, else a
@@ -235,8 +259,13 @@ def run_search(experiment, results_root, storage=None, study_name=None, trials=N
         if remaining is not None and remaining <= 0:
             break
         if len(finished_trials(study)) < budget or waiting(study):
-            study.optimize(objective, callbacks=[stop_at_budget], timeout=remaining, catch=(RuntimeError,),
-                           n_trials=None if len(finished_trials(study)) < budget else len(waiting(study)))
+            study.optimize(
+                objective,
+                callbacks=[stop_at_budget],
+                timeout=remaining,
+                catch=(RuntimeError,),
+                n_trials=None if len(finished_trials(study)) < budget else len(waiting(study)),
+            )
         elif watched and unsettled(study):
             time.sleep(min(heartbeat_s, POLL_S))  # trials run elsewhere; a dead worker's go stale and come back
             retry_dead_workers(study)
@@ -251,4 +280,6 @@ def waiting(study):
 
 def unsettled(study):
     """Whether trials of `study` still run somewhere (or wait to be retried)."""
-    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)))
+    return bool(
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING))
+    )

@@ -31,7 +31,9 @@ def print_line(text):
 
 def worker_run(arguments, tensorboard):
     results_root, config, variant, seed = arguments
-    return run_one(results_root, config, variant, seed, log=lambda text: print(text, flush=True), tensorboard=tensorboard)
+    return run_one(
+        results_root, config, variant, seed, log=lambda text: print(text, flush=True), tensorboard=tensorboard
+    )
 
 
 def run_experiments(experiments, results_root, jobs=1, show_progress=True, tensorboard=True):
@@ -41,9 +43,15 @@ def run_experiments(experiments, results_root, jobs=1, show_progress=True, tenso
     finished are skipped, runs that another process holds are left to it, interrupted ones resume.
     `tensorboard=False` writes no TensorBoard event files.
     """
-    tasks = [(results_root, config, variant, seed) for experiment in experiments for variant, seed, config in experiment.runs()]
+    tasks = [
+        (results_root, config, variant, seed)
+        for experiment in experiments
+        for variant, seed, config in experiment.runs()
+    ]
     outcomes = {}
-    bar = tqdm(total=len(tasks), unit="run", desc="runs", disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(tasks), unit="run", desc="runs", disable=not show_progress, file=sys.stderr, dynamic_ncols=True
+    )
 
     def record(task, outcome):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1

@@ -38,7 +38,8 @@ from keras_stability.experiments.schema import RunConfig, SweepConfig
 # What a sweep may vary: the sections that decide what a run trains (not its name, seeds or description).
 # The run's sections (a settings class, or a tagged union of them, as `model` and `dataset` are).
 SWEPT_SECTIONS = tuple(
-    name for name, field in RunConfig.model_fields.items()
+    name
+    for name, field in RunConfig.model_fields.items()
     if isinstance(unwrap(field.annotation, None), type) or tagged_members(field_annotation(field))
 )
 SAFE_TEXT = re.compile(r"[A-Za-z0-9_.+-]+")
@@ -121,8 +122,14 @@ def check_keys(sweep, marks):
     for key in sweep.grid:
         if not re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", key) or key.split(".")[0] not in SWEPT_SECTIONS:
             where = locate(("sweep", "grid", key), [((), marks)], extra=True)
-            errors.append(Problem(where, ("sweep", "grid", key), "a sweep varies a dotted setting inside "
-                                  f"{', '.join(SWEPT_SECTIONS)}, e.g. optimizer.learning_rate. Received: {key!r}"))
+            errors.append(
+                Problem(
+                    where,
+                    ("sweep", "grid", key),
+                    "a sweep varies a dotted setting inside "
+                    f"{', '.join(SWEPT_SECTIONS)}, e.g. optimizer.learning_rate. Received: {key!r}",
+                )
+            )
     return errors
 
 
@@ -140,7 +147,9 @@ def expand_sweep(sweep: SweepConfig, baseline: str, variants: dict, sources: dic
     for index, name in enumerate(sweep.variants or []):
         if name not in sources:
             where = locate(("sweep", "variants", index), [((), marks)], extra=False)
-            errors.append(Problem(where, ("sweep", "variants", index), f"no variant named {name!r}{suggestion(name, sources)}"))
+            errors.append(
+                Problem(where, ("sweep", "variants", index), f"no variant named {name!r}{suggestion(name, sources)}")
+            )
     if errors:
         raise ConfigError(errors)
     cells = sweep_cells(sweep, list(variants))
@@ -148,8 +157,16 @@ def expand_sweep(sweep: SweepConfig, baseline: str, variants: dict, sources: dic
     clash = next((name for index, name in enumerate(names) if name in names[:index]), None)
     if clash is not None:
         where = locate(("sweep", "grid"), [((), marks)], extra=False)
-        raise ConfigError([Problem(where, ("sweep", "grid"), f"two cells would share the directory {clash!r}; "
-                                   "give values that read differently (1 and 1.0 do, true and 'true' do not)")])
+        raise ConfigError(
+            [
+                Problem(
+                    where,
+                    ("sweep", "grid"),
+                    f"two cells would share the directory {clash!r}; "
+                    "give values that read differently (1 and 1.0 do, true and 'true' do not)",
+                )
+            ]
+        )
     configs, failing = {}, {}  # a problem → the variants it occurs in
     for variant, config in variants.items():
         own = [cell for cell in cells if cell.variant == variant]
@@ -162,10 +179,14 @@ def expand_sweep(sweep: SweepConfig, baseline: str, variants: dict, sources: dic
                 for problem in error.problems:
                     failing.setdefault(problem, {})[variant] = None  # a dict keeps the variants in order, once
     if failing:
-        raise ConfigError([
-            dataclasses.replace(problem, message=f"{problem.message} (variant{'s' * (len(names) > 1)} {', '.join(names)})")
-            for problem, names in failing.items()
-        ])
+        raise ConfigError(
+            [
+                dataclasses.replace(
+                    problem, message=f"{problem.message} (variant{'s' * (len(names) > 1)} {', '.join(names)})"
+                )
+                for problem, names in failing.items()
+            ]
+        )
     first_cell = next((cell.name for cell in cells if cell.variant == baseline), baseline)
     return configs, first_cell
 

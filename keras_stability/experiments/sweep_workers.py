@@ -61,7 +61,9 @@ def objective_for(study, runs, results_root, log, tally):
             trial.set_user_attr("outcome", "idle")
             raise optuna.TrialPruned("no run left to take" if label is None else f"{label} is not a run of this file")
         trial.set_user_attr("run", label)
-        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number and t.user_attrs.get("run") == label]
+        others = [
+            t for t in study.get_trials(deepcopy=False) if t.number != trial.number and t.user_attrs.get("run") == label
+        ]
         # Two workers can pick one run at the same moment; the lower trial number keeps it.
         if any(t.state in HOLDING and t.number < trial.number for t in others):
             trial.set_user_attr("outcome", "duplicate")
@@ -73,8 +75,11 @@ def objective_for(study, runs, results_root, log, tally):
         if outcome == "busy":  # another process trains it; it is taken again once that one ends or dies
             time.sleep(POLL_S)
             raise optuna.TrialPruned(f"{label}: another process is running it")
-        finished_elsewhere = any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)
-                                 if t.user_attrs.get("run") == label and t.number != trial.number)
+        finished_elsewhere = any(
+            t.state == optuna.trial.TrialState.COMPLETE
+            for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get("run") == label and t.number != trial.number
+        )
         if outcome in ("skipped", "shared") and finished_elsewhere:
             trial.set_user_attr("outcome", "duplicate")
             raise optuna.TrialPruned(f"{label}: finished by another worker")
@@ -96,7 +101,9 @@ def run_sweep_worker(experiment, results_root, url, study_name=None, heartbeat_s
         StorageError: when the database cannot be opened (the message hides the password).
     """
     storage = open_storage(url, heartbeat_s)
-    study = open_study(study_name or f"{experiment.name}-sweep", storage, optuna.samplers.RandomSampler(seed=0), "maximize")
+    study = open_study(
+        study_name or f"{experiment.name}-sweep", storage, optuna.samplers.RandomSampler(seed=0), "maximize"
+    )
     runs = sweep_runs(experiment)
     tally = {}
     objective = objective_for(study, runs, results_root, log, tally)

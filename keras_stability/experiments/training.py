@@ -34,7 +34,7 @@ def ensure_logical_cpus(count):
         ) from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_strategy(devices):
     # One strategy object per device set and process: separate MirroredStrategy objects reuse
     # collective-op keys and clash.
@@ -74,7 +74,8 @@ def build_transform(stabilizer):
     if stabilizer is None or not stabilizer.transforms:
         return None
     transforms = [
-        FACTORIES[spec.name](**{k: v for k, v in spec.model_dump().items() if k != "name"}) for spec in stabilizer.transforms
+        FACTORIES[spec.name](**{k: v for k, v in spec.model_dump().items() if k != "name"})
+        for spec in stabilizer.transforms
     ]
     return transforms[0] if len(transforms) == 1 else chain(*transforms)
 
@@ -82,7 +83,9 @@ def build_transform(stabilizer):
 def build_optimizer(config, total_steps):
     rate = config.learning_rate
     if config.schedule.name == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, total_steps), alpha=config.schedule.alpha)
+        rate = keras.optimizers.schedules.CosineDecay(
+            rate, decay_steps=max(1, total_steps), alpha=config.schedule.alpha
+        )
     return OPTIMIZERS[config.name](config, rate)
 
 

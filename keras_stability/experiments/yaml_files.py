@@ -108,16 +108,26 @@ class StrictLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise ConfigError([Problem(
-                mark_location(self.source, event.start_mark), None,
-                "YAML anchors and aliases (&name, *name) are not accepted: write the value out, "
-                "or share settings through `variants:` or `--set`",
-            )])
+            raise ConfigError(
+                [
+                    Problem(
+                        mark_location(self.source, event.start_mark),
+                        None,
+                        "YAML anchors and aliases (&name, *name) are not accepted: write the value out, "
+                        "or share settings through `variants:` or `--set`",
+                    )
+                ]
+            )
         if self.depth == MAX_NESTING:
-            raise ConfigError([Problem(
-                mark_location(self.source, event.start_mark), None,
-                f"nested more than {MAX_NESTING} levels deep; an experiment file needs 5",
-            )])
+            raise ConfigError(
+                [
+                    Problem(
+                        mark_location(self.source, event.start_mark),
+                        None,
+                        f"nested more than {MAX_NESTING} levels deep; an experiment file needs 5",
+                    )
+                ]
+            )
         self.depth += 1
         try:
             return super().compose_node(parent, index)
@@ -133,10 +143,16 @@ def parse_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
         node = loader.get_single_node()
         return (None if node is None else loader.construct_document(node)), node
     except yaml.reader.ReaderError as error:
-        raise ConfigError([Problem(
-            text_location(source, text, error.position), None, f"character {error.character:#06x} is not allowed in "
-            f"YAML: delete it, or write it as an escape (\"\\x{error.character:02x}\") inside double quotes",
-        )]) from None
+        raise ConfigError(
+            [
+                Problem(
+                    text_location(source, text, error.position),
+                    None,
+                    f"character {error.character:#06x} is not allowed in "
+                    f'YAML: delete it, or write it as an escape ("\\x{error.character:02x}") inside double quotes',
+                )
+            ]
+        ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = Location(source, 1, 1) if mark is None else mark_location(source, mark)
@@ -153,11 +169,17 @@ def decode_utf8(data: bytes, source: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         line_start = data.rfind(b"\n", 0, error.start) + 1
-        column = len(data[line_start:error.start].decode("utf-8", errors="replace")) + 1
+        column = len(data[line_start : error.start].decode("utf-8", errors="replace")) + 1
         where = Location(source, data.count(b"\n", 0, error.start) + 1, column)
-        raise ConfigError([Problem(
-            where, None, f"not UTF-8 (byte {data[error.start]:#04x}): save the file as UTF-8",
-        )]) from None
+        raise ConfigError(
+            [
+                Problem(
+                    where,
+                    None,
+                    f"not UTF-8 (byte {data[error.start]:#04x}): save the file as UTF-8",
+                )
+            ]
+        ) from None
 
 
 def read_yaml(path: str) -> tuple[dict, Marks]:
@@ -173,9 +195,15 @@ def read_yaml(path: str) -> tuple[dict, Marks]:
         raise ConfigError([Problem(Location(str(path)), None, f"cannot read: {error.strerror}")]) from None
     document, node = parse_yaml(decode_utf8(data, str(path)), str(path))
     if not isinstance(document, dict):
-        raise ConfigError([Problem(
-            Location(str(path), 1, 1), None, "an experiment file is a mapping of keys (name, seeds, model, ...)",
-        )])
+        raise ConfigError(
+            [
+                Problem(
+                    Location(str(path), 1, 1),
+                    None,
+                    "an experiment file is a mapping of keys (name, seeds, model, ...)",
+                )
+            ]
+        )
     marks = compose_marks(node, source=str(path))
     marks[()] = (Location(str(path), 1, 1), Location(str(path), 1, 1))
     return document, marks

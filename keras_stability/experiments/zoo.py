@@ -69,7 +69,9 @@ def conv_stack(filters_per_block, kernel_size, config):
     for block in filters_per_block:
         for filters in block:
             layers.append(
-                keras.layers.Conv2D(filters, kernel_size, padding="same", activation=config.activation, **layer_options(config))
+                keras.layers.Conv2D(
+                    filters, kernel_size, padding="same", activation=config.activation, **layer_options(config)
+                )
             )
         layers.append(keras.layers.MaxPooling2D(2))
     layers.append(keras.layers.Flatten())

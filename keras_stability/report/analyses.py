@@ -38,9 +38,12 @@ def analyse(experiment) -> ExperimentAnalysis:
     outcomes = outcomes_of(experiment)
     groups = sweep_groups(outcomes, LEARNING_RATE, experiment.baseline)
     return ExperimentAnalysis(
-        name=experiment.name, summary=summarize(experiment),
-        boundaries=tuple(boundary(group) for group in groups), tuned=tuple(tune(group) for group in groups),
-        curves=tuple(curves(outcomes, experiment.baseline)), provenance=provenance(experiment),
+        name=experiment.name,
+        summary=summarize(experiment),
+        boundaries=tuple(boundary(group) for group in groups),
+        tuned=tuple(tune(group) for group in groups),
+        curves=tuple(curves(outcomes, experiment.baseline)),
+        provenance=provenance(experiment),
     )
 
 
@@ -61,5 +64,12 @@ def strict(data):
 
 def as_json(analysis: ExperimentAnalysis) -> dict:
     """summary.json: the summary, with the analyses and provenance beside it."""
-    return strict({**analysis.summary, "boundaries": analysis.boundaries, "tuned": analysis.tuned,
-                   "threshold_curves": analysis.curves, "provenance": analysis.provenance})
+    return strict(
+        {
+            **analysis.summary,
+            "boundaries": analysis.boundaries,
+            "tuned": analysis.tuned,
+            "threshold_curves": analysis.curves,
+            "provenance": analysis.provenance,
+        }
+    )

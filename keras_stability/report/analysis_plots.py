@@ -6,10 +6,10 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from keras_stability.report.boundary import curve  # noqa: E402
+from keras_stability.report.boundary import curve
 
 VERDICT_COLOURS = {"confirmed": "#1a7f37", "refuted": "#c62828", "inconclusive": "#777777"}
 
@@ -26,7 +26,9 @@ def boundaries(analysis, path):
     for index, result in enumerate(swept):
         colour = colours()[index % len(colours())]
         rates = [c.learning_rate for c in result.cells]
-        label = result.label + (f": critical lr {result.critical_lr:.3g}" if result.critical_lr else f" ({result.note})")
+        label = result.label + (
+            f": critical lr {result.critical_lr:.3g}" if result.critical_lr else f" ({result.note})"
+        )
         axis.plot(rates, [c.diverged / c.runs for c in result.cells], "o", color=colour, label=label)
         grid = np.geomspace(min(rates), max(rates), 200)
         fitted = curve(result, grid)
@@ -43,8 +45,11 @@ def boundaries(analysis, path):
     axis.set_ylabel("share of seeds diverged")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title(f"{analysis.name}: stability boundary (dots: k/n seeds; line: Firth logistic fit; "
-                   "dashed: critical lr, band: 95% bootstrap)", fontsize=10)
+    axis.set_title(
+        f"{analysis.name}: stability boundary (dots: k/n seeds; line: Firth logistic fit; "
+        "dashed: critical lr, band: 95% bootstrap)",
+        fontsize=10,
+    )
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
@@ -56,19 +61,28 @@ def tuned(analysis, path):
     for index, result in enumerate(t for t in analysis.tuned if len(t.settings) > 1):
         colour = colours()[index % len(colours())]
         rates = [s.learning_rate for s in result.settings]
-        axis.plot(rates, [s.val_accuracy for s in result.settings], "-o", color=colour,
-                  label=f"{result.label}: best lr {result.best_lr:g}, test {np.mean(result.test_accuracies):.3f}")
+        axis.plot(
+            rates,
+            [s.val_accuracy for s in result.settings],
+            "-o",
+            color=colour,
+            label=f"{result.label}: best lr {result.best_lr:g}, test {np.mean(result.test_accuracies):.3f}",
+        )
         best = next(s for s in result.settings if s.learning_rate == result.best_lr)
         axis.plot(best.learning_rate, best.val_accuracy, "o", markersize=14, markerfacecolor="none", color=colour)
-        axis.plot([best.learning_rate] * len(result.test_accuracies), result.test_accuracies, "_", markersize=14,
-                  color=colour)
+        axis.plot(
+            [best.learning_rate] * len(result.test_accuracies), result.test_accuracies, "_", markersize=14, color=colour
+        )
     axis.set_xscale("log")
     axis.set_xlabel("learning rate")
     axis.set_ylabel("accuracy")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    axis.set_title(f"{analysis.name}: tuned comparison (line: mean best val accuracy; ring: chosen lr; "
-                   "dashes: test accuracy per seed there)", fontsize=10)
+    axis.set_title(
+        f"{analysis.name}: tuned comparison (line: mean best val accuracy; ring: chosen lr; "
+        "dashes: test accuracy per seed there)",
+        fontsize=10,
+    )
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
@@ -81,8 +95,9 @@ def tradeoff(analysis, path):
         label = f"{result.label} ({result.transform})"
         thresholds = [p.threshold for p in result.points]
         shares = [math.nan if p.clip_share is None else p.clip_share for p in result.points]
-        for row, values in enumerate(([p.test_accuracy for p in result.points],
-                                      [p.diverged / p.runs for p in result.points])):
+        for row, values in enumerate(
+            ([p.test_accuracy for p in result.points], [p.diverged / p.runs for p in result.points])
+        ):
             axes[row, 0].plot(thresholds, values, "-o", color=colour, label=label)
             axes[row, 1].plot(shares, values, "-o", color=colour, label=label)
     for axis in axes[:, 0]:
@@ -116,7 +131,13 @@ def forest(verdicts, path):
             if low is not None and high is not None:
                 axis.plot([low, high], [row, row], color=colour, linewidth=2)
             marker = "o" if not verdict["exploratory"] else "D"
-            axis.plot(comparison["difference"], row, marker, color=colour, markerfacecolor="white" if verdict["exploratory"] else colour)
+            axis.plot(
+                comparison["difference"],
+                row,
+                marker,
+                color=colour,
+                markerfacecolor="white" if verdict["exploratory"] else colour,
+            )
         axis.set_yticks(range(len(group)), [v["claim"]["id"] for v in reversed(group)], fontsize=8)
         axis.axvline(neutral, color="#444", linewidth=0.8)
         axis.grid(axis="x", alpha=0.3)
@@ -126,7 +147,9 @@ def forest(verdicts, path):
         else:
             axis.set_xlabel("difference, variant − baseline (in each claim's metric)")
     handles = [plt.Line2D([], [], color=c, marker="o", linewidth=2, label=v) for v, c in VERDICT_COLOURS.items()]
-    handles.append(plt.Line2D([], [], color="#444", marker="D", markerfacecolor="white", linewidth=0, label="exploratory"))
+    handles.append(
+        plt.Line2D([], [], color="#444", marker="D", markerfacecolor="white", linewidth=0, label="exploratory")
+    )
     axes[0, 0].legend(handles=handles, fontsize=8, loc="lower right")
     figure.suptitle("Claims ledger: effect with 95% interval, coloured by verdict (after Benjamini–Hochberg)")
     figure.savefig(path, dpi=90)

@@ -132,11 +132,21 @@ def boundary(group: SweepGroup) -> Boundary:
     if math.isinf(estimate):
         note = f"no run diverged in {grid}" if estimate > 0 else f"every run diverged in {grid}"
         return Boundary(group.label, group.variants, cells, **empty, note=note)
-    intercept, slope = firth_logistic([math.log10(c.learning_rate) for c in cells], [c.diverged for c in cells],
-                                      [c.runs for c in cells])
+    intercept, slope = firth_logistic(
+        [math.log10(c.learning_rate) for c in cells], [c.diverged for c in cells], [c.runs for c in cells]
+    )
     if math.isnan(estimate):
-        return Boundary(group.label, group.variants, cells, intercept, slope, None, None, None,
-                        "divergence falls as the learning rate grows: no boundary")
+        return Boundary(
+            group.label,
+            group.variants,
+            cells,
+            intercept,
+            slope,
+            None,
+            None,
+            None,
+            "divergence falls as the learning rate grows: no boundary",
+        )
     low, high = interval(critical_replicates(cells))
     return Boundary(group.label, group.variants, cells, intercept, slope, float(10**estimate), low, high, "")
 
@@ -176,4 +186,3 @@ def curve(boundary_: Boundary, learning_rates):
 
 def boundaries(groups) -> list[Boundary]:
     return [boundary(group) for group in groups]
-

@@ -28,8 +28,11 @@ from keras_stability.report.tuned import tuned_comparison
 
 CLAIM_METRICS = tuple(METRICS) + ("divergence_rate", "trained_rate")
 ANALYSES = ("point", "boundary", "tuned", "threshold")
-MEASURED = {"boundary": "critical learning rate", "tuned": "test accuracy at the tuned learning rate",
-            "threshold": "test accuracy at a matched clip rate"}
+MEASURED = {
+    "boundary": "critical learning rate",
+    "tuned": "test accuracy at the tuned learning rate",
+    "threshold": "test accuracy at a matched clip rate",
+}
 
 
 class Claim(BaseModel):
@@ -52,11 +55,15 @@ class Claim(BaseModel):
         if self.analysis == "point" and self.metric is None:
             raise ValueError("a `point` claim needs `metric:` (one of " + ", ".join(CLAIM_METRICS) + ")")
         if self.analysis != "point" and self.metric is not None:
-            raise ValueError(f"`metric` applies to `point` claims only; the {self.analysis} analysis measures "
-                             f"{MEASURED[self.analysis]}. Received: metric={self.metric!r}; remove it")
+            raise ValueError(
+                f"`metric` applies to `point` claims only; the {self.analysis} analysis measures "
+                f"{MEASURED[self.analysis]}. Received: metric={self.metric!r}; remove it"
+            )
         if (self.analysis == "threshold") != (self.clip_rate is not None):
-            raise ValueError("`clip_rate` (0 < clip_rate < 1) is needed by `threshold` claims and only by them. "
-                             f"Received: analysis={self.analysis!r}, clip_rate={self.clip_rate!r}")
+            raise ValueError(
+                "`clip_rate` (0 < clip_rate < 1) is needed by `threshold` claims and only by them. "
+                f"Received: analysis={self.analysis!r}, clip_rate={self.clip_rate!r}"
+            )
         return self
 
     @property
@@ -114,8 +121,10 @@ def sweep_comparison(claim, analysis, baseline):
     comparison, point_a, point_b = matched_comparison(*pair, claim.clip_rate)
     if point_a is None or point_b is None:
         return None, "no clip-rate telemetry to match"
-    return comparison, (f" (threshold {point_a.threshold:g} clipping {point_a.clip_share:.0%} of steps vs "
-                        f"{point_b.threshold:g} clipping {point_b.clip_share:.0%})")
+    return comparison, (
+        f" (threshold {point_a.threshold:g} clipping {point_a.clip_share:.0%} of steps vs "
+        f"{point_b.threshold:g} clipping {point_b.clip_share:.0%})"
+    )
 
 
 def judge(claim, analyses, registration=None) -> dict:
@@ -126,8 +135,13 @@ def judge(claim, analyses, registration=None) -> dict:
     are given beside an inconclusive verdict.
     """
     analysis = analyses.get(claim.experiment)
-    verdict = {"claim": claim.model_dump(), "verdict": "inconclusive", "reason": "", "comparison": None,
-               "registered": None if registration is None else {"commit": registration.commit, "time": registration.time}}
+    verdict = {
+        "claim": claim.model_dump(),
+        "verdict": "inconclusive",
+        "reason": "",
+        "comparison": None,
+        "registered": None if registration is None else {"commit": registration.commit, "time": registration.time},
+    }
     why_exploratory = exploratory_reason(claim, registration, analysis.provenance if analysis else None)
     verdict.update(exploratory=bool(why_exploratory), exploratory_reason=why_exploratory)
     if analysis is None:
@@ -156,13 +170,17 @@ def judge(claim, analyses, registration=None) -> dict:
     elif direction == claim.expect:
         verdict.update(verdict="confirmed", reason=f"{direction} {amount}{detail} (p = {p_value:.3g})")
     else:
-        verdict.update(verdict="refuted", reason=f"{direction}, not {claim.expect}, {amount}{detail} (p = {p_value:.3g})")
+        verdict.update(
+            verdict="refuted", reason=f"{direction}, not {claim.expect}, {amount}{detail} (p = {p_value:.3g})"
+        )
     return verdict
 
 
 def strict_comparison(comparison):
-    return {key: (value if not isinstance(value, float) or math.isfinite(value) else None)
-            for key, value in comparison.__dict__.items()}
+    return {
+        key: (value if not isinstance(value, float) or math.isfinite(value) else None)
+        for key, value in comparison.__dict__.items()
+    }
 
 
 def judge_all(claims, analyses, registrations=None) -> list[dict]:

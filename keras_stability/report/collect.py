@@ -56,8 +56,16 @@ def read_run(directory: str) -> RunRecord:
         seed = int(RUN_DIRECTORY.fullmatch(seed_name).group(1))
         return RunRecord(experiment, variant, seed, check.status, {}, {}, damage=check.damage)
     document = check.document  # sound: it names the directory it lies in
-    return RunRecord(document["experiment"], document["variant"], document["seed"], check.status, check.meta,
-                     document["config"], check.metrics, check.steps)
+    return RunRecord(
+        document["experiment"],
+        document["variant"],
+        document["seed"],
+        check.status,
+        check.meta,
+        document["config"],
+        check.metrics,
+        check.steps,
+    )
 
 
 @dataclass

@@ -20,7 +20,9 @@ LEARNING_RATE = "optimizer.learning_rate"
 # Accuracy of guessing, per dataset with classes; "trained" means at least TRAINED_MARGIN above it.
 CHANCE_ACCURACY = {"mnist_small": 0.1, "mnist": 0.1, "fashion_mnist": 0.1}
 TRAINED_MARGIN = 0.1
-TRAINED_RULE = f"did not diverge and reached a test accuracy of at least chance + {TRAINED_MARGIN} (chance: 1 / classes)"
+TRAINED_RULE = (
+    f"did not diverge and reached a test accuracy of at least chance + {TRAINED_MARGIN} (chance: 1 / classes)"
+)
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,14 @@ def outcome_of(run: RunRecord) -> Outcome:
     chance = CHANCE_ACCURACY.get(setting(run.config, "dataset.name"))
     clip = run.epoch_values("clip_rate")
     return Outcome(
-        variant=run.variant, seed=run.seed, config=run.config, diverged=run.diverged,
+        variant=run.variant,
+        seed=run.seed,
+        config=run.config,
+        diverged=run.diverged,
         trained=None if chance is None else bool(not run.diverged and test >= chance + TRAINED_MARGIN),
         best_val_accuracy=score(float(val.max()) if len(val) else math.nan, run.diverged),
-        test_accuracy=test, clip_share=float(np.mean(clip)) if len(clip) else None,
+        test_accuracy=test,
+        clip_share=float(np.mean(clip)) if len(clip) else None,
     )
 
 

@@ -7,11 +7,15 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-CURVES = (("train_loss", "train loss"), ("val_loss", "validation loss"),
-          ("train_accuracy", "train accuracy"), ("val_accuracy", "validation accuracy"))
+CURVES = (
+    ("train_loss", "train loss"),
+    ("val_loss", "validation loss"),
+    ("train_accuracy", "train accuracy"),
+    ("val_accuracy", "validation accuracy"),
+)
 
 
 def stacked(runs, source, column):
@@ -50,12 +54,18 @@ def curves(experiment, path):
             for run in finished:
                 values = run.epoch_values(column)
                 if run.diverged and len(values):
-                    axis.plot(len(values), np.nan_to_num(values[-1], nan=0.0, posinf=0.0), "x", color=color, markersize=9)
+                    axis.plot(
+                        len(values), np.nan_to_num(values[-1], nan=0.0, posinf=0.0), "x", color=color, markersize=9
+                    )
             axis.set_title(title)
             axis.set_xlabel("epoch")
             axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     for axis, (column, _) in zip(axes.flat, CURVES):
-        if "loss" in column and all(line.get_ydata().size and np.nanmin(line.get_ydata()) > 0 for line in axis.lines if line.get_linestyle() == "-"):
+        if "loss" in column and all(
+            line.get_ydata().size and np.nanmin(line.get_ydata()) > 0
+            for line in axis.lines
+            if line.get_linestyle() == "-"
+        ):
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
@@ -93,7 +103,9 @@ def norm_distribution(experiment, path):
     """Histogram of log10 of every step's pre-transform global norm, per variant."""
     figure, axis = plt.subplots(figsize=(11, 4), constrained_layout=True)
     for variant, runs in experiment.variants.items():
-        norms = np.concatenate([run.steps.get("grad_norm", np.array([])) for run in runs if run.finished] or [np.array([])])
+        norms = np.concatenate(
+            [run.steps.get("grad_norm", np.array([])) for run in runs if run.finished] or [np.array([])]
+        )
         norms = norms[np.isfinite(norms) & (norms > 0)]
         if len(norms):
             axis.hist(np.log10(norms), bins=50, alpha=0.45, label=f"{variant} ({len(norms)} steps)")

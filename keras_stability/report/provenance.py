@@ -41,9 +41,12 @@ def provenance(experiment) -> Provenance:
     dirty = sum(s.runs for s in sources if s.dirty)
     if dirty:
         problems.append(f"{dirty} of {len(runs)} runs ran from a working tree with uncommitted changes")
-    return Provenance(sources, first.meta["started"] if first else None,
-                      first.meta.get("git", {}).get("commit") if first else None,
-                      "; ".join(problems))
+    return Provenance(
+        sources,
+        first.meta["started"] if first else None,
+        first.meta.get("git", {}).get("commit") if first else None,
+        "; ".join(problems),
+    )
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ def exploratory_reason(claim, registration: Registration | None, first: Provenan
     if registration is None:
         return "not committed to the claims file's history"
     if registration.time > first.first_started:
-        return (f"registered in {registration.commit[:10]} after the experiment's first run "
-                f"(from {(first.first_commit or 'unknown')[:10]}) had started")
+        return (
+            f"registered in {registration.commit[:10]} after the experiment's first run "
+            f"(from {(first.first_commit or 'unknown')[:10]}) had started"
+        )
     return ""

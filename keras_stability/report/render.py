@@ -32,10 +32,12 @@ PLOT_TITLES = {
     "tradeoff.png": "Threshold trade-off",
     "forest.png": "Forest plot of the ledger",
 }
-NOTE = ("Means ± 95% t-intervals over seeds. Diverged runs count as failures (accuracy 0 when not finite); "
-        "unfinished runs are listed, never averaged. Differences: permutation test (exact for small n) with a "
-        "95% bootstrap interval; rates: Fisher's exact test with Newcombe's interval; beside a non-significant "
-        "difference, the seeds per side a test would need for 80% power at the effect observed.")
+NOTE = (
+    "Means ± 95% t-intervals over seeds. Diverged runs count as failures (accuracy 0 when not finite); "
+    "unfinished runs are listed, never averaged. Differences: permutation test (exact for small n) with a "
+    "95% bootstrap interval; rates: Fisher's exact test with Newcombe's interval; beside a non-significant "
+    "difference, the seeds per side a test would need for 80% power at the effect observed."
+)
 
 
 def estimate_text(data, digits=4):
@@ -44,7 +46,9 @@ def estimate_text(data, digits=4):
 
 def comparison_text(data):
     fields = Comparison.__dataclass_fields__
-    return Comparison(**{k: float("nan") if v is None and k != "seeds_needed" else v for k, v in data.items() if k in fields}).text()
+    return Comparison(
+        **{k: float("nan") if v is None and k != "seeds_needed" else v for k, v in data.items() if k in fields}
+    ).text()
 
 
 def short_number(value, digits=3):
@@ -58,19 +62,39 @@ def variant_rows(summary):
         steps = ", ".join(str(s) for s in variant["diverged_at_steps"] if s is not None)
         unfinished = ", ".join(f"seed {u['seed']}: {u['status']}" for u in variant["unfinished"])
         trained = "–" if variant["trained"] is None else f"{variant['trained']}/{variant['finished']}"
-        rows.append([
-            name + (" (baseline)" if name == summary["baseline"] else ""),
-            f"{variant['finished']}/{variant['runs']}" + (f" — {unfinished}" if unfinished else ""),
-            f"{variant['diverged']}/{variant['finished']}" + (f" (steps {steps})" if steps else ""),
-            trained,
-            *(estimate_text(variant["metrics"][m]) + (f", {variant['metrics'][m]['excluded']} diverged left out" if variant["metrics"][m]["excluded"] else "")
-              for m in ("final_val_accuracy", "best_val_accuracy", "test_accuracy", "final_val_loss")),
-            estimate_text(variant["clip_share"], 3),
-            f"{short_number(variant['grad_norm_max'])} / {short_number(variant['grad_norm_median'])}",
-            estimate_text(variant["seconds_per_epoch"], 2),
-        ])
-    return ["variant", "finished", "diverged", "trained", "final val accuracy", "best val accuracy", "test accuracy",
-            "final val loss", "share of steps clipped", "grad norm max / median", "s per epoch"], rows
+        rows.append(
+            [
+                name + (" (baseline)" if name == summary["baseline"] else ""),
+                f"{variant['finished']}/{variant['runs']}" + (f" — {unfinished}" if unfinished else ""),
+                f"{variant['diverged']}/{variant['finished']}" + (f" (steps {steps})" if steps else ""),
+                trained,
+                *(
+                    estimate_text(variant["metrics"][m])
+                    + (
+                        f", {variant['metrics'][m]['excluded']} diverged left out"
+                        if variant["metrics"][m]["excluded"]
+                        else ""
+                    )
+                    for m in ("final_val_accuracy", "best_val_accuracy", "test_accuracy", "final_val_loss")
+                ),
+                estimate_text(variant["clip_share"], 3),
+                f"{short_number(variant['grad_norm_max'])} / {short_number(variant['grad_norm_median'])}",
+                estimate_text(variant["seconds_per_epoch"], 2),
+            ]
+        )
+    return [
+        "variant",
+        "finished",
+        "diverged",
+        "trained",
+        "final val accuracy",
+        "best val accuracy",
+        "test accuracy",
+        "final val loss",
+        "share of steps clipped",
+        "grad norm max / median",
+        "s per epoch",
+    ], rows
 
 
 def comparison_rows(summary):
@@ -109,9 +133,24 @@ def tradeoff_rows(analysis):
     for result in analysis.curves:
         for point in result.points:
             trained = "–" if point.trained is None else f"{point.trained}/{point.runs}"
-            rows.append([f"{result.label} ({result.transform})", f"{point.threshold:g}", short_number(point.clip_share),
-                         f"{point.diverged}/{point.runs}", trained, f"{point.test_accuracy:.4f}"])
-    return ["runs (transform)", "threshold", "share of steps clipped", "diverged", "trained", "mean test accuracy"], rows
+            rows.append(
+                [
+                    f"{result.label} ({result.transform})",
+                    f"{point.threshold:g}",
+                    short_number(point.clip_share),
+                    f"{point.diverged}/{point.runs}",
+                    trained,
+                    f"{point.test_accuracy:.4f}",
+                ]
+            )
+    return [
+        "runs (transform)",
+        "threshold",
+        "share of steps clipped",
+        "diverged",
+        "trained",
+        "mean test accuracy",
+    ], rows
 
 
 def registered_text(verdict):
@@ -129,20 +168,38 @@ def claim_records(verdicts):
         what = METRIC_TITLES.get(claim["metric"]) if claim["analysis"] == "point" else claim["analysis"]
         if claim["analysis"] == "threshold":
             what += f" at clip rate {claim['clip_rate']:g}"
-        evidence = verdict["reason"] + (f" — exploratory: {verdict['exploratory_reason']}" if verdict["exploratory"] else "")
-        records.append({
-            "id": claim["id"], "text": claim["text"], "source": claim["source"],
-            "test": f"{claim['experiment']}: {claim['variant']} vs {comparison.get('baseline', claim['baseline'] or 'baseline')}, "
-                    f"{what} {claim['expect']}",
-            "verdict": verdict["verdict"], "exploratory": verdict["exploratory"], "evidence": evidence,
-            "registered": registered_text(verdict),
-        })
+        evidence = verdict["reason"] + (
+            f" — exploratory: {verdict['exploratory_reason']}" if verdict["exploratory"] else ""
+        )
+        records.append(
+            {
+                "id": claim["id"],
+                "text": claim["text"],
+                "source": claim["source"],
+                "test": f"{claim['experiment']}: {claim['variant']} vs {comparison.get('baseline', claim['baseline'] or 'baseline')}, "
+                f"{what} {claim['expect']}",
+                "verdict": verdict["verdict"],
+                "exploratory": verdict["exploratory"],
+                "evidence": evidence,
+                "registered": registered_text(verdict),
+            }
+        )
     return records
 
 
 def claims_markdown(records):
-    rows = [[r["id"], r["text"], r["source"], r["test"], r["verdict"].upper() + (" (exploratory)" if r["exploratory"] else ""),
-             r["evidence"], r["registered"]] for r in records]
+    rows = [
+        [
+            r["id"],
+            r["text"],
+            r["source"],
+            r["test"],
+            r["verdict"].upper() + (" (exploratory)" if r["exploratory"] else ""),
+            r["evidence"],
+            r["registered"],
+        ]
+        for r in records
+    ]
     return markdown_table(["id", "claim", "source", "test", "verdict", "evidence", "registered"], rows)
 
 
@@ -159,8 +216,11 @@ def inline_image(path):
 
 
 def source_lines(provenance):
-    return [f"{s.runs} run{'s' if s.runs != 1 else ''} from commit {(s.commit or 'unknown')[:10]}"
-            + {True: " (dirty working tree)", False: "", None: " (dirty flag unknown)"}[s.dirty] for s in provenance.sources]
+    return [
+        f"{s.runs} run{'s' if s.runs != 1 else ''} from commit {(s.commit or 'unknown')[:10]}"
+        + {True: " (dirty working tree)", False: "", None: " (dirty flag unknown)"}[s.dirty]
+        for s in provenance.sources
+    ]
 
 
 def draw_analyses(analysis, directory):
@@ -176,37 +236,64 @@ def draw_analyses(analysis, directory):
 def write_experiment_report(analysis, plots, verdicts, directory):
     """Writes report.md, report.html and summary.json into `directory` (plots already there)."""
     summary, provenance = analysis.summary, analysis.provenance
-    tables = [{"title": "Variants", "css": "variants", "note": f"A run trained: it {summary['trained_rule']}.",
-               "table": variant_rows(summary)},
-              {"title": f"Against the baseline ({summary['baseline']})", "css": "comparisons", "note": "",
-               "table": comparison_rows(summary)}]
+    tables = [
+        {
+            "title": "Variants",
+            "css": "variants",
+            "note": f"A run trained: it {summary['trained_rule']}.",
+            "table": variant_rows(summary),
+        },
+        {
+            "title": f"Against the baseline ({summary['baseline']})",
+            "css": "comparisons",
+            "note": "",
+            "table": comparison_rows(summary),
+        },
+    ]
     if analysis.swept:
-        tables += [{"title": "Stability boundary", "css": "boundary", "note": "", "table": boundary_rows(analysis)},
-                   {"title": "Tuned comparison", "css": "tuned", "note": "", "table": tuned_rows(analysis)}]
+        tables += [
+            {"title": "Stability boundary", "css": "boundary", "note": "", "table": boundary_rows(analysis)},
+            {"title": "Tuned comparison", "css": "tuned", "note": "", "table": tuned_rows(analysis)},
+        ]
     if analysis.curves:
         tables.append({"title": "Threshold trade-off", "css": "tradeoff", "note": "", "table": tradeoff_rows(analysis)})
     records = claim_records(verdicts)
     title = f"Experiment {summary['experiment']}"
     sources = source_lines(provenance)
     markdown = [f"# {title}", "", summary["description"].strip(), "", NOTE, "", "## Provenance", ""]
-    markdown += ([f"**Warning: {provenance.warning}.**", ""] if provenance.warning else []) + [f"- {s}" for s in sources] + [""]
+    markdown += (
+        ([f"**Warning: {provenance.warning}.**", ""] if provenance.warning else []) + [f"- {s}" for s in sources] + [""]
+    )
     for table in tables:
-        markdown += [f"## {table['title']}", ""] + ([table["note"], ""] if table["note"] else []) + [markdown_table(*table["table"]), ""]
+        markdown += (
+            [f"## {table['title']}", ""]
+            + ([table["note"], ""] if table["note"] else [])
+            + [markdown_table(*table["table"]), ""]
+        )
     if verdicts:
         markdown += ["## Claims", "", claims_markdown(records), ""]
     for name in plots:
         markdown += [f"## {PLOT_TITLES[name]}", "", f"![{PLOT_TITLES[name]}]({name})", ""]
-    page = render("experiment.html", title=title, description=summary["description"].strip(), note=NOTE,
-                  warning=provenance.warning, sources=sources, claims=records,
-                  tables=[{**t, "header": t["table"][0], "rows": t["table"][1]} for t in tables],
-                  plots=[{"title": PLOT_TITLES[n], "src": inline_image(os.path.join(directory, n))} for n in plots])
+    page = render(
+        "experiment.html",
+        title=title,
+        description=summary["description"].strip(),
+        note=NOTE,
+        warning=provenance.warning,
+        sources=sources,
+        claims=records,
+        tables=[{**t, "header": t["table"][0], "rows": t["table"][1]} for t in tables],
+        plots=[{"title": PLOT_TITLES[n], "src": inline_image(os.path.join(directory, n))} for n in plots],
+    )
     atomic_write_text(os.path.join(directory, "report.md"), "\n".join(markdown))
     atomic_write_text(os.path.join(directory, "report.html"), page)
     atomic_write_json(os.path.join(directory, "summary.json"), as_json(analysis))
 
 
-EXPLORATORY_RULE = ("Exploratory: registered after the experiment's first result (or marked so); their verdicts "
-                    "suggest, they do not confirm.")
+EXPLORATORY_RULE = (
+    "Exploratory: registered after the experiment's first result (or marked so); their verdicts "
+    "suggest, they do not confirm."
+)
 
 
 def ledger_tally(verdicts):
@@ -228,9 +315,20 @@ def write_ledger(verdicts, directory, report_links):
     records = claim_records(verdicts)
     tally = ledger_tally(verdicts)
     links = sorted(report_links.items())
-    atomic_write_text(os.path.join(directory, "claims.md"),
-                      f"# Claims ledger\n\n{ledger_markdown(verdicts)}\n\n![{PLOT_TITLES['forest.png']}](forest.png)\n\n"
-                      "## Reports\n\n" + "\n".join(f"- [{name}]({link})" for name, link in links) + "\n")
-    atomic_write_text(os.path.join(directory, "claims.html"), render(
-        "ledger.html", title="Claims ledger", tally=tally, rule=EXPLORATORY_RULE, claims=records, links=links,
-        plots=[{"title": PLOT_TITLES["forest.png"], "src": inline_image(os.path.join(directory, "forest.png"))}]))
+    atomic_write_text(
+        os.path.join(directory, "claims.md"),
+        f"# Claims ledger\n\n{ledger_markdown(verdicts)}\n\n![{PLOT_TITLES['forest.png']}](forest.png)\n\n"
+        "## Reports\n\n" + "\n".join(f"- [{name}]({link})" for name, link in links) + "\n",
+    )
+    atomic_write_text(
+        os.path.join(directory, "claims.html"),
+        render(
+            "ledger.html",
+            title="Claims ledger",
+            tally=tally,
+            rule=EXPLORATORY_RULE,
+            claims=records,
+            links=links,
+            plots=[{"title": PLOT_TITLES["forest.png"], "src": inline_image(os.path.join(directory, "forest.png"))}],
+        ),
+    )

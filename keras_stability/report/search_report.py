@@ -7,13 +7,13 @@ import warnings
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
+import matplotlib.pyplot as plt
+import optuna
 
-from keras_stability.experiments.storage import atomic_write_json, atomic_write_text  # noqa: E402
-from keras_stability.report.analyses import strict  # noqa: E402
-from keras_stability.report.render import inline_image, markdown_table  # noqa: E402
-from keras_stability.report.templates import render  # noqa: E402
+from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
+from keras_stability.report.analyses import strict
+from keras_stability.report.render import inline_image, markdown_table
+from keras_stability.report.templates import render
 
 
 def trial_rows(study, limit=10):
@@ -63,18 +63,45 @@ def write_search_report(study, directory, objective):
     diverged = sum(1 for t in study.trials if t.user_attrs.get("diverged"))
     tally = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + f" ({diverged} diverged)"
     best = study.best_trial if states.get("complete") else None
-    headline = (f"Best: trial-{best.number:04d}, {objective} = {best.value:.4f}, {best.params}" if best else "No trial completed yet.")
+    headline = (
+        f"Best: trial-{best.number:04d}, {objective} = {best.value:.4f}, {best.params}"
+        if best
+        else "No trial completed yet."
+    )
     markdown = [f"# Study {study.study_name}", "", f"Trials: {tally}. {headline}", "", markdown_table(*table), ""]
     for name, title in plots.items():
         markdown += [f"## {title}", "", f"![{title}]({name})", ""]
     figures = [{"title": title, "src": inline_image(os.path.join(directory, name))} for name, title in plots.items()]
     atomic_write_text(os.path.join(directory, "search.md"), "\n".join(markdown))
-    atomic_write_text(os.path.join(directory, "search.html"), render(
-        "search.html", title=f"Study {study.study_name}", headline=f"Trials: {tally}. {headline}", header=table[0],
-        rows=table[1], plots=figures))
-    atomic_write_json(os.path.join(directory, "search.json"), strict({
-        "study": study.study_name, "objective": objective, "direction": study.direction.name.lower(),
-        "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params},
-        "trials": [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
-                    "outcome": t.user_attrs.get("outcome")} for t in study.trials],
-    }))
+    atomic_write_text(
+        os.path.join(directory, "search.html"),
+        render(
+            "search.html",
+            title=f"Study {study.study_name}",
+            headline=f"Trials: {tally}. {headline}",
+            header=table[0],
+            rows=table[1],
+            plots=figures,
+        ),
+    )
+    atomic_write_json(
+        os.path.join(directory, "search.json"),
+        strict(
+            {
+                "study": study.study_name,
+                "objective": objective,
+                "direction": study.direction.name.lower(),
+                "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params},
+                "trials": [
+                    {
+                        "number": t.number,
+                        "state": t.state.name.lower(),
+                        "value": t.value,
+                        "params": t.params,
+                        "outcome": t.user_attrs.get("outcome"),
+                    }
+                    for t in study.trials
+                ],
+            }
+        ),
+    )

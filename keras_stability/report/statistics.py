@@ -169,8 +169,10 @@ def compare_rates(variant_count, variant_runs, baseline_count, baseline_runs, co
     table = [[variant_count, variant_runs - variant_count], [baseline_count, baseline_runs - baseline_count]]
     p_value = float(stats.fisher_exact(table).pvalue)
     rate_a, rate_b = variant_count / variant_runs, baseline_count / baseline_runs
-    (low_a, high_a), (low_b, high_b) = wilson_interval(variant_count, variant_runs, confidence), wilson_interval(
-        baseline_count, baseline_runs, confidence)
+    (low_a, high_a), (low_b, high_b) = (
+        wilson_interval(variant_count, variant_runs, confidence),
+        wilson_interval(baseline_count, baseline_runs, confidence),
+    )
     difference = rate_a - rate_b
     low = difference - math.sqrt((rate_a - low_a) ** 2 + (high_b - rate_b) ** 2)
     high = difference + math.sqrt((high_a - rate_a) ** 2 + (rate_b - low_b) ** 2)

@@ -83,7 +83,9 @@ def summarize_variant(name, runs):
     for metric in METRICS:
         values, excluded = metric_values(runs, metric)
         metrics[metric] = {**asdict(mean_ci(values)), "values": values, "excluded": excluded}
-    clip_shares = [float(np.mean(run.epoch_values("clip_rate"))) for run in finished if len(run.epoch_values("clip_rate"))]
+    clip_shares = [
+        float(np.mean(run.epoch_values("clip_rate"))) for run in finished if len(run.epoch_values("clip_rate"))
+    ]
     epoch_seconds = [run.meta["timings"]["seconds_per_epoch"] for run in finished if "timings" in run.meta]
     return {
         "variant": name,
@@ -106,13 +108,16 @@ def compare(variant, baseline):
     """Each metric of `variant` against `baseline` (summaries from `summarize_variant`)."""
     result = {}
     for metric in METRICS:
-        result[metric] = asdict(compare_means(variant["metrics"][metric]["values"], baseline["metrics"][metric]["values"]))
+        result[metric] = asdict(
+            compare_means(variant["metrics"][metric]["values"], baseline["metrics"][metric]["values"])
+        )
     result["divergence_rate"] = asdict(
         compare_rates(variant["diverged"], variant["finished"], baseline["diverged"], baseline["finished"])
     )
     if variant["trained"] is not None and baseline["trained"] is not None:
         result["trained_rate"] = asdict(
-            compare_rates(variant["trained"], variant["finished"], baseline["trained"], baseline["finished"]))
+            compare_rates(variant["trained"], variant["finished"], baseline["trained"], baseline["finished"])
+        )
     return result
 
 
@@ -126,5 +131,7 @@ def summarize(experiment):
         "description": experiment.description,
         "baseline": experiment.baseline,
         "variants": variants,
-        "comparisons": {name: compare(summary, baseline) for name, summary in variants.items() if name != experiment.baseline},
+        "comparisons": {
+            name: compare(summary, baseline) for name, summary in variants.items() if name != experiment.baseline
+        },
     }

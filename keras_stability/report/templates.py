@@ -42,8 +42,9 @@ TEMPLATES = {
 {% endblock %}""",
 }
 
-ENVIRONMENT = jinja2.Environment(loader=jinja2.DictLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined,
-                                 keep_trailing_newline=True)
+ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.DictLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+)
 
 
 def render(name, **context) -> str:

@@ -61,16 +61,27 @@ def point(threshold, outcomes):
     shares = [o.clip_share for o in outcomes if o.clip_share is not None]
     trained = None if any(o.trained is None for o in outcomes) else sum(bool(o.trained) for o in outcomes)
     tests = tuple(o.test_accuracy for o in sorted(outcomes, key=lambda o: o.seed))
-    return Point(float(threshold), len(outcomes), sum(o.diverged for o in outcomes), trained,
-                 float(np.mean(tests)), float(np.mean(shares)) if shares else None, tests)
+    return Point(
+        float(threshold),
+        len(outcomes),
+        sum(o.diverged for o in outcomes),
+        trained,
+        float(np.mean(tests)),
+        float(np.mean(shares)) if shares else None,
+        tests,
+    )
 
 
 def curves(outcomes, baseline="") -> list[Curve]:
     """Every single-transform stabilizer in `outcomes`, as a curve over its threshold."""
     result = []
     for transform in THRESHOLDS:
-        clipped = [o for o in outcomes if len(((o.config.get("stabilizer") or {}).get("transforms") or [])) == 1
-                   and o.config["stabilizer"]["transforms"][0].get("name") == transform]
+        clipped = [
+            o
+            for o in outcomes
+            if len((o.config.get("stabilizer") or {}).get("transforms") or []) == 1
+            and o.config["stabilizer"]["transforms"][0].get("name") == transform
+        ]
         for group in sweep_groups(clipped, threshold_path(transform), baseline):
             path = threshold_path(transform)
             points = tuple(point(value, group.at(path, value)) for value in group.values(path))

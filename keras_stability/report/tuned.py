@@ -41,9 +41,15 @@ def tune(group: SweepGroup) -> Tuned:
     settings = []
     for learning_rate in group.values(LEARNING_RATE):
         runs = group.at(LEARNING_RATE, learning_rate)
-        settings.append(Setting(float(learning_rate), len(runs), sum(o.diverged for o in runs),
-                                float(np.mean([o.best_val_accuracy for o in runs])),
-                                float(np.mean([o.test_accuracy for o in runs]))))
+        settings.append(
+            Setting(
+                float(learning_rate),
+                len(runs),
+                sum(o.diverged for o in runs),
+                float(np.mean([o.best_val_accuracy for o in runs])),
+                float(np.mean([o.test_accuracy for o in runs])),
+            )
+        )
     best = max(settings, key=lambda s: (s.val_accuracy, -s.diverged, -s.learning_rate))
     tests = tuple(o.test_accuracy for o in sorted(group.at(LEARNING_RATE, best.learning_rate), key=lambda o: o.seed))
     return Tuned(group.label, group.variants, best.learning_rate, tests, tuple(settings))

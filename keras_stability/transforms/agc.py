@@ -68,7 +68,9 @@ class AdaptiveClip(GradientTransform):
         self.unit_axes = dict(MULTI_HEAD_UNIT_AXES if unit_axes is None else unit_axes)
         check_patterns(list(self.unit_axes), "unit_axes")
         for pattern, axes in self.unit_axes.items():
-            if not isinstance(axes, (list, tuple)) or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+            if not isinstance(axes, (list, tuple)) or not all(
+                isinstance(a, int) and not isinstance(a, bool) for a in axes
+            ):
                 raise ValueError(
                     "`unit_axes` of adaptive_clip maps path patterns to lists of axes to sum over, such as "
                     f"{{'query/kernel$': [0]}}. Received: {pattern!r}: {axes!r}."

@@ -18,9 +18,7 @@ def deduplicate(gradient: Gradient) -> Gradient:
     if not isinstance(gradient, tf.IndexedSlices):
         return gradient
     unique_indices, positions = tf.unique(gradient.indices)
-    values = tf.math.unsorted_segment_sum(
-        gradient.values, positions, tf.shape(unique_indices)[0]
-    )
+    values = tf.math.unsorted_segment_sum(gradient.values, positions, tf.shape(unique_indices)[0])
     return tf.IndexedSlices(values, unique_indices, gradient.dense_shape)
 
 
@@ -61,4 +59,3 @@ def global_norm(gradients: Iterable[Gradient | None]) -> tf.Tensor:
     if not squares:
         return tf.constant(0.0, tf.float32)
     return tf.sqrt(tf.add_n(squares))
-

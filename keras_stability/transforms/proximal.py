@@ -21,9 +21,7 @@ class RegularizeGradient(GradientTransform):
         self.l1 = non_negative_float("l1", l1)
         self.l2 = non_negative_float("l2", l2)
         if not (self.l1 or self.l2):
-            raise ValueError(
-                "regularize_gradient needs a penalty: set `l1` or `l2` > 0. Received: l1=0.0, l2=0.0."
-            )
+            raise ValueError("regularize_gradient needs a penalty: set `l1` or `l2` > 0. Received: l1=0.0, l2=0.0.")
 
     def transform(self, gradients: Gradients, variables: Variables) -> tuple[Gradients, tf.Tensor]:
         return map_per_tensor(gradients, variables, self.regularize_tensor)

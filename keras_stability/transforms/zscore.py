@@ -91,9 +91,7 @@ class ZClip(GlobalNormTransform):
         # Non-finite norms change nothing: they would poison the EMA for good.
         self.warmup_norms.assign(warmup_norms)
         self.mean.assign(tf.where(warmup_done, warmup_mean, tf.where(updating, ema_mean, self.mean)))
-        self.variance.assign(
-            tf.where(warmup_done, warmup_variance, tf.where(updating, ema_variance, self.variance))
-        )
+        self.variance.assign(tf.where(warmup_done, warmup_variance, tf.where(updating, ema_variance, self.variance)))
         self.observed.assign(self.observed + tf.cast(warming, tf.int32))
         if self.max_grad_norm is not None:
             threshold = tf.minimum(threshold, self.max_grad_norm)
