@@ -105,7 +105,9 @@ def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
 def test_unknown_dataset_name():
     with pytest.raises(
         ValueError,
-        match=re.escape("Unrecognized dataset: 'cifar'. Known: mnist_small, mnist, fashion_mnist, adding_problem."),
+        match=re.escape(
+            "Unrecognized dataset: 'cifar'. Known: mnist_small, mnist, fashion_mnist, adding_problem, zipf_tokens."
+        ),
     ):
         get_dataset("cifar")
 

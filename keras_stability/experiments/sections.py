@@ -11,7 +11,7 @@ dataset registry's `DATASETS` hold the same names in the same order (tests/test_
 the registries import TensorFlow, which validating a file must not).
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -269,7 +269,7 @@ def section(kind, specs, factory_spec, registered_spec):
     members = [Annotated[spec, Tag(name)] for name, spec in specs.items()]
     members += [Annotated[factory_spec, Tag(FACTORY)], Annotated[registered_spec, Tag(REGISTERED)]]
     members.append(Annotated[unknown_name_spec(kind), Tag(UNKNOWN)])
-    return Annotated[tuple(members), Discriminator(tag)]
+    return Annotated[Union[tuple(members)], Discriminator(tag)]  # noqa: UP007 (a Union of a computed tuple)
 
 
 ModelConfig = section("model", MODEL_SPECS, FactoryModelConfig, RegisteredModelConfig)
