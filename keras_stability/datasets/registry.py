@@ -55,18 +55,21 @@ def split_off(x, y, fraction, rng):
     return (x[keep], y[keep]), (x[out], y[out])
 
 
+def fixed_splits(x, y, validation_fraction, task, source):
+    """Test (10 %), then `validation_fraction` of the rest for validation, drawn with SPLIT_SEED: the
+    same split for every run seed."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    (rest_x, rest_y), test = split_off(x, y, 0.1, rng)
+    train, validation = split_off(rest_x, rest_y, validation_fraction, rng)
+    return Splits(*train, *validation, *test, task, source)
+
+
 def load_mnist_small(config, seed):
     images, labels = mnist_small()
-    rng = np.random.default_rng(SPLIT_SEED)
-    (rest_x, rest_y), (x_test, y_test) = split_off(images, labels, 0.1, rng)
-    (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
-    return Splits(
-        x_train,
-        y_train,
-        x_val,
-        y_val,
-        x_test,
-        y_test,
+    return fixed_splits(
+        images,
+        labels,
+        config.validation_fraction,
         DIGITS,
         "embedded MNIST test split (10,000 real digits): 10% test, then validation_fraction of the rest",
     )
@@ -169,16 +172,10 @@ def adding_problem(length, samples, rng):
 
 def load_adding_problem(config, seed):
     x, y = adding_problem(config.sequence_length, config.adding_samples, np.random.default_rng(seed))
-    rng = np.random.default_rng(SPLIT_SEED)
-    (rest_x, rest_y), (x_test, y_test) = split_off(x, y, 0.1, rng)
-    (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
-    return Splits(
-        x_train,
-        y_train,
-        x_val,
-        y_val,
-        x_test,
-        y_test,
+    return fixed_splits(
+        x,
+        y,
+        config.validation_fraction,
         Task("regression", x.shape[1:], None),
         f"adding problem, T={config.sequence_length}, generated from seed {seed}",
     )
@@ -203,16 +200,10 @@ def load_zipf_tokens(config, seed):
         config.zipf_exponent,
         np.random.default_rng(seed),
     )
-    rng = np.random.default_rng(SPLIT_SEED)
-    (rest_x, rest_y), (x_test, y_test) = split_off(x, y, 0.1, rng)
-    (x_train, y_train), (x_val, y_val) = split_off(rest_x, rest_y, config.validation_fraction, rng)
-    return Splits(
-        x_train,
-        y_train,
-        x_val,
-        y_val,
-        x_test,
-        y_test,
+    return fixed_splits(
+        x,
+        y,
+        config.validation_fraction,
         Task("classification", x.shape[1:], 2),
         f"Zipf tokens, vocabulary {config.vocabulary}, length {config.sequence_length}, generated from seed {seed}",
     )
@@ -244,6 +235,9 @@ DATASETS = {
     "adding_problem": load_adding_problem,
     "zipf_tokens": load_zipf_tokens,
 }
+# Datasets whose splits do not depend on the run seed (SPLIT_SEED fixes them), so one load can serve every
+# seed; the generated ones (adding_problem, zipf_tokens) are drawn from it.
+SEED_INDEPENDENT = frozenset({"mnist_small", "mnist", "fashion_mnist"})
 
 
 def get_dataset(name):

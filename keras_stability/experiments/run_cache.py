@@ -19,6 +19,7 @@ import json
 import tensorflow as tf
 
 from keras_stability.datasets import Task, load_dataset
+from keras_stability.datasets.registry import SEED_INDEPENDENT
 from keras_stability.experiments.schema import DatasetConfig, RunConfig
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
@@ -26,9 +27,6 @@ from keras_stability.model import StabilizedModel
 
 MODELS_KEPT = 4
 SPLITS_KEPT = 4
-# Datasets whose splits do not depend on the run seed (SPLIT_SEED fixes them), so one load serves
-# every seed; any other dataset is loaded per seed, as the adding problem must be.
-SEED_INDEPENDENT = frozenset({"mnist_small", "mnist", "fashion_mnist"})
 
 
 class LeastRecentlyUsed:
