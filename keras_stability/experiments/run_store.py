@@ -130,23 +130,13 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
         if meta is not None and "shared_from" not in meta and holds_other_training(directory, text):
             return False  # the runner refuses the directory
         twin, twin_meta = trained_run(results_root, identity)
-        if meta is not None and "shared_from" in meta:
-            if twin is not None and twin_meta.get("status") in SHAREABLE:
-                link_to(
-                    directory,
-                    twin,
-                    twin_meta,
-                    text,
-                    identity,
-                    {"experiment": config.name, "variant": variant, "seed": seed},
-                )
-                return True
-            log(
-                f"{config.name}/{variant}/seed-{seed}: the run it shared ({meta['shared_from']}) is gone or changed; training it here"
-            )
+        label = f"{config.name}/{variant}/seed-{seed}"
+        shareable = twin is not None and twin_meta.get("status") in SHAREABLE
+        if meta is not None and "shared_from" in meta and not shareable:
+            log(f"{label}: the run it shared ({meta['shared_from']}) is gone or changed; training it here")
             unshare(directory)
             meta = None
-        if meta is None and twin is not None and twin_meta.get("status") in SHAREABLE:
+        if shareable and (meta is None or "shared_from" in meta):
             link_to(
                 directory,
                 twin,
@@ -155,9 +145,8 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
                 identity,
                 {"experiment": config.name, "variant": variant, "seed": seed},
             )
-            log(
-                f"{config.name}/{variant}/seed-{seed}: the same training finished in {os.path.relpath(twin, results_root)}; shared"
-            )
+            if meta is None:
+                log(f"{label}: the same training finished in {os.path.relpath(twin, results_root)}; shared")
             return True
         if meta is not None and meta.get("training_id") != identity:  # a run from before training ids
             storage.atomic_write_json(meta_path, {**meta, "training_id": identity})
