@@ -67,6 +67,10 @@ def epoch_function(model_ref: weakref.ref, batch_size: int, jit_compile: bool, r
     """The epoch of one model and batch size, compiled unless `run_eagerly`; it is retraced only for
     a new number of examples, and holds the model weakly so that the cache does not keep it alive."""
 
+    # As Keras's trainer calls `train_step`: without AutoGraph, whose conversion of the step (the
+    # model, the optimizer and its transform) took three quarters of the epoch's trace time. Their
+    # control flow on tensors is written as `tf.cond`/`ops.cond`, as Keras's own is.
+    @tf.autograph.experimental.do_not_convert
     def step(x, y, batch):
         return model_ref().train_step((tf.gather(x, batch), tf.gather(y, batch)))
 

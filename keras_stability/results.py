@@ -18,13 +18,14 @@ import math
 import os
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import pydantic
 
+from keras_stability.config_columns import flat_config
 from keras_stability.report.boundary import Boundary
 from keras_stability.report.claims import Claim
 from keras_stability.report.collect import RunRecord, collect
@@ -34,25 +35,6 @@ from keras_stability.report.tradeoff import Curve
 from keras_stability.report.tuned import Tuned
 
 IDENTITY_COLUMNS = ("experiment", "variant", "seed", "status", "diverged_at_step", "test_loss", "test_accuracy")
-CONFIG_PREFIX = "config."
-
-
-def flat_config(config: Mapping[str, Any], prefix: str = CONFIG_PREFIX) -> dict[str, Any]:
-    """A nested configuration as `{"config.optimizer.learning_rate": 0.1, ...}`.
-
-    Mappings become dotted keys; a list (or an empty mapping) becomes its JSON text, e.g.
-    `config.model.hidden == "[128, 64]"`: hashable, so frames can group by it, and `json.loads`
-    gives the list back. Scalars and `None` stay as they are.
-    """
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(flat_config(value, f"{prefix}{key}."))
-        elif isinstance(value, (list, tuple, Mapping)):
-            flat[prefix + key] = json.dumps(value)
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def run_identity(run: RunRecord) -> dict[str, Any]:

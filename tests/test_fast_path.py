@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import keras_stability as ks
 from keras_stability.experiments.runner import fit_epoch
-from keras_stability.experiments.schema import RunConfig
+from keras_stability.experiments.schema import TRANSFORM_SPECS, RunConfig
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
 
@@ -135,3 +135,43 @@ def test_train_epoch_needs_a_compiled_model():
     x, y = data()
     with pytest.raises(ValueError, match="train_epoch needs a compiled model"):
         ks.train_epoch(build_model(RunConfig(**CONFIG).model), tf.constant(x), tf.constant(y), orders()[0], BATCH)
+
+
+# Every registered transform with options that make it act within two epochs of this data.
+TRANSFORM_EXAMPLES = {
+    "clip_by_value": {"limit": 0.01},
+    "clip_by_norm": {"max_norm": 0.1},
+    "clip_by_global_norm": {"max_norm": 0.2},
+    "normalize_gradient": {"scale": 0.5},
+    "adaptive_clip": {"clip_factor": 0.01},
+    "autoclip": {"percentile": 50.0, "history": 8},
+    "zclip": {"warmup": 3, "z_threshold": 0.5},
+    "clip_by_l1_norm": {"max_norm": 1.0},
+    "regularize_gradient": {"l1": 0.01, "l2": 0.1},
+    "quantized_ema_clip": {"limit": 0.1, "levels": 8, "decay": 0.5},
+}
+
+
+def test_the_examples_cover_every_registered_transform():
+    assert sorted(TRANSFORM_EXAMPLES) == sorted(TRANSFORM_SPECS)
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORM_EXAMPLES))
+def test_each_transform_trains_in_the_graph_epoch_as_eagerly(name):
+    """The graph epoch calls `train_step` without AutoGraph, as Keras's `fit` does: a transform's
+    control flow on tensors must be graph ops, or its numbers would differ from the eager loop's."""
+    x, y = data()
+    config = RunConfig(**{**CONFIG, "stabilizer": {"transforms": [{"name": name, **TRANSFORM_EXAMPLES[name]}]}})
+    steps = -(-EXAMPLES // BATCH)
+    weights = []
+    for run_eagerly in (False, True):
+        keras.utils.set_random_seed(0)
+        model = compiled_model(config, steps, "classification")
+        model.run_eagerly = run_eagerly
+        for order in orders():
+            ks.train_epoch(model, tf.constant(x), tf.constant(y), order, BATCH)
+        weights.append(model.get_weights())
+        norms = model.step_log.drain()
+    assert (norms[:, 2] != norms[:, 1]).any()  # the transform changed some gradients
+    for graph, eager in zip(*weights, strict=True):
+        np.testing.assert_allclose(graph, eager, rtol=1e-5, atol=1e-6)

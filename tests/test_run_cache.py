@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras_stability.datasets.registry import DIGITS
 from keras_stability.epoch_loop import train_epoch
 from keras_stability.experiments import checkpoint
-from keras_stability.experiments.run_cache import model_for_run, training_shape
+from keras_stability.experiments.run_cache import forget_everything, model_for_run, training_shape
 from keras_stability.experiments.runner import configure_determinism
 from keras_stability.experiments.schema import RunConfig
 
@@ -48,3 +48,42 @@ def test_the_training_shape_ignores_seed_name_and_description_only():
     changed = CONFIG.model_copy(update={"training": CONFIG.training.model_copy(update={"epochs": 3})})
     assert training_shape(changed, 3, DIGITS) != training_shape(CONFIG, 3, DIGITS)
     assert training_shape(CONFIG, 4, DIGITS) != training_shape(CONFIG, 3, DIGITS)
+
+
+def with_learning_rate(config, rate, schedule="constant"):
+    document = config.model_dump()
+    document["optimizer"].update(learning_rate=rate, schedule={"name": schedule})
+    return RunConfig.model_validate(document)
+
+
+def test_a_constant_learning_rate_is_not_part_of_the_training_shape_but_a_schedules_is():
+    assert training_shape(with_learning_rate(CONFIG, 0.5), 3, DIGITS) == training_shape(
+        with_learning_rate(CONFIG, 0.1), 3, DIGITS
+    )
+    assert training_shape(with_learning_rate(CONFIG, 0.5, "cosine"), 3, DIGITS) != training_shape(
+        with_learning_rate(CONFIG, 0.1, "cosine"), 3, DIGITS
+    )
+
+
+def trained_weights(config, seed, x, y):
+    configure_determinism(seed)
+    model = model_for_run(config, 3, DIGITS, seed)
+    train_epoch(model, x, y, np.arange(60), 20)
+    return model, [v.numpy() for v in model.trainable_variables], float(model.optimizer.learning_rate)
+
+
+def test_a_model_reused_at_another_learning_rate_trains_as_one_built_for_it():
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.random((60, 28, 28, 1), dtype=np.float32))
+    y = tf.constant(rng.integers(0, 10, 60).astype(np.int32))
+    slow, fast = with_learning_rate(CONFIG, 0.01), with_learning_rate(CONFIG, 0.3)
+    forget_everything()
+    built_fast, expected, _ = trained_weights(fast, 5, x, y)
+    forget_everything()
+    built_slow, _, _ = trained_weights(slow, 5, x, y)
+    reused, weights, rate = trained_weights(fast, 5, x, y)
+    assert reused is built_slow and reused is not built_fast  # one graph for both rates
+    assert rate == np.float32(0.3)
+    for got, want in zip(weights, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    forget_everything()

@@ -52,8 +52,12 @@ _SPLITS = LeastRecentlyUsed(SPLITS_KEPT)
 
 
 def training_shape(config: RunConfig, steps_per_epoch: int, task: Task) -> str:
-    """What decides a run's compiled graph: everything but its seed, experiment name and dataset."""
+    """What decides a run's compiled graph: everything but its seed, experiment name and dataset,
+    and a constant learning rate, which the graph reads from the optimizer's `learning_rate`
+    variable (a learning-rate sweep trains one graph; a schedule's rate is a constant in it)."""
     trained = config.model_dump(mode="json", include={"model", "optimizer", "stabilizer", "training"})
+    if config.optimizer.schedule.name == "constant":
+        del trained["optimizer"]["learning_rate"]
     return json.dumps([trained, steps_per_epoch, dataclasses.asdict(task)], sort_keys=True)
 
 
@@ -69,7 +73,7 @@ class CachedModel:
 
     def reinitialise(self, config, task, seed):
         """Sets every variable as `compiled_model` would after `keras.utils.set_random_seed`."""
-        if self.fresh:  # just built from the run's seed
+        if self.fresh:  # just built from the run's seed and learning rate
             self.fresh = False
             return
         template = build_model(config.model, task, seed)
@@ -77,6 +81,8 @@ class CachedModel:
             variable.assign(value)
         for variable, value in zip(self.model.optimizer.variables, self.initial_optimizer_state, strict=True):
             variable.assign(value)
+        if config.optimizer.schedule.name == "constant":  # the one setting `training_shape` leaves out
+            self.model.optimizer.learning_rate = config.optimizer.learning_rate
         self.model.reset_metrics()
         if self.model.step_log is not None:
             self.model.step_log.drain()  # rows a failed run left behind
