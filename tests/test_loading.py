@@ -102,12 +102,29 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
             "{path}:1:1: (top level): model 'mlp' does not fit dataset 'adding_problem': "
             "adding_problem needs model rnn, and rnn needs adding_problem",
         ),
+        (
+            "  name: mnist_small",
+            "  name: zipf_tokens",
+            "{path}:1:1: (top level): model 'mlp' does not fit dataset 'zipf_tokens': "
+            "zipf_tokens needs model embedding_bag, and embedding_bag needs zipf_tokens",
+        ),
     ],
 )
 def test_each_error_is_one_located_line(tmp_path, old, new, expected):
     assert old in GOOD
     path = write(tmp_path, GOOD.replace(old, new))
     assert expected.format(path=path) in errors_of(path)
+
+
+def test_the_embedding_covers_the_token_ids(tmp_path):
+    text = GOOD.replace("  name: mnist_small", "  name: zipf_tokens\n  vocabulary: 800").replace(
+        "  name: mlp\n  hidden: [16]", "  name: embedding_bag\n  vocabulary: 500"
+    )
+    path = write(tmp_path, text)
+    assert errors_of(path) == [
+        f"{path}:1:1: (top level): the embedding's vocabulary must cover the dataset's ids. "
+        "Received: model.vocabulary=500 < dataset.vocabulary=800"
+    ]
 
 
 def test_momentum_only_for_sgd(tmp_path):

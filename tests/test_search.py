@@ -2,6 +2,7 @@
 
 import contextlib
 import glob
+import math
 import os
 import pathlib
 import shutil
@@ -17,7 +18,7 @@ import optuna
 import pytest
 
 from keras_stability.experiments.loading import ConfigError, load_experiment
-from keras_stability.experiments.search import make_sampler, run_search, suggest
+from keras_stability.experiments.search import make_sampler, run_search, suggest, with_sampler
 
 SEARCH = """\
 name: tiny
@@ -119,6 +120,33 @@ def test_sampler_given_on_the_command_line_replaces_the_files(tmp_path):
     assert completed.stderr.strip().splitlines()[-1] == (
         f"{path}: --sampler grid: the grid sampler needs `values` for stabilizer.transforms.0.max_norm"
     )
+
+
+def synthetic_study(search, trials):
+    """`trials` trials of `search`'s sampler on a closed-form objective (no training), as parameter dicts."""
+    study = optuna.create_study(sampler=make_sampler(search), direction="minimize")
+
+    def objective(trial):
+        for name, spec in search.space.items():
+            suggest(trial, name, spec)
+        return (math.log10(trial.params["optimizer.learning_rate"]) + 1) ** 2
+
+    study.optimize(objective, trials)
+    return [trial.params for trial in study.trials]
+
+
+def test_startup_trials_let_tpe_model_after_them(tmp_path):
+    tpe = experiment(tmp_path, sampler="tpe").search
+    default = synthetic_study(tpe, 4)
+    early = synthetic_study(tpe.model_copy(update={"startup_trials": 2}), 4)
+    assert early[:2] == default[:2]  # the same seeded random start
+    assert early[2:] != default[2:]  # then TPE's model, where Optuna's default (10) is still random
+    with pytest.raises(ConfigError) as error:
+        experiment(tmp_path, SEARCH.replace("trials: 3", "trials: 3\n  startup_trials: 2"), sampler="grid")
+    assert error.value.lines[0].endswith("the grid sampler has no start-up phase. Received: startup_trials=2")
+    with_startup = experiment(tmp_path, SEARCH.replace("trials: 3", "trials: 3\n  startup_trials: 2"))
+    assert with_sampler(with_startup.search, "random").startup_trials is None
+    assert with_sampler(with_startup.search, "gp").startup_trials == 2
 
 
 def postgres_binaries():

@@ -195,6 +195,10 @@ class TrainingConfig(Strict):
         return self
 
 
+# The built-in datasets whose inputs only one zoo model takes (sequences of two features; token ids).
+MODEL_OF_DATASET = {"adding_problem": "rnn", "zipf_tokens": "embedding_bag"}
+
+
 class RunConfig(Strict):
     """One fully resolved run: the base with one variant's overrides applied."""
 
@@ -212,11 +216,16 @@ class RunConfig(Strict):
     def task_fits_model(self):
         if not (is_builtin(self.dataset) and is_builtin(self.model)):
             return self  # a factory's shapes are known only when it is called
-        sequence_task = self.dataset.name == "adding_problem"
-        if sequence_task != (self.model.name == "rnn"):
+        for dataset, model in MODEL_OF_DATASET.items():
+            if (self.dataset.name == dataset) != (self.model.name == model):
+                raise ValueError(
+                    f"model {self.model.name!r} does not fit dataset {self.dataset.name!r}: "
+                    f"{dataset} needs model {model}, and {model} needs {dataset}"
+                )
+        if self.model.name == "embedding_bag" and self.model.vocabulary < self.dataset.vocabulary:
             raise ValueError(
-                f"model {self.model.name!r} does not fit dataset {self.dataset.name!r}: "
-                "adding_problem needs model rnn, and rnn needs adding_problem"
+                f"the embedding's vocabulary must cover the dataset's ids. Received: model.vocabulary="
+                f"{self.model.vocabulary} < dataset.vocabulary={self.dataset.vocabulary}"
             )
         return self
 
@@ -249,6 +258,9 @@ class ParameterSpec(Strict):
         return self.choices if self.type == "categorical" else self.values
 
 
+MODEL_BASED_SAMPLERS = ("tpe", "gp")
+
+
 class SearchConfig(Strict):
     """Hyper-parameter search over the base (or `variant`) configuration with Optuna."""
 
@@ -257,6 +269,8 @@ class SearchConfig(Strict):
     sampler: Literal["grid", "random", "tpe", "gp"] = "tpe"
     sampler_seed: int = 0
     trials: PositiveInt = 20
+    # Random trials before a model-based sampler (tpe, gp) starts modelling; Optuna's default is 10.
+    startup_trials: PositiveInt | None = None
     timeout_s: PositiveFloat | None = None
     seeds: Seeds | None = None
     objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"
@@ -274,6 +288,15 @@ class SearchConfig(Strict):
                 "or give the whole URL through KERAS_STABILITY_STORAGE or --storage"
             )
         return url
+
+    @model_validator(mode="after")
+    def startup_trials_are_for_model_based_samplers(self):
+        if self.startup_trials is not None and self.sampler not in MODEL_BASED_SAMPLERS:
+            raise ValueError(
+                f"startup_trials applies to the model-based samplers ({', '.join(MODEL_BASED_SAMPLERS)}); "
+                f"the {self.sampler} sampler has no start-up phase. Received: startup_trials={self.startup_trials}"
+            )
+        return self
 
     @model_validator(mode="after")
     def grid_has_points(self):

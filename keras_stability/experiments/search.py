@@ -28,7 +28,7 @@ from keras_stability.experiments.database import (
 )
 from keras_stability.experiments.loading import ConfigError, apply_overrides, validate
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
-from keras_stability.experiments.schema import RunConfig, SearchConfig
+from keras_stability.experiments.schema import MODEL_BASED_SAMPLERS, RunConfig, SearchConfig
 from keras_stability.experiments.storage import read_csv_rows, read_json, run_directory
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -36,17 +36,18 @@ FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRU
 
 def sampler_factory(search):
     """A function from a seed to a new sampler of the kind `search` asks for (not grid)."""
+    startup = {} if search.startup_trials is None else {"n_startup_trials": search.startup_trials}
     if search.sampler == "random":
         return lambda seed: optuna.samplers.RandomSampler(seed=seed)
     if search.sampler == "tpe":
-        return lambda seed: optuna.samplers.TPESampler(seed=seed)
+        return lambda seed: optuna.samplers.TPESampler(seed=seed, **startup)
     try:
         import torch  # noqa: F401  (Optuna's GPSampler is built on PyTorch)
     except ImportError:
         raise RuntimeError(
             "sampler 'gp' needs PyTorch: pip install 'keras-stability[gp]' (or pip install torch)"
         ) from None
-    return lambda seed: optuna.samplers.GPSampler(seed=seed)
+    return lambda seed: optuna.samplers.GPSampler(seed=seed, **startup)
 
 
 class TrialSeededSampler(optuna.samplers.BaseSampler):
@@ -201,8 +202,10 @@ def open_study(name, storage, sampler, direction, attempts=4):
 
 
 def with_sampler(search, sampler):
-    """`search` with another sampler, validated again (the grid sampler needs `values`)."""
-    return SearchConfig.model_validate({**search.model_dump(), "sampler": sampler})
+    """`search` with another sampler, validated again (the grid sampler needs `values`); the file's
+    `startup_trials` stays with a model-based sampler and is dropped for grid or random, which have none."""
+    startup = search.startup_trials if sampler in MODEL_BASED_SAMPLERS else None
+    return SearchConfig.model_validate({**search.model_dump(), "sampler": sampler, "startup_trials": startup})
 
 
 def run_search(
