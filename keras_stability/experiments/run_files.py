@@ -198,7 +198,9 @@ def read_json_object(path: str) -> dict | None:
     return value
 
 
-def read_table(path: str, columns: tuple[str, ...], size: int | None = None) -> dict[str, np.ndarray] | None:
+def read_table(
+    path: str, columns: tuple[str, ...], size: int | None = None
+) -> tuple[str, dict[str, np.ndarray] | None]:
     """A CSV of numbers written by the runner, as {column: float array}; None when it does not exist.
 
     When `path` does not exist, its compacted copy (`path` + `COMPACT_SUFFIX`) is read: `step_logs`
@@ -207,13 +209,17 @@ def read_table(path: str, columns: tuple[str, ...], size: int | None = None) -> 
     Args:
         size: read only the file's first `size` bytes (the size progress.json records after an epoch);
             such a file (an unfinished run's) is never compacted.
+
+    Returns:
+        The path read (`path` or its compacted copy) and the table.
     """
     text = read_text(path, size)
     if text is None and size is None:
-        path += COMPACT_SUFFIX
-        text = read_text(path)
+        compacted = read_text(path + COMPACT_SUFFIX)
+        if compacted is not None:
+            path, text = path + COMPACT_SUFFIX, compacted
     if text is None:
-        return None
+        return path, None
     if not text.endswith("\n"):
         raise DamagedFileError(path, "cut short: its last line is incomplete")
     rows = list(csv.reader(text.splitlines()))
@@ -233,7 +239,7 @@ def read_table(path: str, columns: tuple[str, ...], size: int | None = None) -> 
                 problem = f"line {number}: {columns[index]} should be an integer. Received: {row[index]}"
                 raise DamagedFileError(path, problem)
     table = np.array(values, dtype=np.float64).reshape(len(values), len(columns))
-    return {name: table[:, index] for index, name in enumerate(columns)}
+    return path, {name: table[:, index] for index, name in enumerate(columns)}
 
 
 def read_document(directory: str) -> dict:
@@ -293,7 +299,7 @@ def read_tables(
     tables = {}
     for name, columns in CSV_COLUMNS.items():
         path = os.path.join(directory, name)
-        table = read_table(path, columns, sizes[name] if sizes else None)
+        path, table = read_table(path, columns, sizes[name] if sizes else None)
         if table is None and epochs:
             raise DamagedFileError(path, f"missing, but {source} says {epochs} epochs are done")
         tables[name] = table or {column: np.array([]) for column in columns}
