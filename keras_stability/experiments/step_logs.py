@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Iterable
 
 from keras_stability.experiments import storage
-from keras_stability.experiments.run_files import COMPACT_SUFFIX, inspect_run
+from keras_stability.experiments.run_files import COMPACT_SUFFIX, TERMINAL_STATUSES, DamagedFileError, read_json_object
 
 PLAIN = "steps.csv"
 COMPACT = PLAIN + COMPACT_SUFFIX
@@ -107,16 +107,26 @@ def tree_bytes(root: str) -> int:
     )
 
 
+def finished(directory: str) -> bool:
+    """Whether the run's meta.json gives a status in `TERMINAL_STATUSES` (whatever its other files hold)."""
+    try:
+        meta = read_json_object(os.path.join(directory, "meta.json"))
+    except DamagedFileError:
+        return False
+    return meta is not None and meta.get("status") in TERMINAL_STATUSES
+
+
 def compact_results(root: str, run_directories: Iterable[str]) -> Summary:
     """Compacts every finished run in `run_directories` (those under `root`) that has a plain steps.csv.
 
-    A damaged or unfinished run is left as it is (the runner retrains or resumes it). Running it
-    again compacts nothing more.
+    Unfinished runs are left as they are (resuming cuts steps.csv back by size). A damaged finished
+    run keeps its damage in the .gz, and the runner still retrains it. Running it again compacts
+    nothing more.
     """
     before = tree_bytes(root)
     compactions = []
     for directory in run_directories:
-        if inspect_run(directory).state == "finished":
+        if finished(directory):
             compaction = compact(directory)
             if compaction is not None:
                 compactions.append(compaction)
