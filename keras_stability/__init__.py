@@ -21,7 +21,7 @@ Where each capability lives:
   (`run_files`; the report reads through `integrity`), all runs (`suite`), hyper-parameter search (`search`), sweep grids (`sweep`) and
   their workers on a shared database (`sweep_workers`), database storage and credentials
   (`database`), runs shared between experiments (`run_store`), a run's TensorBoard event files
-  (`event_log`: `EventLog`, `write_event_logs`);
+  (`event_log`: `EventLog`, `write_event_logs`), a finished run's steps.csv gzipped (`step_logs`);
 - `results`: runs as pandas DataFrames (`load_runs`, `load_steps`), a report's summary.json and the
   claims ledger as typed records (`read_summary`, `read_ledger`);
 - `report/`: reading runs (`collect`), outcomes and sweep groups (`outcomes`), statistics over seeds

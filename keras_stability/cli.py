@@ -121,6 +121,9 @@ def build_parser():
         help="also write the ledger's verdict table into FILE, between its ledger marker lines",
     )
 
+    compact = commands.add_parser("compact", help="gzip finished runs' steps.csv (results from before runs did)")
+    compact.add_argument("results", metavar="RESULTS", help="a results directory (every run under it)")
+
     listing = commands.add_parser("list", help="list datasets, models, transforms and experiments")
     listing.add_argument(
         "--experiments", default="experiments", help="directory of experiment files (default: ./experiments)"
@@ -365,6 +368,17 @@ def command_report(args):
     return 0
 
 
+def command_compact(args):
+    from keras_stability.experiments.step_logs import compact_results
+    from keras_stability.report.collect import find_run_directories
+
+    if not os.path.isdir(args.results):
+        print(f"keras-stability compact: no such directory: {args.results}", file=sys.stderr)
+        return 2
+    print(compact_results(args.results, find_run_directories(args.results)))
+    return 0
+
+
 def command_demo(args):
     if args.epochs < 1 or args.threshold <= 0 or args.learning_rate <= 0:
         print("keras-stability demo: --epochs, --threshold and --learning-rate must be > 0.", file=sys.stderr)
@@ -387,6 +401,7 @@ COMMANDS = {
     "search": command_search,
     "sweep": command_sweep,
     "report": command_report,
+    "compact": command_compact,
     "list": command_list,
     "demo": command_demo,
 }

@@ -2,6 +2,7 @@
 norms, HParams, final scores, and a resumed run that neither repeats nor loses a point."""
 
 import csv
+import gzip
 import os
 import textwrap
 
@@ -50,8 +51,10 @@ def run_directory(results, variant):
 
 
 def columns(path):
-    """A CSV as {column: list of float32 values}, the precision of TensorBoard's scalars."""
-    with open(path, newline="", encoding="utf-8") as stream:
+    """A CSV (a finished run's steps.csv.gz decompressed) as {column: list of float32 values}, the
+    precision of TensorBoard's scalars."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8") as stream:
         header, *rows = list(csv.reader(stream))
     return {name: [np.float32(row[i]) for row in rows] for i, name in enumerate(header)}
 
@@ -72,7 +75,7 @@ def check_run(directory):
     """Every metrics.csv and steps.csv value is in the events, once, at its epoch or global step."""
     events = accumulator(directory)
     metrics = columns(os.path.join(directory, "metrics.csv"))
-    steps = columns(os.path.join(directory, "steps.csv"))
+    steps = columns(os.path.join(directory, "steps.csv.gz"))
     epochs = [int(e) for e in metrics["epoch"]]
     for name in runner.METRIC_COLUMNS[1:]:
         np.testing.assert_array_equal(points(events, f"epoch/{name}"), list(zip(epochs, metrics[name])), err_msg=name)
@@ -150,7 +153,7 @@ def test_not_hparams_are_the_experiment_level_settings():
 def test_resumed_run_neither_repeats_nor_loses_points(results):
     directory = run_directory(results, "plain")
     metrics = columns(os.path.join(directory, "metrics.csv"))
-    steps = columns(os.path.join(directory, "steps.csv"))
+    steps = columns(os.path.join(directory, "steps.csv.gz"))
 
     def epoch_values(epoch):
         return {name: metrics[name][epoch - 1] for name in runner.METRIC_COLUMNS[1:]}

@@ -1,6 +1,8 @@
 """`check_run` on copies of a real finished run: sound as written, damaged in each way it can be, and
 judged as the runner judges it (`run_files.inspect_run`)."""
 
+import gzip
+import io
 import json
 import os
 import shutil
@@ -29,11 +31,21 @@ def finished(tmp_path_factory):
 
 
 @pytest.fixture
-def run(finished, tmp_path):
-    """A copy of the finished run, at the same place under a results root of its own."""
+def compacted(finished, tmp_path):
+    """A copy of the finished run (its step log compacted), at the same place under a results root of its own."""
     copy = tmp_path / "quickstart" / "no_clip" / "seed-0"
     shutil.copytree(finished, copy)
     return str(copy)
+
+
+@pytest.fixture
+def run(compacted):
+    """The copy as written before step logs were compacted: a plain steps.csv, as an unfinished run keeps."""
+    packed = os.path.join(compacted, "steps.csv.gz")
+    with open(packed, "rb") as stream, open(os.path.join(compacted, "steps.csv"), "wb") as plain:
+        plain.write(gzip.decompress(stream.read()))
+    os.unlink(packed)
+    return compacted
 
 
 def edit(path, change):
@@ -89,6 +101,53 @@ def drop_column(index):
         return b"".join(b",".join(row[:index] + row[index + 1 :]) + b"\n" for row in rows)
 
     return change
+
+
+def test_a_compacted_step_log_reads_as_the_steps_csv_it_holds(compacted):
+    packed_path, plain_path = (os.path.join(compacted, name) for name in ("steps.csv.gz", "steps.csv"))
+    assert not os.path.exists(plain_path)
+    with open(packed_path, "rb") as stream:
+        written = gzip.decompress(stream.read())
+    packed = check_run(compacted)
+    assert packed.sound and packed.status == "done"
+    reference = np.loadtxt(io.BytesIO(written), delimiter=",", skiprows=1, ndmin=2)
+    assert reference.shape == (81, len(epoch_record.STEP_COLUMNS))
+    with open(plain_path, "wb") as stream:  # both forms, as a kill -9 during compaction leaves them
+        stream.write(written)
+    edit(packed_path, half)  # the plain file is the truth: the .gz is not read
+    plain = check_run(compacted)
+    assert plain.sound
+    for index, column in enumerate(epoch_record.STEP_COLUMNS):
+        np.testing.assert_array_equal(packed.steps[column], reference[:, index])
+        np.testing.assert_array_equal(plain.steps[column], reference[:, index])
+
+
+def gzip_again(change):
+    return lambda data: gzip.compress(change(gzip.decompress(data)), mtime=0)
+
+
+def flip_checksum(data):
+    return data[:-8] + bytes([data[-8] ^ 1]) + data[-7:]  # the trailer's CRC-32, first byte
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda data: data[:-9], "not a whole gzip stream: Compressed file ended before the end-of-stream marker"),
+        (flip_checksum, "not a whole gzip stream: CRC check failed"),
+        (lambda data: b"steps\n", "not a whole gzip stream: Not a gzipped file (b'st')"),
+        (gzip_again(drop_last_lines(10)), "71 steps, but meta.json says 1 epochs of 81 are done"),
+        (gzip_again(lambda data: data.replace(b"\n1,5,", b"\n1,5,x,", 1)), "line 6 has 6 fields, not 5"),
+    ],
+    ids=["cut", "checksum", "not-gzip", "rows-missing", "field"],
+)
+def test_a_damaged_compacted_step_log_is_named_with_why(compacted, change, problem):
+    path = os.path.join(compacted, "steps.csv.gz")
+    edit(path, change)
+    found = inspect_run(compacted)
+    assert (found.state, found.damaged_file, found.damage.path) == ("damaged", "steps.csv.gz", path)
+    assert found.problem.startswith(problem), found.problem
+    assert check_run(compacted).damage == found.damage
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 report built from real runs, their numbers against the runs' own files."""
 
 import csv
+import gzip
 import json
 import math
 import os
@@ -47,7 +48,8 @@ def results(tmp_path_factory):
 
 
 def csv_table(path):
-    with open(path, newline="", encoding="utf-8") as stream:
+    opener = gzip.open if path.endswith(".gz") else open  # a finished run's steps.csv.gz
+    with opener(path, "rt", newline="", encoding="utf-8") as stream:
         header, *rows = list(csv.reader(stream))
     return header, rows
 
@@ -153,7 +155,7 @@ def test_load_runs_matches_metrics_csv(results):
 
 
 def test_load_steps_matches_steps_csv(results):
-    frame = check_frame(ks.load_steps(results), results, "steps.csv")
+    frame = check_frame(ks.load_steps(results), results, "steps.csv.gz")
     assert list(frame.columns[len(IDENTITY_COLUMNS) : len(IDENTITY_COLUMNS) + 5]) == [
         "epoch",
         "step",
@@ -175,6 +177,9 @@ def test_unfinished_run_keeps_its_status(results, tmp_path):
     # when the run finished, so made again here); its rows are the epochs progress.json records.
     progress = json.loads((meta_path.parent / "progress.json").read_text())
     (meta_path.parent / progress["checkpoint"]).write_bytes(b"")
+    packed = meta_path.parent / "steps.csv.gz"  # an unfinished run's step log is plain: resuming cuts it by size
+    (meta_path.parent / "steps.csv").write_bytes(gzip.decompress(packed.read_bytes()))
+    packed.unlink()
     (row,) = [row for _, row in ks.load_runs(tmp_path).iterrows()]
     assert row["status"] == "running" and math.isnan(row["test_loss"]) and math.isnan(row["test_accuracy"])
     assert row["epoch"] == progress["epochs_done"] == 1

@@ -5,14 +5,18 @@ Every case damages a copy of a real run and checks that running it again ends wi
 undamaged run.
 """
 
+import gzip
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from keras_stability.experiments import checkpoint
+from keras_stability.experiments import checkpoint, step_logs
 from keras_stability.experiments.loading import load_experiment
 from keras_stability.experiments.run_files import inspect_run
 from keras_stability.experiments.runner import run_one
@@ -29,7 +33,7 @@ variants:
     stabilizer:
       transforms: [{name: adaptive_clip, clip_factor: 0.05}, {name: zclip, warmup: 3}]
 """
-DETERMINISTIC = ("metrics.csv", "steps.csv", "config.yaml")
+DETERMINISTIC = ("metrics.csv", "steps.csv.gz", "config.yaml")  # the .gz is deterministic too
 
 
 class Interrupt(KeyboardInterrupt):
@@ -76,6 +80,7 @@ def assert_same_as_finished(runs, directory):
     meta = json.loads((directory / "meta.json").read_text())
     assert meta["status"] == "done" and meta["epochs_done"] == 3
     assert not [p.name for p in directory.iterdir() if p.name.startswith("checkpoint") or p.name.startswith(".tmp-")]
+    assert not (directory / "steps.csv").exists()  # compacted
 
 
 def cut_in_half(path):
@@ -86,7 +91,7 @@ def cut_in_half(path):
 DAMAGE = {
     "meta.json": lambda d: (d / "meta.json").write_text("{not json"),
     "metrics.csv": lambda d: cut_in_half(d / "metrics.csv"),
-    "steps.csv": lambda d: cut_in_half(d / "steps.csv"),
+    "steps.csv.gz": lambda d: cut_in_half(d / "steps.csv.gz"),
     "config.yaml": lambda d: (d / "config.yaml").write_bytes(b"\x00\xff: ["),
 }
 
@@ -131,6 +136,48 @@ def test_interrupted_run_resumes_and_cuts_rows_appended_after_its_last_epoch(run
     assert len(found.tables["steps.csv"]["step"]) == 16  # two epochs of 8 steps; the partial row is not read
     outcome, messages = rerun(tmp_path, "interrupted", config)
     assert outcome == "done" and messages[0] == "tiny/clipped/seed-0: resuming after epoch 2"
+    assert_same_as_finished(runs, directory)
+
+
+def test_an_unfinished_run_keeps_a_plain_step_log_that_the_finished_run_gzips(runs):
+    root, _ = runs
+    interrupted, finished = (root / which / "tiny" / "clipped" / "seed-0" for which in ("interrupted", "finished"))
+    assert not (interrupted / "steps.csv.gz").exists() and not (finished / "steps.csv").exists()
+    packed = (finished / "steps.csv.gz").read_bytes()
+    written = gzip.decompress(packed)
+    # The interrupted run's two epochs are the finished run's first two, byte for byte.
+    assert written.startswith((interrupted / "steps.csv").read_bytes())
+    assert len(written.splitlines()) == 1 + 3 * 8 and written.splitlines()[-1].startswith(b"3,24,")
+    assert packed == step_logs.gzip_bytes(written)
+
+
+def plain_step_log(directory):
+    """The run as its final meta.json leaves it, before its step log is compacted."""
+    (directory / "steps.csv").write_bytes(gzip.decompress((directory / "steps.csv.gz").read_bytes()))
+    os.unlink(directory / "steps.csv.gz")
+
+
+KILLED_COMPACTING = """\
+import os, signal, sys
+from keras_stability.experiments import step_logs
+
+os.unlink = lambda path: os.kill(os.getpid(), signal.SIGKILL)  # after the .gz, before steps.csv is removed
+step_logs.compact(sys.argv[1])
+"""
+
+
+def test_kill_9_while_compacting_leaves_both_forms_and_the_next_run_compacts_from_the_plain_file(runs, tmp_path):
+    directory, config = copy_of(runs, tmp_path, "finished")
+    plain_step_log(directory)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_COMPACTING, str(directory)], env=environment)
+    assert killed.returncode == -signal.SIGKILL
+    reference = runs[0] / "finished" / "tiny" / "clipped" / "seed-0" / "steps.csv.gz"
+    assert (directory / "steps.csv.gz").read_bytes() == reference.read_bytes()  # whole: written before the kill
+    assert gzip.decompress(reference.read_bytes()) == (directory / "steps.csv").read_bytes()
+    (directory / "steps.csv.gz").write_bytes(step_logs.gzip_bytes(b"stale"))  # steps.csv is the truth
+    assert inspect_run(str(directory)).state == "finished"
+    assert rerun(tmp_path, "finished", config) == ("skipped", [])
     assert_same_as_finished(runs, directory)
 
 

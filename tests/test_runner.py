@@ -1,6 +1,6 @@
 """The runner: exact files, determinism, kill -9 and resume, concurrent runners, divergence, the CLI."""
 
-import io
+import gzip
 import json
 import math
 import os
@@ -30,7 +30,7 @@ variants:
     stabilizer:
       transforms: [{name: adaptive_clip, clip_factor: 0.05}, {name: zclip, warmup: 3}]
 """
-DETERMINISTIC_FILES = ("metrics.csv", "steps.csv", "config.yaml")
+DETERMINISTIC_FILES = ("metrics.csv", "steps.csv.gz", "config.yaml")
 
 
 def experiment_file(tmp_path, text=TINY, **replacements):
@@ -63,6 +63,11 @@ def read(results, variant, name, seed=0):
         return stream.read()
 
 
+def read_steps(results, variant, seed=0):
+    """A finished run's steps.csv, as its compacted steps.csv.gz holds it."""
+    return gzip.decompress(read(results, variant, "steps.csv.gz", seed))
+
+
 def test_files_and_columns(tmp_path):
     run_all(experiment_file(tmp_path), tmp_path / "results")
     directory = tmp_path / "results" / "tiny" / "clipped" / "seed-0"
@@ -71,7 +76,7 @@ def test_files_and_columns(tmp_path):
         "meta.json",
         "metrics.csv",
         "progress.json",
-        "steps.csv",
+        "steps.csv.gz",
         "tensorboard",
         "timing.csv",
     ]
@@ -93,7 +98,7 @@ def test_files_and_columns(tmp_path):
         ]
     )
     assert [row.split(",")[0] for row in metrics[1:]] == ["1", "2", "3"]
-    steps = read(tmp_path / "results", "clipped", "steps.csv").decode().splitlines()
+    steps = read_steps(tmp_path / "results", "clipped").decode().splitlines()
     assert steps[0].split(",") == list(STEP_COLUMNS) == ["epoch", "step", "loss", "grad_norm", "clipped_norm"]
     assert len(steps) == 1 + 3 * 8 and steps[-1].startswith("3,24,")  # 800 examples / batch 100
     # Cosine decay over 24 steps: the last epoch ends at lr 0.
@@ -172,7 +177,7 @@ def test_divergence_is_recorded_and_others_go_on(tmp_path):
     # after NaN reaches the weights (oneDNN's ReLU maps NaN to 0), so the gradient counts too.
     steps = [
         [float(v) for v in line.split(",")]
-        for line in read(tmp_path / "results", "no_clip", "steps.csv").decode().splitlines()[1:]
+        for line in read_steps(tmp_path / "results", "no_clip").decode().splitlines()[1:]
     ]
     at = diverged["diverged_at_step"]
     assert all(math.isfinite(row[2]) and math.isfinite(row[3]) for row in steps[: at - 1])
@@ -275,9 +280,11 @@ def test_mirrored_training_equals_one_device(tmp_path, two_replicas):
         for variant, seed, config in experiment.runs():
             assert run_one(str(root), config, variant, seed, log=lambda _: None) == "done"
     for variant in ["no_clip", "clipped"]:
-        for name in ["metrics.csv", "steps.csv"]:
-            a = np.genfromtxt(io.BytesIO(read(tmp_path / "single", variant, name)), delimiter=",", skip_header=1)
-            b = np.genfromtxt(io.BytesIO(read(tmp_path / "mirrored", variant, name)), delimiter=",", skip_header=1)
+        for name in ["metrics.csv", "steps.csv.gz"]:  # genfromtxt decompresses a .gz by its name
+            a, b = (
+                np.genfromtxt(root / "tiny" / variant / "seed-0" / name, delimiter=",", skip_header=1)
+                for root in (tmp_path / "single", tmp_path / "mirrored")
+            )
             np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6, err_msg=f"{variant} {name}")
 
 

@@ -11,9 +11,9 @@
   `keras_stability.config_columns.flat_config` names them (the experiment-level ones left out), so the
   HParams dashboard lists every run with the last value of each tag as its final metrics.
 
-The event files are a view of the CSVs: nothing reads them to resume or to report. Opening a run's
-`EventLog` rewrites the directory from the epochs its CSVs hold, so a resumed run neither repeats
-nor loses a point; `write_event_logs` does the same for finished runs (made with
+The event files are a view of the CSVs (a finished run's steps.csv.gz as well, `step_logs`): nothing
+reads them to resume or to report. Opening a run's `EventLog` rewrites the directory from the
+epochs its CSVs hold, so a resumed run neither repeats nor loses a point; `write_event_logs` does the same for finished runs (made with
 `--no-tensorboard`, or committed without their events).
 """
 
@@ -112,8 +112,8 @@ class EventLog:
         self.last_epoch = epoch
 
     def replay(self, epochs_done: int) -> None:
-        metrics = read_table(os.path.join(self.run_directory, "metrics.csv"), METRIC_COLUMNS) or {}
-        steps = read_table(os.path.join(self.run_directory, "steps.csv"), STEP_COLUMNS) or {}
+        metrics = read_table(os.path.join(self.run_directory, "metrics.csv"), METRIC_COLUMNS)[1] or {}
+        steps = read_table(os.path.join(self.run_directory, "steps.csv"), STEP_COLUMNS)[1] or {}  # or its .gz
         for epoch in range(1, epochs_done + 1):
             row = metrics["epoch"] == epoch
             taken = steps["epoch"] == epoch if steps else np.zeros(0, bool)

@@ -11,7 +11,9 @@ as the runner writes them:
   progress.json are JSON objects whose fields have their types;
 - every CSV has exactly its columns (`epoch_record`), a full row of numbers on each line (integers in
   `epoch` and `step`), and ends with the newline the runner writes last;
-- metrics.csv and timing.csv hold epochs 1, 2, …; steps.csv holds steps 1, 2, … in epoch order;
+- metrics.csv and timing.csv hold epochs 1, 2, …; steps.csv holds steps 1, 2, … in epoch order (a
+  finished run's steps.csv may be compacted to steps.csv.gz, `step_logs`: it is read as the same
+  bytes, and a .gz that is not a whole gzip stream is damage);
 - a finished run (status in `TERMINAL_STATUSES`) holds exactly the `epochs_done` epochs of its
   meta.json and, where meta.json gives `steps_per_epoch`, that many steps in each;
 - an unfinished run is judged by its progress.json, which the runner writes last at each epoch's
@@ -22,8 +24,10 @@ as the runner writes them:
 
 import csv
 import dataclasses
+import gzip
 import json
 import os
+import zlib
 from typing import Literal
 
 import numpy as np
@@ -35,6 +39,7 @@ from keras_stability.experiments.yaml_files import ConfigError, parse_yaml
 TERMINAL_STATUSES = ("done", "diverged", "pruned")
 CSV_COLUMNS = {"metrics.csv": METRIC_COLUMNS, "steps.csv": STEP_COLUMNS, "timing.csv": TIMING_COLUMNS}
 INTEGER_COLUMNS = ("epoch", "step")
+COMPACT_SUFFIX = ".gz"  # a CSV compacted by `step_logs`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +161,10 @@ def inspect_run(directory: str) -> RunFiles:
 
 
 def read_text(path: str, size: int | None = None) -> str | None:
-    """The file's text (its first `size` bytes when given), None when it does not exist."""
+    """The file's text (its first `size` bytes when given), None when it does not exist.
+
+    A `COMPACT_SUFFIX` file is gzip: its text is the bytes it decompresses to.
+    """
     try:
         with open(path, "rb") as stream:
             data = stream.read(-1 if size is None else size)
@@ -164,6 +172,11 @@ def read_text(path: str, size: int | None = None) -> str | None:
         return None
     except OSError as error:
         raise DamagedFileError(path, f"cannot be read: {error.strerror}") from None
+    if path.endswith(COMPACT_SUFFIX):
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as error:  # BadGzipFile is an OSError
+            raise DamagedFileError(path, f"not a whole gzip stream: {error}") from None
     if size is not None and len(data) < size:
         raise DamagedFileError(path, f"cut short: {len(data)} bytes, fewer than the {size} progress.json records")
     try:
@@ -185,15 +198,28 @@ def read_json_object(path: str) -> dict | None:
     return value
 
 
-def read_table(path: str, columns: tuple[str, ...], size: int | None = None) -> dict[str, np.ndarray] | None:
+def read_table(
+    path: str, columns: tuple[str, ...], size: int | None = None
+) -> tuple[str, dict[str, np.ndarray] | None]:
     """A CSV of numbers written by the runner, as {column: float array}; None when it does not exist.
 
+    When `path` does not exist, its compacted copy (`path` + `COMPACT_SUFFIX`) is read: `step_logs`
+    writes it whole before it removes `path`, so one of them is always complete.
+
     Args:
-        size: read only the file's first `size` bytes (the size progress.json records after an epoch).
+        size: read only the file's first `size` bytes (the size progress.json records after an epoch);
+            such a file (an unfinished run's) is never compacted.
+
+    Returns:
+        The path read (`path` or its compacted copy) and the table.
     """
     text = read_text(path, size)
+    if text is None and size is None:
+        compacted = read_text(path + COMPACT_SUFFIX)
+        if compacted is not None:
+            path, text = path + COMPACT_SUFFIX, compacted
     if text is None:
-        return None
+        return path, None
     if not text.endswith("\n"):
         raise DamagedFileError(path, "cut short: its last line is incomplete")
     rows = list(csv.reader(text.splitlines()))
@@ -213,7 +239,7 @@ def read_table(path: str, columns: tuple[str, ...], size: int | None = None) -> 
                 problem = f"line {number}: {columns[index]} should be an integer. Received: {row[index]}"
                 raise DamagedFileError(path, problem)
     table = np.array(values, dtype=np.float64).reshape(len(values), len(columns))
-    return {name: table[:, index] for index, name in enumerate(columns)}
+    return path, {name: table[:, index] for index, name in enumerate(columns)}
 
 
 def read_document(directory: str) -> dict:
@@ -273,7 +299,7 @@ def read_tables(
     tables = {}
     for name, columns in CSV_COLUMNS.items():
         path = os.path.join(directory, name)
-        table = read_table(path, columns, sizes[name] if sizes else None)
+        path, table = read_table(path, columns, sizes[name] if sizes else None)
         if table is None and epochs:
             raise DamagedFileError(path, f"missing, but {source} says {epochs} epochs are done")
         tables[name] = table or {column: np.array([]) for column in columns}

@@ -7,9 +7,10 @@ is the same. That identity, `training_id` (a hash), is written into every run's 
 
 A shared run's directory keeps the experiment's layout, `results/<experiment>/<variant>/seed-<n>/`,
 with its own `config.yaml`, a `meta.json` copied from the trained run plus `shared_from` (the trained
-run's directory, relative) and relative links to the trained run's `metrics.csv`, `steps.csv` and
+run's directory, relative) and relative links to the trained run's `metrics.csv`, `steps.csv.gz` and
 `timing.csv`: reports read it like any run, git stores three links, and a ledger counts one training
-once by its `training_id`.
+once by its `training_id`. The trained run's step log is compacted (`step_logs`) before it is linked,
+so that no link names the steps.csv that compaction removes.
 """
 
 import hashlib
@@ -18,9 +19,11 @@ import os
 
 import yaml
 
-from keras_stability.experiments import storage
+from keras_stability.experiments import step_logs, storage
 
-SHARED_FILES = ("metrics.csv", "steps.csv", "timing.csv", "tensorboard")  # linked, never copied
+SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", "tensorboard")  # linked, never copied
+# What a shared run's directory may hold besides: its link to steps.csv, made before compaction.
+REPLACED_LINKS = (step_logs.PLAIN,)
 # Only a whole training is shared: a pruned search trial stopped where its study wanted.
 SHAREABLE = ("done", "diverged")
 INDEX = ".trainings"
@@ -59,19 +62,18 @@ def claim(results_root, identity, directory):
     """Points the index entry of `identity` at `directory` (atomically: a link is replaced, never half-written)."""
     index = os.path.join(results_root, INDEX)
     os.makedirs(index, exist_ok=True)
-    temporary = os.path.join(index, f".tmp-{identity}-{os.getpid()}")
-    os.symlink(os.path.relpath(directory, index), temporary)
-    os.replace(temporary, os.path.join(index, identity))
+    storage.atomic_symlink(os.path.relpath(directory, index), os.path.join(index, identity))
 
 
 def link_to(directory, twin, twin_meta, config_text, identity, document):
-    """Makes `directory` a shared copy of the finished run in `twin`."""
+    """Makes `directory` a shared copy of the finished run in `twin` (whose step log it compacts)."""
     os.makedirs(directory, exist_ok=True)
-    for name in SHARED_FILES:
+    step_logs.compact(twin)
+    for name in (*SHARED_FILES, *REPLACED_LINKS):
         target = os.path.join(directory, name)
         if os.path.lexists(target):
             os.unlink(target)
-        if os.path.exists(os.path.join(twin, name)):
+        if name in SHARED_FILES and os.path.exists(os.path.join(twin, name)):
             os.symlink(os.path.relpath(os.path.join(twin, name), directory), target)
     storage.atomic_write_text(os.path.join(directory, "config.yaml"), config_text)
     storage.atomic_write_json(
@@ -89,7 +91,7 @@ def link_to(directory, twin, twin_meta, config_text, identity, document):
 
 def unshare(directory):
     """Removes a shared copy whose trained run is gone or changed, so that the run trains here."""
-    for name in (*SHARED_FILES, "meta.json", "config.yaml"):
+    for name in (*SHARED_FILES, *REPLACED_LINKS, "meta.json", "config.yaml"):
         path = os.path.join(directory, name)
         if os.path.lexists(path):
             os.unlink(path)

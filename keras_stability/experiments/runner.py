@@ -5,7 +5,8 @@ Layout of `results/<experiment>/<variant>/seed-<n>/`:
 - `config.yaml`   the fully resolved run configuration;
 - `meta.json`     status (running / done / diverged / pruned / failed), provenance, timings, test scores;
 - `metrics.csv`   one row per epoch, `METRIC_COLUMNS` (deterministic: no wall time);
-- `steps.csv`     one row per training step, `STEP_COLUMNS`;
+- `steps.csv`     one row per training step, `STEP_COLUMNS`; once the run has finished,
+  `steps.csv.gz`, gzip of the same bytes (`step_logs`);
 - `timing.csv`    seconds per epoch (wall time, so it differs between identical runs);
 - `checkpoint-epoch-<k>.npz` and `progress.json`: the last completed epoch, for resuming (the
   checkpoint is deleted once the run has finished).
@@ -31,7 +32,7 @@ import tensorflow as tf
 import yaml
 
 from keras_stability.epoch_loop import train_epoch
-from keras_stability.experiments import checkpoint, run_store, storage
+from keras_stability.experiments import checkpoint, run_store, step_logs, storage
 from keras_stability.experiments.divergence import first_divergent_step
 from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
 from keras_stability.experiments.evaluation import evaluate_arrays
@@ -125,7 +126,8 @@ class Run:
 
     def discard_training(self):
         """Removes what training wrote (CSVs, progress, checkpoints), to train the run from scratch."""
-        for path in [*(self.path(name) for name in (*CSV_COLUMNS, "progress.json")), *self.checkpoints()]:
+        trained = (*CSV_COLUMNS, step_logs.COMPACT, "progress.json")
+        for path in [*(self.path(name) for name in trained), *self.checkpoints()]:
             if os.path.exists(path):
                 os.unlink(path)
 
@@ -158,7 +160,10 @@ def run_one(
         if not locked:
             log(f"{run.label}: another process is running it; leaving it alone")
             return "busy"
-        return locked_run(run, log, on_epoch, tensorboard)
+        status = locked_run(run, log, on_epoch, tensorboard)
+        if status in (*TERMINAL_STATUSES, "skipped"):  # after the final meta.json; "skipped" is finished too
+            step_logs.compact(run.directory)
+        return status
 
 
 def locked_run(run, log, on_epoch, tensorboard):

@@ -32,6 +32,15 @@ def atomic_write_bytes(path, data):
         raise
 
 
+def atomic_symlink(target: str, path: str) -> None:
+    """Makes `path` a symbolic link to `target`, replacing what was there at once (never half-written)."""
+    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # left by a process with this id that was killed
+    os.symlink(target, temporary)
+    os.replace(temporary, path)
+
+
 def atomic_write_text(path, text):
     atomic_write_bytes(path, text.encode("utf-8"))
 
