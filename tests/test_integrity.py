@@ -72,6 +72,21 @@ def test_one_list_of_columns_one_of_statuses_one_damage():
     assert epoch_record.STEP_COLUMNS == ("epoch", "step", *step_log.STEP_FIELDS)
 
 
+def test_float32_text_is_shortest_and_reads_back_as_the_same_float32():
+    bits = np.random.default_rng(0).integers(0, 2**32, 200_000, dtype=np.uint64).astype(np.uint32)
+    values = np.concatenate([bits.view(np.float32), np.float32([0.1, -0.0, np.inf, -np.inf, 1e-45, 3.4028235e38])])
+    finite = values[np.isfinite(values)]
+    back = np.array([float(epoch_record.float32_text(v)) for v in finite]).astype(np.float32)  # via float64
+    np.testing.assert_array_equal(back.view(np.uint32), finite.view(np.uint32))
+    assert [epoch_record.float32_text(v) for v in (0.1, np.float32(0.2776161), np.nan, np.inf, 5.57e11)] == [
+        "0.1",
+        "0.2776161",
+        "nan",
+        "inf",
+        "5.57e+11",
+    ]
+
+
 def test_a_finished_run_is_sound_and_read_as_written(run):
     check = check_run(run)
     assert check.sound and check.damage is None and check.status == "done"
