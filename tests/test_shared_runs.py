@@ -111,3 +111,18 @@ def test_damaged_files_are_left_to_the_runner(tmp_path):
     (shared / "config.yaml").write_text("experiment: [unclosed")
     assert not share_finished_run(str(results), second.variants["reference"], "reference", 0, log=print)
     assert (shared / "meta.json").read_text() == "{}"
+
+
+def test_a_training_from_other_code_is_trained_again_and_takes_the_index(tmp_path):
+    results = tmp_path / "results"
+    first, second = experiments(tmp_path)
+    run_experiments([first], str(results), show_progress=False)
+    trained = results / "first" / "plain" / "seed-0"
+    meta = json.loads((trained / "meta.json").read_text())
+    meta["git"] = {"commit": "0" * 40, "dirty": False}  # as an earlier version's committed run
+    (trained / "meta.json").write_text(json.dumps(meta))
+    assert run_experiments([second], str(results), show_progress=False) == {"done": 2}
+    again = results / "second" / "reference" / "seed-0"
+    assert not (again / "metrics.csv").is_symlink()
+    assert (again / "metrics.csv").read_bytes() == (trained / "metrics.csv").read_bytes()  # same numbers here
+    assert os.readlink(results / ".trainings" / meta["training_id"]) == "../second/reference/seed-0"

@@ -3,7 +3,9 @@
 Two runs are the same training when their resolved configurations agree on everything but the
 experiment's name and its experiment-level settings (seed list, description, baseline), and their seed
 is the same. That identity, `training_id` (a hash), is written into every run's meta.json, and
-`results/.trainings/<training_id>` is a relative link to the run directory that trains it.
+`results/.trainings/<training_id>` is a relative link to the run directory that trains it. A training
+is shared only from a run of the same code and libraries (`same_code`): results committed by an
+earlier version are trained again, not linked.
 
 A shared run's directory keeps the experiment's layout, `results/<experiment>/<variant>/seed-<n>/`,
 with its own `config.yaml`, a `meta.json` copied from the trained run plus `shared_from` (the trained
@@ -20,6 +22,7 @@ import os
 import yaml
 
 from keras_stability.experiments import step_logs, storage
+from keras_stability.experiments.provenance import process_provenance
 
 SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", "tensorboard")  # linked, never copied
 # What a shared run's directory may hold besides: its link to steps.csv, made before compaction.
@@ -37,6 +40,14 @@ def training_id(config_text: str) -> str:
     document = what_the_run_trains(config_text)
     trained = {"config": {k: v for k, v in document["config"].items() if k != "name"}, "seed": document["seed"]}
     return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def same_code(meta: dict) -> bool:
+    """Whether a run's meta.json names this process's code and libraries (git commit, dirty flag,
+    versions): a training from another version of them may give other numbers, so it is not shared,
+    and the index moves to the run this version trains."""
+    ours = process_provenance()
+    return meta.get("git") == ours["git"] and meta.get("versions") == ours["versions"]
 
 
 def readable_meta(directory):
@@ -133,7 +144,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
             return False  # the runner refuses the directory
         twin, twin_meta = trained_run(results_root, identity)
         label = f"{config.name}/{variant}/seed-{seed}"
-        shareable = twin is not None and twin_meta.get("status") in SHAREABLE
+        shareable = twin is not None and twin_meta.get("status") in SHAREABLE and same_code(twin_meta)
         if meta is not None and "shared_from" in meta and not shareable:
             log(f"{label}: the run it shared ({meta['shared_from']}) is gone or changed; training it here")
             unshare(directory)
@@ -153,7 +164,8 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
         if meta is not None and meta.get("training_id") != identity:  # a run from before training ids
             storage.atomic_write_json(meta_path, {**meta, "training_id": identity})
         if twin is None or (
-            twin != os.path.normpath(directory) and twin_meta.get("status") not in (*SHAREABLE, "running")
+            twin != os.path.normpath(directory)
+            and (twin_meta.get("status") not in (*SHAREABLE, "running") or not same_code(twin_meta))
         ):
             claim(results_root, identity, directory)
         return False
