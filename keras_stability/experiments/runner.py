@@ -167,6 +167,7 @@ def run_one(
 
 
 def locked_run(run, log, on_epoch, tensorboard):
+    storage.remove_temporaries(run.directory)  # a killed run's half-written checkpoint or JSON
     text = resolved_config_text(run.config, run.variant, run.seed)
     files = inspect_run(run.directory)
     if os.path.exists(run.path("config.yaml")) and files.damaged_file != "config.yaml":

@@ -8,6 +8,8 @@ import json
 import os
 import tempfile
 
+TEMPORARY_PREFIX = ".tmp-"  # .gitignore leaves these out too
+
 
 def run_directory(results_root, experiment, variant, seed):
     """results/<experiment>/<variant>/seed-<n>/"""
@@ -18,7 +20,7 @@ def atomic_write_bytes(path, data):
     """Writes `data` to `path` so that a reader (or a crash) sees either the old file or the new one."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX, suffix="-" + os.path.basename(path))
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -34,11 +36,20 @@ def atomic_write_bytes(path, data):
 
 def atomic_symlink(target: str, path: str) -> None:
     """Makes `path` a symbolic link to `target`, replacing what was there at once (never half-written)."""
-    temporary = os.path.join(os.path.dirname(path), f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    temporary = os.path.join(os.path.dirname(path), f"{TEMPORARY_PREFIX}{os.getpid()}-{os.path.basename(path)}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)  # left by a process with this id that was killed
     os.symlink(target, temporary)
     os.replace(temporary, path)
+
+
+def remove_temporaries(directory):
+    """Removes the temporary files that writers killed mid-write (kill -9) left in `directory`; call it
+    only while holding the directory's lock, when no writer of it can be alive."""
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.startswith(TEMPORARY_PREFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
 
 
 def atomic_write_text(path, text):
