@@ -30,7 +30,8 @@ Where each capability lives:
   (`analyses`), run commits and claim registration (`provenance`), the claims ledger (`claims`),
   plots (`plots`, `analysis_plots`), pages from Jinja2 templates (`templates`, `render`), every report
   at once (`build`: `build_reports`), an Optuna study's report (`search_report`); `cli`: the
-  `keras-stability` command (`demo`: its end-to-end training run).
+  `keras-stability` command (`cli.studies`: search and sweep; `cli.inputs`: reading experiment files;
+  `demo`: its end-to-end training run); `config_columns`: a configuration as flat `config.*` names.
 """
 
 import importlib

@@ -147,6 +147,15 @@ def test_startup_trials_let_tpe_model_after_them(tmp_path):
     with_startup = experiment(tmp_path, SEARCH.replace("trials: 3", "trials: 3\n  startup_trials: 2"))
     assert with_sampler(with_startup.search, "random").startup_trials is None
     assert with_sampler(with_startup.search, "gp").startup_trials == 2
+    # The command line drops them too, so one file serves all three of doc 004's searches.
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_stability.cli", "search", str(tmp_path / "tiny.yaml"), "--sampler", "random"]
+        + ["--trials", "1", "--results", str(tmp_path / "results"), "--report", str(tmp_path / "reports")],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().splitlines()[-1].startswith("study search: 1 complete")
 
 
 def postgres_binaries():

@@ -307,6 +307,13 @@ class SearchConfig(Strict):
         return self
 
 
+def with_sampler_document(search: SearchConfig, sampler: str) -> dict:
+    """`search` as a document with another sampler (`--sampler`), to validate again: the start-up
+    trials stay with a model-based sampler and are dropped for grid or random, which have none."""
+    startup = search.startup_trials if sampler in MODEL_BASED_SAMPLERS else None
+    return {**search.model_dump(), "sampler": sampler, "startup_trials": startup}
+
+
 class ExperimentFile(RunConfig):
     """The top level of an experiment file; `variants` maps names to partial overrides of the base."""
 

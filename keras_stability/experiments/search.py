@@ -28,7 +28,7 @@ from keras_stability.experiments.database import (
 )
 from keras_stability.experiments.loading import ConfigError, apply_overrides, validate
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
-from keras_stability.experiments.schema import MODEL_BASED_SAMPLERS, RunConfig, SearchConfig
+from keras_stability.experiments.schema import RunConfig, SearchConfig, with_sampler_document
 from keras_stability.experiments.storage import read_csv_rows, read_json, run_directory
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -202,10 +202,8 @@ def open_study(name, storage, sampler, direction, attempts=4):
 
 
 def with_sampler(search, sampler):
-    """`search` with another sampler, validated again (the grid sampler needs `values`); the file's
-    `startup_trials` stays with a model-based sampler and is dropped for grid or random, which have none."""
-    startup = search.startup_trials if sampler in MODEL_BASED_SAMPLERS else None
-    return SearchConfig.model_validate({**search.model_dump(), "sampler": sampler, "startup_trials": startup})
+    """`search` with another sampler, validated again (the grid sampler needs `values`)."""
+    return SearchConfig.model_validate(with_sampler_document(search, sampler))
 
 
 def run_search(
