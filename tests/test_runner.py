@@ -145,6 +145,20 @@ def test_results_do_not_depend_on_what_ran_before_in_the_process_nor_on_jobs(tmp
             )
 
 
+def test_epochs_are_not_flushed_to_the_disk_but_the_runs_start_and_end_are(tmp_path, monkeypatch):
+    flushed = []
+    monkeypatch.setattr(os, "fsync", lambda descriptor: flushed.append(os.readlink(f"/proc/self/fd/{descriptor}")))
+    counts = {}
+    for epochs in (1, 3):
+        path = experiment_file(tmp_path, TINY.replace("epochs: 3", f"epochs: {epochs}"))
+        (variant, seed, config), *_ = load_experiment(path).runs()
+        flushed.clear()
+        assert run_one(str(tmp_path / f"epochs-{epochs}"), config, variant, seed, log=lambda _: None) == "done"
+        counts[epochs] = sorted(os.path.basename(name).rsplit("-", 1)[-1] for name in flushed)
+    # config.yaml, meta.json when the run starts and ends, steps.csv.gz: however many epochs.
+    assert counts[1] == counts[3] == ["config.yaml", "meta.json", "meta.json", "steps.csv.gz"]
+
+
 def test_finished_runs_are_skipped_and_conflicts_refused(tmp_path):
     path = experiment_file(tmp_path)
     run_all(path, tmp_path / "results")

@@ -28,7 +28,7 @@ def save(path: str, model: keras.Model) -> None:
     buffer = io.BytesIO()
     variables = state_variables(model)
     np.savez(buffer, *[np.asarray(v.numpy()) for v in variables])
-    storage.atomic_write_bytes(path, buffer.getvalue())
+    storage.atomic_write_bytes(path, buffer.getvalue(), durable=False)  # rewritten every epoch
 
 
 def load(path: str, model: keras.Model) -> None:

@@ -262,7 +262,10 @@ def train_one_epoch(model, training, data, seed, epoch, steps_per_epoch):
 
 
 def save_epoch(run, model, record, diverged_at):
-    """Appends the epoch's rows, checkpoints the state, then commits both with progress.json."""
+    """Appends the epoch's rows, checkpoints the state, then commits both with progress.json.
+
+    None of them is flushed to the disk (`storage.atomic_write_bytes`'s `durable`): the run's
+    config.yaml and meta.json are, and what an OS crash could damage here is found on resume."""
     for name, rows in (
         ("metrics.csv", [record.metric_row()]),
         ("steps.csv", record.step_rows()),
@@ -273,7 +276,7 @@ def save_epoch(run, model, record, diverged_at):
     checkpoint.save(run.path(name), model)
     sizes = {csv_name: storage.file_size(run.path(csv_name)) for csv_name in CSV_COLUMNS}
     progress = Progress(record.epoch, name, sizes, diverged_at)
-    storage.atomic_write_json(run.path("progress.json"), dataclasses.asdict(progress))
+    storage.atomic_write_json(run.path("progress.json"), dataclasses.asdict(progress), durable=False)
     for old in run.checkpoints():
         if not old.endswith(name):
             os.unlink(old)
