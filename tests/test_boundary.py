@@ -111,3 +111,39 @@ def test_ratio_of_critical_learning_rates():
     assert ratio.measure == "ratio" and ratio.text().startswith(f"×{ratio.difference:.4f} [")
     same = boundary_ratio(baseline, baseline)
     assert same.difference == 1.0 and not same.significant
+
+
+def test_a_grid_that_never_diverges_bounds_the_ratio_from_below():
+    """Intersection-union: the clipped group's 11 survivors at lr 1 (0.5^11) and the baseline's
+    bootstrap share at or above lr 1 (none of 1,000 replicates: 1/1,001), the larger doubled."""
+    rng = np.random.default_rng(4)
+    outcomes = synthetic_group(0.1, 5.0, 11, rng) + [
+        outcome("clip", lr, s, False, 1.0) for lr in LEARNING_RATES for s in range(11)
+    ]
+    baseline, clipped = [boundary(g) for g in sweep_groups(outcomes, LEARNING_RATE, baseline="sgd")]
+    assert clipped.censored == "above" and clipped.critical_lr is None and baseline.censored is None
+    ratio = boundary_ratio(clipped, baseline)
+    assert ratio.difference == pytest.approx(1.0 / baseline.critical_lr) and ratio.low == ratio.difference
+    assert ratio.high == math.inf and ratio.significant
+    assert ratio.p_value == pytest.approx(2 * max(0.5**11, 1 / 1001))
+    # Seen from the baseline's side the same data bound the ratio from above.
+    inverse = boundary_ratio(baseline, clipped)
+    assert inverse.difference == pytest.approx(baseline.critical_lr) and inverse.high == inverse.difference
+    assert inverse.p_value == ratio.p_value
+    # Five survivors at the grid's end are weaker evidence than the baseline's fit: 2 × 0.5^5.
+    few = [boundary(g) for g in sweep_groups([o for o in outcomes if o.seed < 5], LEARNING_RATE, baseline="sgd")]
+    assert boundary_ratio(few[1], few[0]).p_value == pytest.approx(2 * 0.5**5)
+
+
+def test_censored_the_same_way_or_past_the_other_grid_says_nothing():
+    never = [outcome("a", lr, s, False) for lr in (0.01, 0.1) for s in range(5)]
+    never += [outcome("b", lr, s, False, 1.0) for lr in (0.01, 0.1) for s in range(5)]
+    a, b = [boundary(g) for g in sweep_groups(never, LEARNING_RATE, baseline="a")]
+    assert math.isnan(boundary_ratio(b, a).difference)
+    # Every run of `b` diverged from 0.01 up, none of `a` up to 0.1: b's critical LR is below a's.
+    opposite = [outcome("a", lr, s, False) for lr in (0.01, 0.1) for s in range(5)]
+    opposite += [outcome("b", lr, s, True, 1.0) for lr in (0.01, 0.1) for s in range(5)]
+    a, b = [boundary(g) for g in sweep_groups(opposite, LEARNING_RATE, baseline="a")]
+    ratio = boundary_ratio(b, a)
+    assert ratio.difference == pytest.approx(0.01 / 0.1) and ratio.high == ratio.difference and ratio.low == 0
+    assert ratio.p_value == pytest.approx(2 * 0.5**5)

@@ -233,6 +233,16 @@ def test_threshold_claims_compare_at_matched_clip_rates():
     )
     assert verdict["comparison"]["difference"] == pytest.approx(0.81 - 0.705)
     assert "(threshold 1 clipping 50% of steps vs 0.1 clipping 45%)" in verdict["reason"]
+    # At 70 % neither curve has a point within 10 points (50 % and 45 % are nearest): nothing judged.
+    unmatched = judge(
+        claim(analysis="threshold", metric=None, clip_rate=0.7, variant="no_clip", baseline="value"),
+        {"synthetic": analysis},
+    )
+    assert unmatched["verdict"] == "inconclusive" and unmatched["comparison"] is None
+    assert unmatched["reason"] == (
+        "no matched clip rate: the nearest to 70% are threshold 1 clipping 50% of steps vs 0.1 clipping 45% "
+        "(each must be within 10%)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,14 @@ rate — where half the seeds diverge — is 10^(−a/b), with a percentile boot
 resampled within each learning rate). "X stabilises training" is judged by the ratio of X's
 critical learning rate to the baseline's: an interval above 1 confirms it, below 1 refutes it.
 
+A grid that does not bracket a group's boundary still bounds it: a group none of whose runs diverged
+has its critical learning rate above the grid's largest rate, one whose every run diverged below the
+smallest (`Boundary.censored`). Against a fitted baseline the ratio is then a bound, tested as an
+intersection-union test (Berger 1982): "the variant's critical LR is above L and the baseline's below
+L" holds with the larger of the two one-sided p-values — the binomial chance that n seeds at the grid's
+end all survive (or all diverge) were half of them to diverge there, 0.5^n, and the bootstrap share of
+the baseline's replicates on the wrong side of L — doubled for a two-sided test like the others.
+
 The fit is Firth's penalised maximum likelihood (Firth 1993, Biometrika 80:27): a coarse grid is
 often completely separated (every seed survives at 0.1, every one diverges at 0.2), where the plain
 maximum-likelihood slope is infinite; Firth's estimate stays finite and puts the boundary between
@@ -47,6 +55,7 @@ class Boundary:
     low: float | None
     high: float | None
     note: str
+    censored: str | None = None  # "above" the grid (no run diverged) or "below" it (every run did)
 
 
 def cells_of(group: SweepGroup) -> tuple[Cell, ...]:
@@ -130,8 +139,9 @@ def boundary(group: SweepGroup) -> Boundary:
         return Boundary(group.label, group.variants, cells, **empty, note="one learning rate: no curve")
     estimate = log_critical(cells)
     if math.isinf(estimate):
-        note = f"no run diverged in {grid}" if estimate > 0 else f"every run diverged in {grid}"
-        return Boundary(group.label, group.variants, cells, **empty, note=note)
+        above = estimate > 0
+        note = f"no run diverged in {grid}" if above else f"every run diverged in {grid}"
+        return Boundary(group.label, group.variants, cells, **empty, note=note, censored="above" if above else "below")
     intercept, slope = firth_logistic(
         [math.log10(c.learning_rate) for c in cells], [c.diverged for c in cells], [c.runs for c in cells]
     )
@@ -157,6 +167,8 @@ def boundary_ratio(variant: Boundary, baseline: Boundary, confidence=CONFIDENCE)
     that would make the interval exclude 1 with `POWER` (the log ratio's spread shrinks as 1/√n)."""
     alpha = 1 - confidence
     test = "bootstrap ratio of critical LRs"
+    if variant.censored or baseline.censored:
+        return censored_ratio(variant, baseline, alpha)
     if variant.critical_lr is None or baseline.critical_lr is None:
         return Comparison(math.nan, math.nan, math.nan, math.nan, test, alpha, measure="ratio")
     a, b = critical_replicates(variant.cells, seed=1), critical_replicates(baseline.cells, seed=2)
@@ -175,6 +187,50 @@ def boundary_ratio(variant: Boundary, baseline: Boundary, confidence=CONFIDENCE)
         z_sum = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(POWER)
         seeds = max(runs, math.ceil(runs * (z_sum * spread / effect) ** 2))
     return Comparison(ratio, float(low), float(high), p_value, test, alpha, seeds, measure="ratio")
+
+
+def grid_end(boundary_: Boundary) -> Cell:
+    """The cell that bounds a censored boundary: the largest learning rate above, the smallest below."""
+    return boundary_.cells[-1] if boundary_.censored == "above" else boundary_.cells[0]
+
+
+def side_p_value(boundary_: Boundary, bound: float, below: bool, seed: int) -> float:
+    """One-sided p-value that `boundary_`'s critical LR is below `bound` (`below`) or above it."""
+    if boundary_.censored:
+        if (boundary_.censored == "below") != below:
+            return 1.0
+        end = grid_end(boundary_)
+        # The bound lies past the group's own grid end: its runs say nothing about it.
+        beyond = end.learning_rate < bound if below else end.learning_rate > bound
+        return 0.5**end.runs if beyond or end.learning_rate == bound else 1.0
+    replicates = critical_replicates(boundary_.cells, seed)
+    wrong = (
+        np.count_nonzero(replicates >= math.log10(bound))
+        if below
+        else np.count_nonzero(replicates <= math.log10(bound))
+    )
+    return (wrong + 1) / (len(replicates) + 1)
+
+
+def censored_ratio(variant: Boundary, baseline: Boundary, alpha: float) -> Comparison:
+    """The ratio bound and intersection-union p-value where a grid does not bracket a boundary (see the
+    module docstring); NaN where both are censored the same way or the other side has no fit."""
+    test = "censored critical LR (intersection-union: 0.5^n at the grid's end, bootstrap)"
+    nothing = Comparison(math.nan, math.nan, math.nan, math.nan, test, alpha, measure="ratio")
+    censored, other = (variant, baseline) if variant.censored else (baseline, variant)
+    if other.censored == censored.censored or (not other.censored and other.critical_lr is None):
+        return nothing
+    bound = grid_end(censored).learning_rate
+    reference = grid_end(other).learning_rate if other.censored else other.critical_lr
+    # The censored side's critical LR is beyond `bound`, so the ratio is beyond bound / reference.
+    higher = (censored is variant) == (censored.censored == "above")
+    ratio = bound / reference if censored is variant else reference / bound
+    p_value = 2 * max(
+        side_p_value(censored, bound, below=censored.censored == "below", seed=1),
+        side_p_value(other, bound, below=censored.censored == "above", seed=2),
+    )
+    low, high = (ratio, math.inf) if higher else (0.0, ratio)
+    return Comparison(ratio, low, high, min(1.0, p_value), test, alpha, measure="ratio")
 
 
 def curve(boundary_: Boundary, learning_rates):

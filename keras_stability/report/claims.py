@@ -7,7 +7,7 @@
   training": `expect: higher`);
 - `tuned`: test accuracy, each side at its best learning rate chosen on validation accuracy;
 - `threshold`: test accuracy of two clipping transforms, each at the threshold whose share of
-  clipped steps is nearest `clip_rate`.
+  clipped steps is nearest `clip_rate` (within 10 points of it, or the claim stays inconclusive).
 """
 
 import math
@@ -23,7 +23,7 @@ from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason
 from keras_stability.report.statistics import Comparison
 from keras_stability.report.summary import METRICS, compare
-from keras_stability.report.tradeoff import matched_comparison
+from keras_stability.report.tradeoff import MATCH_TOLERANCE, matched_comparison
 from keras_stability.report.tuned import tuned_comparison
 
 CLAIM_METRICS = tuple(METRICS) + ("divergence_rate", "trained_rate")
@@ -112,19 +112,25 @@ def sweep_comparison(claim, analysis, baseline):
         return None, f"{claim.variant!r} and {baseline!r} are one sweep of the same training"
     if claim.analysis == "boundary":
         comparison = boundary_ratio(*pair)
+        notes = "; ".join(f"{b.label}: {b.note}" for b in pair if b.critical_lr is None)
         if not math.isfinite(comparison.difference):
-            notes = "; ".join(f"{b.label}: {b.note}" for b in pair if b.critical_lr is None)
             return None, f"no critical learning rate ({notes})"
-        return comparison, ""
+        return comparison, f" ({'at least' if comparison.high == math.inf else 'at most'}: {notes})" if notes else ""
     if claim.analysis == "tuned":
         return tuned_comparison(*pair), f" (best lr {pair[0].best_lr:g} vs {pair[1].best_lr:g})"
     comparison, point_a, point_b = matched_comparison(*pair, claim.clip_rate)
     if point_a is None or point_b is None:
         return None, "no clip-rate telemetry to match"
-    return comparison, (
-        f" (threshold {point_a.threshold:g} clipping {point_a.clip_share:.0%} of steps vs "
-        f"{point_b.threshold:g} clipping {point_b.clip_share:.0%})"
+    points = (
+        f"threshold {point_a.threshold:g} clipping {point_a.clip_share:.0%} of steps vs "
+        f"{point_b.threshold:g} clipping {point_b.clip_share:.0%}"
     )
+    if not math.isfinite(comparison.difference):
+        return None, (
+            f"no matched clip rate: the nearest to {claim.clip_rate:.0%} are {points} "
+            f"(each must be within {MATCH_TOLERANCE:.0%})"
+        )
+    return comparison, f" ({points})"
 
 
 def judge(claim, analyses, registration=None) -> dict:

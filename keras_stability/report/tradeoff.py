@@ -89,6 +89,11 @@ def curves(outcomes, baseline="") -> list[Curve]:
     return result
 
 
+# How far a point's clip share may lie from a claim's `clip_rate` and still count as matched: a
+# comparison of 88 % against 15 % clipped steps is not one "at the same share".
+MATCH_TOLERANCE = 0.1
+
+
 def nearest(curve: Curve, clip_rate):
     """The curve's point whose clip share is closest to `clip_rate` (None without telemetry)."""
     measured = [p for p in curve.points if p.clip_share is not None]
@@ -96,8 +101,9 @@ def nearest(curve: Curve, clip_rate):
 
 
 def matched_comparison(variant: Curve, baseline: Curve, clip_rate) -> tuple[Comparison, Point | None, Point | None]:
-    """Test accuracy of the two curves' points nearest `clip_rate` in clip share, and the points."""
+    """Test accuracy of the two curves' points nearest `clip_rate` in clip share, and the points; no
+    comparison (NaN) unless both shares lie within `MATCH_TOLERANCE` of `clip_rate`."""
     a, b = nearest(variant, clip_rate), nearest(baseline, clip_rate)
-    if a is None or b is None:
+    if a is None or b is None or max(abs(p.clip_share - clip_rate) for p in (a, b)) > MATCH_TOLERANCE:
         return Comparison(math.nan, math.nan, math.nan, math.nan, "permutation"), a, b
     return compare_means(a.test_accuracies, b.test_accuracies), a, b
