@@ -440,3 +440,21 @@ def test_every_transform_has_its_threshold_setting():
 
     assert set(THRESHOLDS) == set(TRANSFORM_SPECS)
     assert all(THRESHOLDS[name] in spec.model_fields for name, spec in TRANSFORM_SPECS.items())
+
+
+def boundary_claim_reason(clipped_rates):
+    """The verdict of "clipping raises the critical LR" with no clipped run diverging at `clipped_rates`
+    and the baseline diverging from 0.2 up (11 seeds per learning rate)."""
+    runs = [record("no_clip", s, 0.9, lr, diverged=lr >= 0.2) for lr in (0.05, 0.1, 0.2, 0.5) for s in range(11)]
+    runs += [record("clipped", s, 0.9, lr, max_norm=1.0) for lr in clipped_rates for s in range(11)]
+    verdict = judge(claim(analysis="boundary", metric=None), {"synthetic": analysed(runs)})
+    return verdict["verdict"], verdict["reason"]
+
+
+def test_a_boundary_claim_on_a_grid_that_never_diverges_is_judged_by_its_bound():
+    verdict, reason = boundary_claim_reason((0.05, 0.1, 0.2, 0.5, 1.0))
+    assert verdict == "confirmed" and reason.startswith("higher ≥ ×")
+    assert "(clipped: no run diverged in 0.05–1) (p = 0.002)" in reason
+    # Survivors only below the baseline's boundary bound nothing: the ratio is ≥ a number under 1.
+    verdict, reason = boundary_claim_reason((0.01, 0.02))
+    assert verdict == "inconclusive" and reason.startswith("not significant: either way ≥ ×0.")

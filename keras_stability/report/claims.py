@@ -115,7 +115,7 @@ def sweep_comparison(claim, analysis, baseline):
         notes = "; ".join(f"{b.label}: {b.note}" for b in pair if b.critical_lr is None)
         if not math.isfinite(comparison.difference):
             return None, f"no critical learning rate ({notes})"
-        return comparison, f" ({'at least' if comparison.high == math.inf else 'at most'}: {notes})" if notes else ""
+        return comparison, f" ({notes})" if notes else ""
     if claim.analysis == "tuned":
         return tuned_comparison(*pair), f" (best lr {pair[0].best_lr:g} vs {pair[1].best_lr:g})"
     comparison, point_a, point_b = matched_comparison(*pair, claim.clip_rate)
@@ -170,7 +170,12 @@ def judge(claim, analyses, registration=None) -> dict:
     neutral = 1.0 if comparison.measure == "ratio" else 0.0
     direction = "higher" if effect > neutral else "lower" if effect < neutral else "equal"
     amount = f"×{effect:.4g}" if comparison.measure == "ratio" else f"by {effect:+.4g}"
-    if p_value >= comparison.alpha:
+    bound = "≥" if comparison.high == math.inf else "≤" if comparison.measure == "ratio" and comparison.low == 0 else ""
+    if bound:  # a censored boundary: the ratio is a bound, and points one way only past 1
+        amount = f"{bound} ×{effect:.4g}"
+        if (bound == "≥") != (effect > neutral):
+            direction = "either way"
+    if p_value >= comparison.alpha or direction == "either way":
         needed = f"; {comparison.seeds_needed} seeds per side for 80% power" if comparison.seeds_needed else ""
         verdict["reason"] = f"not significant: {direction} {amount}{detail} (p = {p_value:.3g}){needed}"
     elif direction == claim.expect:
