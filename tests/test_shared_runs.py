@@ -126,3 +126,15 @@ def test_a_training_from_other_code_is_trained_again_and_takes_the_index(tmp_pat
     assert not (again / "metrics.csv").is_symlink()
     assert (again / "metrics.csv").read_bytes() == (trained / "metrics.csv").read_bytes()  # same numbers here
     assert os.readlink(results / ".trainings" / meta["training_id"]) == "../second/reference/seed-0"
+
+
+def test_a_link_made_by_an_earlier_version_stays_linked(tmp_path):
+    results = tmp_path / "results"
+    first, second = experiments(tmp_path)
+    assert run_experiments([first, second], str(results), show_progress=False) == {"done": 2, "shared": 1}
+    trained = results / "first" / "plain" / "seed-0"
+    meta = json.loads((trained / "meta.json").read_text())
+    meta["git"] = {"commit": "0" * 40, "dirty": False}  # both made by an earlier version
+    (trained / "meta.json").write_text(json.dumps(meta))
+    assert run_experiments([second], str(results), show_progress=False) == {"shared": 1, "skipped": 1}
+    assert (results / "second" / "reference" / "seed-0" / "metrics.csv").is_symlink()

@@ -4,8 +4,8 @@ Two runs are the same training when their resolved configurations agree on every
 experiment's name and its experiment-level settings (seed list, description, baseline), and their seed
 is the same. That identity, `training_id` (a hash), is written into every run's meta.json, and
 `results/.trainings/<training_id>` is a relative link to the run directory that trains it. A training
-is shared only from a run of the same code and libraries (`same_code`): results committed by an
-earlier version are trained again, not linked.
+is newly shared only from a run of the same code and libraries (`same_code`): results committed by an
+earlier version are trained again, not linked (a link an earlier version made stays).
 
 A shared run's directory keeps the experiment's layout, `results/<experiment>/<variant>/seed-<n>/`,
 with its own `config.yaml`, a `meta.json` copied from the trained run plus `shared_from` (the trained
@@ -144,12 +144,15 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
             return False  # the runner refuses the directory
         twin, twin_meta = trained_run(results_root, identity)
         label = f"{config.name}/{variant}/seed-{seed}"
-        shareable = twin is not None and twin_meta.get("status") in SHAREABLE and same_code(twin_meta)
-        if meta is not None and "shared_from" in meta and not shareable:
+        finished = twin is not None and twin_meta.get("status") in SHAREABLE
+        already_shared = meta is not None and "shared_from" in meta
+        # A link made by an earlier version stays: that version judged the two the same training.
+        shareable = finished and (already_shared or same_code(twin_meta))
+        if already_shared and not shareable:
             log(f"{label}: the run it shared ({meta['shared_from']}) is gone or changed; training it here")
             unshare(directory)
             meta = None
-        if shareable and (meta is None or "shared_from" in meta):
+        if shareable and (meta is None or already_shared):
             link_to(
                 directory,
                 twin,
