@@ -20,6 +20,7 @@ prints its peak RSS after 10 and after 100 runs (goal: within 10 %).
 
 import argparse
 import csv
+import gzip
 import os
 import statistics
 import subprocess
@@ -94,7 +95,9 @@ def run_experiment(code, experiment, overrides, results):
 
 
 def csv_rows(path):
-    with open(path, newline="", encoding="utf-8") as stream:
+    """A CSV's data rows; a finished run's step log may be gzipped (`steps.csv.gz`, `step_logs`)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8") as stream:
         return list(csv.reader(stream))[1:]
 
 
@@ -102,8 +105,9 @@ def run_timings(results):
     """[(steps per epoch, [seconds of each epoch])] for every run under `results`."""
     runs = []
     for directory, _, files in sorted(os.walk(results)):
-        if "timing.csv" in files and "steps.csv" in files:
-            steps = csv_rows(os.path.join(directory, "steps.csv"))
+        step_log = next((name for name in ("steps.csv", "steps.csv.gz") if name in files), None)
+        if "timing.csv" in files and step_log:
+            steps = csv_rows(os.path.join(directory, step_log))
             seconds = [float(row[1]) for row in csv_rows(os.path.join(directory, "timing.csv"))]
             runs.append((len(steps) // max(1, len(seconds)), seconds, len(steps)))
     return runs
