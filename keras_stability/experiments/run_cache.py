@@ -51,12 +51,18 @@ _MODELS = LeastRecentlyUsed(MODELS_KEPT)
 _SPLITS = LeastRecentlyUsed(SPLITS_KEPT)
 
 
+def learning_rate_is_variable(config: RunConfig) -> bool:
+    """Whether the compiled graph reads the learning rate from the optimizer's variable (a constant
+    rate) rather than holding it as a constant (a schedule's initial rate)."""
+    return config.optimizer.schedule.name == "constant"
+
+
 def training_shape(config: RunConfig, steps_per_epoch: int, task: Task) -> str:
     """What decides a run's compiled graph: everything but its seed, experiment name and dataset,
     and a constant learning rate, which the graph reads from the optimizer's `learning_rate`
     variable (a learning-rate sweep trains one graph; a schedule's rate is a constant in it)."""
     trained = config.model_dump(mode="json", include={"model", "optimizer", "stabilizer", "training"})
-    if config.optimizer.schedule.name == "constant":
+    if learning_rate_is_variable(config):
         del trained["optimizer"]["learning_rate"]
     return json.dumps([trained, steps_per_epoch, dataclasses.asdict(task)], sort_keys=True)
 
@@ -81,7 +87,7 @@ class CachedModel:
             variable.assign(value)
         for variable, value in zip(self.model.optimizer.variables, self.initial_optimizer_state, strict=True):
             variable.assign(value)
-        if config.optimizer.schedule.name == "constant":  # the one setting `training_shape` leaves out
+        if learning_rate_is_variable(config):  # the one setting `training_shape` leaves out
             self.model.optimizer.learning_rate = config.optimizer.learning_rate
         self.model.reset_metrics()
         if self.model.step_log is not None:
