@@ -6,7 +6,7 @@ import os
 import pytest
 
 from keras_stability.experiments.loading import load_experiment
-from keras_stability.report.claims import load_claims
+from keras_stability.report.claims import load_claims, load_claims_file
 from keras_stability.report.outcomes import holds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,3 +30,12 @@ def test_every_claim_names_an_experiment_and_variants_that_exist():
         variants = experiments[claim.experiment].variants
         # A swept variant's runs are its cells (`<variant>/<key=value>`): `holds` finds them by the file's name.
         assert holds(variants, claim.variant) and (claim.baseline is None or holds(variants, claim.baseline)), claim.id
+
+
+def test_every_published_result_names_a_run_the_files_make():
+    experiments = {e.name: e for e in map(load_experiment, FILES)}
+    published = load_claims_file(os.path.join(ROOT, "experiments", "claims.yaml")).published
+    assert published and len({entry.id for entry in published}) == len(published)
+    for entry in published:
+        runs = {variant for variant, _, _ in experiments[entry.experiment].runs()}
+        assert entry.variant in runs, entry.id

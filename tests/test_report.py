@@ -120,9 +120,9 @@ def write_claims(tmp_path):
 
 
 def test_outputs(results, tmp_path):
-    _reports, verdicts = build_reports(
+    verdicts = build_reports(
         os.path.join(results, "synthetic"), str(tmp_path / "out"), write_claims(tmp_path), log=lambda _: None
-    )
+    ).verdicts
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
         "claims.html",
@@ -132,6 +132,7 @@ def test_outputs(results, tmp_path):
         "forest.png",
         "gradient_norms.png",
         "norm_distribution.png",
+        "published.json",
         "report.html",
         "report.md",
         "summary.json",
@@ -157,7 +158,7 @@ def test_every_written_json_is_strict(results, tmp_path):
     # The synthetic runs hold NaN test scores and too few seeds for some tests: all must come out null.
     build_reports(results, str(tmp_path / "out"), write_claims(tmp_path), log=lambda _: None)
     written = sorted((tmp_path / "out").rglob("*.json"))
-    assert [p.name for p in written] == ["claims.json", "summary.json"]
+    assert [p.name for p in written] == ["claims.json", "published.json", "summary.json"]
     for path in written:
         json.loads(path.read_text(), parse_constant=refuse)
     assert strict({"a": math.nan, "b": (math.inf, np.float64(-math.inf), np.float32(0.5)), 1: Cell(0.1, 2, 1)}) == {

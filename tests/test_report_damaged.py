@@ -68,7 +68,7 @@ def test_damaged_runs_are_listed_and_never_averaged(results, finished):
 def test_report_names_each_damaged_file_and_what_to_do(results, tmp_path):
     root, damaged = results
     lines = []
-    reports, _ = build_reports(root, str(tmp_path / "report"), log=lines.append)
+    reports = build_reports(root, str(tmp_path / "report"), log=lines.append).pages
     assert os.path.exists(reports["quickstart"])
     with pytest.raises(json.JSONDecodeError) as cut_json:
         json.load(open(damaged[3]))
@@ -95,3 +95,14 @@ def test_cli_report_over_damaged_results_exits_0_without_traceback(results, tmp_
     assert [line.split(": ")[0] for line in completed.stdout.splitlines()[:3]] == [damaged[2], damaged[3], damaged[4]]
     html = open(tmp_path / "out" / "quickstart" / "report.html", encoding="utf-8").read()
     assert "seed 2: damaged" in html and "seed 4: damaged" in html
+
+
+def test_a_damaged_sweep_cell_keeps_its_experiment_and_variant_names(finished, tmp_path):
+    # The names come from the directories when config.yaml is the damage; a cell lies a level deeper.
+    cell = tmp_path / "results" / "quickstart" / "no_clip" / "learning_rate=0.1,batch_size=32" / "seed-7"
+    shutil.copytree(finished, cell)
+    (cell / "config.yaml").write_text("experiment: [\n")
+    experiments = collect(str(tmp_path / "results"))
+    assert list(experiments) == ["quickstart"]
+    (run,) = experiments["quickstart"].variants["no_clip/learning_rate=0.1,batch_size=32"]
+    assert (run.experiment, run.seed, run.status) == ("quickstart", 7, "damaged")

@@ -245,7 +245,7 @@ def report(results, tmp_path_factory):
     git(claims.parent, "commit", "-q", "-m", "claims")
     claims.write_text(CLAIMS + LATE)
     results_dir, output = str(root / "results" / "quickstart"), str(root / "report")
-    _, verdicts = build_reports(results_dir, output, str(claims), log=lambda _: None)
+    verdicts = build_reports(results_dir, output, str(claims), log=lambda _: None).verdicts
     return root, verdicts
 
 

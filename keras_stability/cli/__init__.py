@@ -152,7 +152,7 @@ def command_report(args):
         return 2
     claims = args.claims or ("experiments/claims.yaml" if os.path.exists("experiments/claims.yaml") else None)
     try:
-        _, verdicts = build_reports(args.results, args.output, claims)
+        built = build_reports(args.results, args.output, claims)
     except ConfigError as error:
         print_problems(error.problems)
         return 2
@@ -163,7 +163,7 @@ def command_report(args):
         from keras_stability.report.readme import update_readme
 
         try:
-            update_readme(args.readme, verdicts)
+            update_readme(args.readme, built.verdicts, built.published)
         except (OSError, ValueError) as error:
             print(f"keras-stability report: {error}", file=sys.stderr)
             return 2

@@ -1,14 +1,23 @@
 """`build_reports`: every experiment's report and the claims ledger, from a results directory."""
 
 import os
+from dataclasses import dataclass
 
 from keras_stability.experiments.integrity import RERUN_ADVICE
 from keras_stability.report.analyses import analyse
-from keras_stability.report.claims import judge_all, load_claims
+from keras_stability.report.claims import judge_all, load_claims_file
 from keras_stability.report.collect import collect
 from keras_stability.report.plots import draw_all
 from keras_stability.report.provenance import registrations
+from keras_stability.report.published import measure_all
 from keras_stability.report.render import draw_analyses, write_experiment_report, write_ledger
+
+
+@dataclass(frozen=True)
+class BuiltReports:
+    pages: dict  # {experiment: its report.html}
+    verdicts: list  # the claims ledger, one dict per claim (`claims.judge`)
+    published: list  # the published-results rows (`published.measure`)
 
 
 def build_reports(results, output=None, claims_path=None, log=print):
@@ -17,14 +26,16 @@ def build_reports(results, output=None, claims_path=None, log=print):
 
     `output` defaults to reports/<experiment> for one experiment's directory, else reports/.
 
-    Returns {experiment: report.html path} and the list of claim verdicts.
+    Returns the report pages, the claim verdicts and the published-results rows (`BuiltReports`).
     """
     experiments = collect(results)
     for run in (run for experiment in experiments.values() for run in experiment.damaged()):
         log(f"{run.damage} (listed as damaged, never averaged); {RERUN_ADVICE}")
-    claims = load_claims(claims_path) if claims_path else []
+    ledger = load_claims_file(claims_path) if claims_path else None
+    claims = ledger.claims if ledger else []
     analyses = {name: analyse(experiment) for name, experiment in experiments.items()}
     verdicts = judge_all(claims, analyses, registrations(claims_path) if claims else {})
+    published = measure_all(ledger.published, analyses) if ledger else []
     name = os.path.basename(os.path.normpath(results))
     single = set(experiments) == {name}
     output = output or (os.path.join("reports", name) if single else "reports")
@@ -40,6 +51,6 @@ def build_reports(results, output=None, claims_path=None, log=print):
             log(f"{name}: warning: {analyses[name].provenance.warning}")
     if claims:
         links = {name: os.path.relpath(path, output) for name, path in reports.items()}
-        write_ledger(verdicts, output, links)
+        write_ledger(verdicts, published, output, links)
         log(f"claims ledger: {os.path.join(output, 'claims.html')}")
-    return reports, verdicts
+    return BuiltReports(reports, verdicts, published)

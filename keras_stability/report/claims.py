@@ -21,6 +21,7 @@ from keras_stability.experiments.sweep import file_variant
 from keras_stability.report.boundary import boundary_ratio
 from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason
+from keras_stability.report.published import PublishedResult
 from keras_stability.report.statistics import Comparison
 from keras_stability.report.summary import METRICS, compare
 from keras_stability.report.tradeoff import MATCH_TOLERANCE, matched_comparison
@@ -75,12 +76,17 @@ class ClaimsFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     claims: list[Claim]
+    published: list[PublishedResult] = []
+
+
+def load_claims_file(path) -> ClaimsFile:
+    """A claims YAML file; errors are located like experiment files' (`ConfigError`)."""
+    data, marks = read_yaml(path)
+    return validate(ClaimsFile, data, [((), marks)])
 
 
 def load_claims(path) -> list[Claim]:
-    """The claims of a claims YAML file; errors are located like experiment files' (`ConfigError`)."""
-    data, marks = read_yaml(path)
-    return validate(ClaimsFile, data, [((), marks)]).claims
+    return load_claims_file(path).claims
 
 
 def point_comparison(claim, analysis, baseline):

@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_stability.experiments.integrity import check_run
 from keras_stability.experiments.run_files import Damage
-from keras_stability.experiments.sweep import file_variant
+from keras_stability.experiments.sweep import CELL_SEPARATOR, file_variant
 
 # Statuses whose numbers a report averages: a pruned trial stopped where its search wanted.
 FINISHED = ("done", "diverged")
@@ -47,13 +47,22 @@ class RunRecord:
         return self.status == "diverged"
 
 
+def names_from_path(directory: str) -> tuple[str, str, int]:
+    """(experiment, variant, seed) of a run directory; a sweep cell's directory (`key=value,…`, no
+    variant name holds "=") lies one level below its variant's."""
+    parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)
+    seed = int(RUN_DIRECTORY.fullmatch(parts[-1]).group(1))
+    if "=" in parts[-2]:
+        return parts[-4], f"{parts[-3]}{CELL_SEPARATOR}{parts[-2]}", seed
+    return parts[-3], parts[-2], seed
+
+
 def read_run(directory: str) -> RunRecord:
     """The run in `directory` (…/<experiment>/<variant>/seed-<n>, a sweep cell's variant two directories
     deep); only its damage when it is damaged."""
     check = check_run(directory)
     if not check.sound:  # config.yaml may be the damage: the names come from the directories
-        experiment, variant, seed_name = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-3:]
-        seed = int(RUN_DIRECTORY.fullmatch(seed_name).group(1))
+        experiment, variant, seed = names_from_path(directory)
         return RunRecord(experiment, variant, seed, check.status, {}, {}, damage=check.damage)
     document = check.document  # sound: it names the directory it lies in
     return RunRecord(

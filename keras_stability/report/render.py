@@ -8,6 +8,7 @@ import os
 from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
 from keras_stability.report import analysis_plots
 from keras_stability.report.analyses import as_json, strict
+from keras_stability.report.published import PUBLISHED_HEADER, published_cells
 from keras_stability.report.statistics import Comparison, Estimate, mean_ci
 from keras_stability.report.templates import render
 
@@ -307,10 +308,17 @@ def ledger_markdown(verdicts):
     return f"{ledger_tally(verdicts)}. {EXPLORATORY_RULE}\n\n{claims_markdown(claim_records(verdicts))}"
 
 
-def write_ledger(verdicts, directory, report_links):
+def published_markdown(published):
+    """The published results beside our measurements (claims.md, and the README's table)."""
+    return markdown_table(PUBLISHED_HEADER, published_cells(published))
+
+
+def write_ledger(verdicts, published, directory, report_links):
     """claims.md, claims.html (with the forest plot) and claims.json: every claim with its verdict and
-    numbers, and links to the experiment reports."""
+    numbers, and links to the experiment reports; published.json and a section of claims.md: the
+    published results beside our measurements."""
     atomic_write_json(os.path.join(directory, "claims.json"), strict(verdicts))
+    atomic_write_json(os.path.join(directory, "published.json"), strict(published))
     analysis_plots.forest(verdicts, os.path.join(directory, "forest.png"))
     records = claim_records(verdicts)
     tally = ledger_tally(verdicts)
@@ -318,6 +326,7 @@ def write_ledger(verdicts, directory, report_links):
     atomic_write_text(
         os.path.join(directory, "claims.md"),
         f"# Claims ledger\n\n{ledger_markdown(verdicts)}\n\n![{PLOT_TITLES['forest.png']}](forest.png)\n\n"
+        f"## Published results\n\n{published_markdown(published)}\n\n"
         "## Reports\n\n" + "\n".join(f"- [{name}]({link})" for name, link in links) + "\n",
     )
     atomic_write_text(
@@ -328,6 +337,8 @@ def write_ledger(verdicts, directory, report_links):
             tally=tally,
             rule=EXPLORATORY_RULE,
             claims=records,
+            published_header=PUBLISHED_HEADER,
+            published=published_cells(published),
             links=links,
             plots=[{"title": PLOT_TITLES["forest.png"], "src": inline_image(os.path.join(directory, "forest.png"))}],
         ),

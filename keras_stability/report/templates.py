@@ -35,6 +35,7 @@ TEMPLATES = {
 {% endblock %}""",
     "ledger.html": """{% extends "page.html" %}{% import "macros.html" as m %}{% block body %}
 <p>{{ tally }}. {{ rule }}</p>{{ m.claims(claims) }}{{ m.figures(plots) }}
+<h2>Published results</h2>{{ m.table(published_header, published, "published") }}
 <h2>Reports</h2><ul>{% for name, link in links %}<li><a href="{{ link }}">{{ name }}</a></li>{% endfor %}</ul>
 {% endblock %}""",
     "search.html": """{% extends "page.html" %}{% import "macros.html" as m %}{% block body %}
