@@ -22,7 +22,7 @@ run() {
   done
 }
 RUN_OPTIONS=("$@")
-run e2_doc002_as_written e2_doc003_as_written e2_doc004_as_written e2_doc002_regimes e2_doc003_regimes \
+run e2_doc002_as_written e2_doc003_as_written e2_doc004_as_written e2_doc002_regimes e2_doc003_regimes e2_doc001_regimes \
   e2_doc000_regimes e2_doc004_regimes e2_thresholds e2_sparse
 run quickstart doc002_mlp doc002_stddev1 doc000_explosion doc001_remedies doc003_remedies adaptive_clipping \
   explosion_boundary
