@@ -3,8 +3,8 @@ and nothing else moves."""
 
 import pytest
 
+from keras_stability.report.ledger_pages import ledger_markdown, published_markdown
 from keras_stability.report.readme import markers, update_readme
-from keras_stability.report.render import ledger_markdown, published_markdown
 
 LEDGER = markers("ledger")
 PUBLISHED = markers("published")

@@ -3,8 +3,10 @@
 Where each part lives: `collect` reads runs; `outcomes` reduces them and groups sweeps by their
 resolved configuration; `statistics` holds the tests; `summary` the per-variant tables; `boundary`,
 `tuned`, `tradeoff` the analyses over swept settings; `analyses` bundles them per experiment;
-`provenance` the runs' commits and the claims' registration; `claims` the ledger; `plots`,
-`analysis_plots`, `templates`, `render` the output; `search_report` an Optuna study's report.
+`provenance` the runs' commits and the claims' registration; `claims` the ledger; `published` the
+published results beside ours; `plots`, `analysis_plots`, `templates`, `render` (an experiment's
+pages), `ledger_pages` (the ledger's) and `readme` (its README tables) the output; `search_report`
+an Optuna study's report.
 """
 
 import importlib

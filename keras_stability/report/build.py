@@ -7,10 +7,11 @@ from keras_stability.experiments.integrity import RERUN_ADVICE
 from keras_stability.report.analyses import analyse
 from keras_stability.report.claims import judge_all, load_claims_file
 from keras_stability.report.collect import collect
+from keras_stability.report.ledger_pages import write_ledger
 from keras_stability.report.plots import draw_all
 from keras_stability.report.provenance import registrations
 from keras_stability.report.published import measure_all
-from keras_stability.report.render import draw_analyses, write_experiment_report, write_ledger
+from keras_stability.report.render import draw_analyses, write_experiment_report
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 no number in them is copied by hand."""
 
 from keras_stability.experiments.storage import atomic_write_text
-from keras_stability.report.render import ledger_markdown, published_markdown
+from keras_stability.report.ledger_pages import ledger_markdown, published_markdown
 
 COMMAND = "keras-stability report results/ --readme README.md"
 

@@ -1,5 +1,5 @@
-"""report.md, a self-contained report.html (images inlined) and summary.json for one experiment,
-and the claims ledger for all of them. Pages come from Jinja2 templates (`templates`)."""
+"""report.md, a self-contained report.html (images inlined) and summary.json for one experiment
+(the claims ledger's pages: `ledger_pages`). Pages come from Jinja2 templates (`templates`)."""
 
 import base64
 import datetime
@@ -7,8 +7,7 @@ import os
 
 from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
 from keras_stability.report import analysis_plots
-from keras_stability.report.analyses import as_json, strict
-from keras_stability.report.published import PUBLISHED_HEADER, published_cells
+from keras_stability.report.analyses import as_json
 from keras_stability.report.statistics import Comparison, Estimate, mean_ci
 from keras_stability.report.templates import render
 
@@ -289,57 +288,3 @@ def write_experiment_report(analysis, plots, verdicts, directory):
     atomic_write_text(os.path.join(directory, "report.md"), "\n".join(markdown))
     atomic_write_text(os.path.join(directory, "report.html"), page)
     atomic_write_json(os.path.join(directory, "summary.json"), as_json(analysis))
-
-
-EXPLORATORY_RULE = (
-    "Exploratory: registered after the experiment's first result (or marked so); their verdicts "
-    "suggest, they do not confirm."
-)
-
-
-def ledger_tally(verdicts):
-    counts = {v: sum(1 for d in verdicts if d["verdict"] == v) for v in ("confirmed", "refuted", "inconclusive")}
-    exploratory = sum(1 for d in verdicts if d["exploratory"])
-    return ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; {exploratory} exploratory"
-
-
-def ledger_markdown(verdicts):
-    """The ledger's tally and table in Markdown (claims.md, and the README's verdict table)."""
-    return f"{ledger_tally(verdicts)}. {EXPLORATORY_RULE}\n\n{claims_markdown(claim_records(verdicts))}"
-
-
-def published_markdown(published):
-    """The published results beside our measurements (claims.md, and the README's table)."""
-    return markdown_table(PUBLISHED_HEADER, published_cells(published))
-
-
-def write_ledger(verdicts, published, directory, report_links):
-    """claims.md, claims.html (with the forest plot) and claims.json: every claim with its verdict and
-    numbers, and links to the experiment reports; published.json and a section of claims.md: the
-    published results beside our measurements."""
-    atomic_write_json(os.path.join(directory, "claims.json"), strict(verdicts))
-    atomic_write_json(os.path.join(directory, "published.json"), strict(published))
-    analysis_plots.forest(verdicts, os.path.join(directory, "forest.png"))
-    records = claim_records(verdicts)
-    tally = ledger_tally(verdicts)
-    links = sorted(report_links.items())
-    atomic_write_text(
-        os.path.join(directory, "claims.md"),
-        f"# Claims ledger\n\n{ledger_markdown(verdicts)}\n\n![{PLOT_TITLES['forest.png']}](forest.png)\n\n"
-        f"## Published results\n\n{published_markdown(published)}\n\n"
-        "## Reports\n\n" + "\n".join(f"- [{name}]({link})" for name, link in links) + "\n",
-    )
-    atomic_write_text(
-        os.path.join(directory, "claims.html"),
-        render(
-            "ledger.html",
-            title="Claims ledger",
-            tally=tally,
-            rule=EXPLORATORY_RULE,
-            claims=records,
-            published_header=PUBLISHED_HEADER,
-            published=published_cells(published),
-            links=links,
-            plots=[{"title": PLOT_TITLES["forest.png"], "src": inline_image(os.path.join(directory, "forest.png"))}],
-        ),
-    )
