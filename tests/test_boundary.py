@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from scipy import stats
 
 from keras_stability.experiments.sweep import file_variant
 from keras_stability.report.boundary import Cell, boundary, boundary_ratio, cells_of, curve, firth_logistic
@@ -147,3 +148,28 @@ def test_censored_the_same_way_or_past_the_other_grid_says_nothing():
     ratio = boundary_ratio(b, a)
     assert ratio.difference == pytest.approx(0.01 / 0.1) and ratio.high == ratio.difference and ratio.low == 0
     assert ratio.p_value == pytest.approx(2 * 0.5**5)
+
+
+def test_a_fit_that_crosses_one_half_past_the_grid_is_bounded_by_the_grid():
+    """The e2_doc001_regimes pattern: one divergence of 11 at lr 0.5, none at 1. The fit's crossing
+    lies far past the grid, so the group is censored above lr 1, and the intersection-union p-value
+    takes the binomial chance of ≤ 0 of 11 divergences at lr 1 under one half (scipy's binom)."""
+    rng = np.random.default_rng(4)
+    outcomes = synthetic_group(0.1, 5.0, 11, rng)
+    outcomes += [outcome("init", lr, s, lr == 0.5 and s == 3, 1.0) for lr in LEARNING_RATES for s in range(11)]
+    baseline, init = [boundary(g) for g in sweep_groups(outcomes, LEARNING_RATE, baseline="sgd")]
+    assert init.censored == "above" and init.critical_lr is None and init.slope > 0
+    assert init.note.startswith("the fit crosses ½ past the grid 0.01–1 (at ")
+    ratio = boundary_ratio(init, baseline)
+    assert ratio.difference == pytest.approx(1.0 / baseline.critical_lr) and ratio.high == math.inf
+    assert ratio.p_value == pytest.approx(2 * max(stats.binom.cdf(0, 11, 0.5), 1 / 1001))
+    # Four of eleven diverged at the grid's end (fit crossing past it): the bound is weaker.
+    later = [o for o in outcomes if o.variant == "sgd"]
+    later += [
+        outcome("init", lr, s, (lr == 1.0 and s < 4) or (lr == 0.5 and s == 0), 1.0)
+        for lr in LEARNING_RATES
+        for s in range(11)
+    ]
+    baseline, init = [boundary(g) for g in sweep_groups(later, LEARNING_RATE, baseline="sgd")]
+    assert init.censored == "above"
+    assert boundary_ratio(init, baseline).p_value == pytest.approx(2 * stats.binom.cdf(4, 11, 0.5))

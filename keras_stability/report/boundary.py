@@ -8,11 +8,14 @@ critical learning rate to the baseline's: an interval above 1 confirms it, below
 
 A grid that does not bracket a group's boundary still bounds it: a group none of whose runs diverged
 has its critical learning rate above the grid's largest rate, one whose every run diverged below the
-smallest (`Boundary.censored`). Against a fitted baseline the ratio is then a bound, tested as an
-intersection-union test (Berger 1982): "the variant's critical LR is above L and the baseline's below
-L" holds with the larger of the two one-sided p-values — the binomial chance that n seeds at the grid's
-end all survive (or all diverge) were half of them to diverge there, 0.5^n, and the bootstrap share of
-the baseline's replicates on the wrong side of L — doubled for a two-sided test like the others.
+smallest, and so does a group whose fitted curve crosses one half only past the grid's end (a few
+divergences inside the grid would otherwise put a "critical LR" of 10^5 on a 0.003–1 grid: the fit
+says nothing out there) (`Boundary.censored`). Against a fitted baseline the ratio is then a bound,
+tested as an intersection-union test (Berger 1982): "the variant's critical LR is above L and the
+baseline's below L" holds with the larger of the two one-sided p-values — the binomial chance that
+the n seeds at the grid's end show k or fewer divergences (k or more, below) were half of them to
+diverge there (0.5^n when k = 0), and the bootstrap share of the baseline's replicates on the wrong
+side of L — doubled for a two-sided test like the others.
 
 The fit is Firth's penalised maximum likelihood (Firth 1993, Biometrika 80:27): a coarse grid is
 often completely separated (every seed survives at 0.1, every one diverges at 0.2), where the plain
@@ -157,6 +160,12 @@ def boundary(group: SweepGroup) -> Boundary:
             None,
             "divergence falls as the learning rate grows: no boundary",
         )
+    if not math.log10(cells[0].learning_rate) <= estimate <= math.log10(cells[-1].learning_rate):
+        above = estimate > math.log10(cells[-1].learning_rate)
+        note = f"the fit crosses ½ past the grid {grid} (at {10**estimate:.3g}): the grid bounds it"
+        return Boundary(
+            group.label, group.variants, cells, intercept, slope, None, None, None, note, "above" if above else "below"
+        )
     low, high = interval(critical_replicates(cells))
     return Boundary(group.label, group.variants, cells, intercept, slope, float(10**estimate), low, high, "")
 
@@ -202,7 +211,13 @@ def side_p_value(boundary_: Boundary, bound: float, below: bool, seed: int) -> f
         end = grid_end(boundary_)
         # The bound lies past the group's own grid end: its runs say nothing about it.
         beyond = end.learning_rate < bound if below else end.learning_rate > bound
-        return 0.5**end.runs if beyond or end.learning_rate == bound else 1.0
+        if not (beyond or end.learning_rate == bound):
+            return 1.0
+        # P(this few divergences at the grid's end | half would diverge there), or this many below.
+        tail = (
+            stats.binom.sf(end.diverged - 1, end.runs, 0.5) if below else stats.binom.cdf(end.diverged, end.runs, 0.5)
+        )
+        return float(tail)
     replicates = critical_replicates(boundary_.cells, seed)
     wrong = (
         np.count_nonzero(replicates >= math.log10(bound))
@@ -215,7 +230,7 @@ def side_p_value(boundary_: Boundary, bound: float, below: bool, seed: int) -> f
 def censored_ratio(variant: Boundary, baseline: Boundary, alpha: float) -> Comparison:
     """The ratio bound and intersection-union p-value where a grid does not bracket a boundary (see the
     module docstring); NaN where both are censored the same way or the other side has no fit."""
-    test = "censored critical LR (intersection-union: 0.5^n at the grid's end, bootstrap)"
+    test = "censored critical LR (intersection-union: binomial at the grid's end, bootstrap)"
     nothing = Comparison(math.nan, math.nan, math.nan, math.nan, test, alpha, measure="ratio")
     censored, other = (variant, baseline) if variant.censored else (baseline, variant)
     if other.censored == censored.censored or (not other.censored and other.critical_lr is None):
