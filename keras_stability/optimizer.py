@@ -274,6 +274,12 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         def apply_step(step_grads):
             return inner_step.apply_gradients(core, step_grads, variables, update, idle)
 
+        def in_branch(step_grads):
+            # A tf.cond branch must hand the update its own graph's tensors: a gradient a transform
+            # passes through untouched (AGC's excluded head) would be the outer graph's, which the
+            # cross-replica sum refuses ("custom_gradient outputs should be from the same graph").
+            return [tf.identity(g) for g in step_grads]
+
         policy = "skip" if is_loss_scaled(self.inner_optimizer) else self.nonfinite
         if policy == "raise":
             nonfinite_policy.raise_if_not_finite(finite)
@@ -283,9 +289,11 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         if policy != "skip":
             result = apply_step(grads)
         elif is_loss_scaled(self.inner_optimizer):
-            result = tf.cond(finite, lambda: self._loss_scaled_step(apply_step, grads), self._lower_loss_scale)
+            result = tf.cond(
+                finite, lambda: self._loss_scaled_step(apply_step, in_branch(grads)), self._lower_loss_scale
+            )
         else:
-            result = tf.cond(finite, lambda: apply_step(grads), lambda: idle)
+            result = tf.cond(finite, lambda: apply_step(in_branch(grads)), lambda: idle)
         norm, clipped_norm, changed, updated = result
         return GradientStats(norm, clipped_norm, changed, finite, updated)
 
