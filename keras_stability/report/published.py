@@ -87,7 +87,7 @@ def published_cells(rows) -> list[list[str]]:
                 entry["id"],
                 f"{entry['experiment']} / {entry['variant']}",
                 entry["metric"],
-                f"{entry['published']} ({entry['source']})",
+                f"{entry['published']} — {entry['source']}",
                 measured_text(row) + excluded,
                 f"{row['diverged']}/{row['runs']}",
                 row.get("published_is", "–"),
