@@ -8,6 +8,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # no public way to turn determinism off
 
 # Logical devices must be configured before TensorFlow initialises its runtime.
 _cpu = tf.config.list_physical_devices("CPU")[0]
@@ -41,5 +42,10 @@ def two_replicas():
 def fresh_keras_state():
     keras.backend.clear_session()
     keras.config.set_dtype_policy("float32")
+    determinism = tf_config.is_op_determinism_enabled()
     yield
     keras.config.set_dtype_policy("float32")
+    # A run turns on op determinism for the whole process, and Keras then compiles jit_compile=True
+    # models without XLA: a later test's "jit" mode would silently run in graph mode.
+    if not determinism:
+        tf_config.disable_op_determinism()
