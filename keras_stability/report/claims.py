@@ -21,7 +21,7 @@ from keras_stability.experiments.sweep import file_variant
 from keras_stability.report.boundary import boundary_ratio
 from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason
-from keras_stability.report.published import PublishedResult
+from keras_stability.report.published import EntryId, PublishedResult
 from keras_stability.report.statistics import Comparison
 from keras_stability.report.summary import METRICS, compare
 from keras_stability.report.tradeoff import MATCH_TOLERANCE, matched_comparison
@@ -39,7 +39,7 @@ MEASURED = {
 class Claim(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    id: EntryId
     text: str
     source: str
     experiment: str

@@ -14,11 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keras_stability.report.summary import METRICS
 
+# A claim's or a published result's id: it names the entry in tables and in claims.json.
+EntryId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+
 
 class PublishedResult(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    id: EntryId
     source: str
     experiment: str
     variant: str
