@@ -42,10 +42,9 @@ def two_replicas():
 def fresh_keras_state():
     keras.backend.clear_session()
     keras.config.set_dtype_policy("float32")
-    determinism = tf_config.is_op_determinism_enabled()
     yield
     keras.config.set_dtype_policy("float32")
-    # A run turns on op determinism for the whole process, and Keras then compiles jit_compile=True
-    # models without XLA: a later test's "jit" mode would silently run in graph mode.
-    if not determinism:
-        tf_config.disable_op_determinism()
+    # A run turns on op determinism for the whole process (tests that need it train through the
+    # runner, which turns it on), and Keras then compiles jit_compile=True models without XLA: a
+    # later test's "jit" mode would silently run in graph mode.
+    tf_config.disable_op_determinism()
