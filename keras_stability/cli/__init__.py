@@ -64,7 +64,9 @@ def build_parser():
         help="also write the ledger's verdict table into FILE, between its ledger marker lines",
     )
 
-    compact = commands.add_parser("compact", help="gzip finished runs' steps.csv (results from before runs did)")
+    compact = commands.add_parser(
+        "compact", help="gzip finished runs' steps.csv, thinning long runs' (results from before runs did)"
+    )
     compact.add_argument("results", metavar="RESULTS", help="a results directory (every run under it)")
 
     listing = commands.add_parser("list", help="list datasets, models, transforms and experiments")

@@ -13,7 +13,8 @@ as the runner writes them:
   `epoch` and `step`), and ends with the newline the runner writes last;
 - metrics.csv and timing.csv hold epochs 1, 2, …; steps.csv holds steps 1, 2, … in epoch order (a
   finished run's steps.csv may be compacted to steps.csv.gz, `step_logs`: it is read as the same
-  bytes, and a .gz that is not a whole gzip stream is damage);
+  bytes, and a .gz that is not a whole gzip stream is damage; a long run's .gz keeps only some of
+  the steps, as `step_thinning` says);
 - a finished run (status in `TERMINAL_STATUSES`) holds exactly the `epochs_done` epochs of its
   meta.json and, where meta.json gives `steps_per_epoch`, that many steps in each;
 - an unfinished run is judged by its progress.json, which the runner writes last at each epoch's
@@ -33,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, TIMING_COLUMNS
+from keras_stability.experiments.step_thinning import check_thinned, planned_steps, stride
 from keras_stability.experiments.yaml_files import ConfigError, parse_yaml
 
 # A run in one of these states is never trained again.
@@ -148,7 +150,8 @@ def inspect_run(directory: str) -> RunFiles:
             return RunFiles("new", document)
         check_meta(meta_path, meta)
         if meta.get("status") in TERMINAL_STATUSES:
-            tables = read_tables(directory, meta.get("epochs_done"), "meta.json", meta.get("steps_per_epoch"))
+            every = stride(planned_steps(document["config"], meta.get("steps_per_epoch")))
+            tables = read_tables(directory, meta.get("epochs_done"), "meta.json", meta.get("steps_per_epoch"), every)
             return RunFiles("finished", document, meta, tables=tables)
         # meta.json is written at a run's start and end: while it runs, progress.json says how far it got.
         progress = read_progress(directory)
@@ -288,12 +291,14 @@ def read_tables(
     epochs: int | None,
     source: str,
     steps_per_epoch: int | None = None,
+    every: int = 1,
     sizes: dict[str, int] | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each CSV of the run, checked to hold `epochs` epochs (as `source` says, when it says).
 
     Args:
         steps_per_epoch: steps that each epoch holds in steps.csv, when known.
+        every: the stride a compacted step log may be thinned at (`step_thinning`).
         sizes: progress.json's `csv_sizes`: read each CSV only up to them.
     """
     tables = {}
@@ -303,7 +308,7 @@ def read_tables(
         if table is None and epochs:
             raise DamagedFileError(path, f"missing, but {source} says {epochs} epochs are done")
         tables[name] = table or {column: np.array([]) for column in columns}
-        check_numbering(path, tables[name], epochs, source, steps_per_epoch)
+        check_numbering(path, tables[name], epochs, source, steps_per_epoch, every)
     return tables
 
 
@@ -313,8 +318,11 @@ def check_numbering(
     epochs: int | None,
     source: str,
     steps_per_epoch: int | None,
+    every: int = 1,
 ) -> None:
-    """A table's rows are epochs 1, 2, …, or steps 1, 2, … in epoch order; `epochs` of them when it is known."""
+    """A table's rows are epochs 1, 2, …, or steps 1, 2, … in epoch order; `epochs` of them when it is known.
+
+    A compacted step log of a finished run may instead be thinned at `every` (`step_thinning`)."""
     found = table["epoch"]
     if "step" not in table:
         if not np.array_equal(found, np.arange(1, len(found) + 1)):
@@ -323,6 +331,11 @@ def check_numbering(
             raise DamagedFileError(path, f"{len(found)} epochs, but {source} says {epochs} are done")
         return
     if not np.array_equal(table["step"], np.arange(1, len(found) + 1)) or np.any(np.diff(found) < 0):
+        if every > 1 and epochs and steps_per_epoch and path.endswith(COMPACT_SUFFIX):
+            problem = check_thinned(table, every, epochs * steps_per_epoch, steps_per_epoch)
+            if problem is None:
+                return
+            raise DamagedFileError(path, f"a thinned step log, but {problem}")
         raise DamagedFileError(path, "its steps are not numbered 1, 2, … in epoch order")
     if epochs is None:
         return

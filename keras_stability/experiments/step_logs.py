@@ -1,7 +1,9 @@
-"""Compact step logs: a finished run keeps its steps.csv as steps.csv.gz, gzip of exactly the same bytes.
+"""Compact step logs: a finished run keeps its steps.csv as steps.csv.gz, gzip of the same lines.
 
 Per-step rows are most of what a results tree holds; gzip keeps every one of them in a few times
-fewer bytes. The runner compacts a run once its final meta.json is written (`runner.run_one`), and
+fewer bytes. A run planned for more steps than `step_thinning.MAX_BLOCKS` keeps only the lines
+that its thinning keeps (`step_thinning`): tens of thousands of steps take as few bytes as a short
+run's. The runner compacts a run once its final meta.json is written (`runner.run_one`), and
 `keras-stability compact` compacts results written before (`compact_results`). An unfinished run
 keeps a plain steps.csv: resuming cuts it back by size. Readers take either form through
 `run_files.read_table`.
@@ -19,13 +21,22 @@ keeps a plain steps.csv: resuming cuts it back by size. Readers take either form
 
 import contextlib
 import dataclasses
+import gzip
 import os
 import struct
 import zlib
 from collections.abc import Iterable
 
-from keras_stability.experiments import storage
-from keras_stability.experiments.run_files import COMPACT_SUFFIX, TERMINAL_STATUSES, DamagedFileError, read_json_object
+import numpy as np
+
+from keras_stability.experiments import step_thinning, storage
+from keras_stability.experiments.run_files import (
+    COMPACT_SUFFIX,
+    TERMINAL_STATUSES,
+    DamagedFileError,
+    read_document,
+    read_json_object,
+)
 
 PLAIN = "steps.csv"
 COMPACT = PLAIN + COMPACT_SUFFIX
@@ -42,33 +53,74 @@ def gzip_bytes(data: bytes) -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class Compaction:
-    """One run's step log compacted: its steps.csv's bytes and its steps.csv.gz's."""
+    """One run's step log compacted: its steps.csv's bytes, its steps.csv.gz's, and the stride of
+    its thinning (1: every line kept)."""
 
     directory: str
     plain_bytes: int
     compact_bytes: int
+    every: int = 1
+
+
+def thinned(data: bytes, every: int) -> bytes:
+    """The lines of a steps.csv (`data`) that thinning at `every` keeps, header first; all of `data`
+    when it cannot be read as a step log (the runner finds that damage and trains the run again)."""
+    if every == 1:
+        return data
+    try:
+        header, *lines = data.splitlines(keepends=True)
+        names = header.decode("utf-8").strip().split(",")
+        fields = [line.split(b",") for line in lines]
+        step, loss, grad_norm = (
+            np.array([float(row[names.index(name)]) for row in fields]) for name in ("step", "loss", "grad_norm")
+        )
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return data
+    keep = step_thinning.kept(step.astype(np.int64), loss, grad_norm, every)
+    return header + b"".join(line for line, kept in zip(lines, keep) if kept)
+
+
+def thinning_stride(directory: str) -> int:
+    """The stride the finished run's step log is thinned at; 1 when its files cannot say."""
+    try:
+        meta = read_json_object(os.path.join(directory, "meta.json")) or {}
+        config = read_document(directory)["config"]
+    except DamagedFileError:  # compacted as it is: the runner retrains a damaged run
+        return 1
+    return step_thinning.stride(step_thinning.planned_steps(config, meta.get("steps_per_epoch")))
 
 
 def compact(directory: str) -> Compaction | None:
-    """Replaces the finished run's steps.csv by steps.csv.gz; None when there is no steps.csv to compact.
+    """Replaces the finished run's steps.csv by steps.csv.gz, thinned where the run is long; None when
+    there is nothing to do (no steps.csv, and a .gz that is as thin as it should be).
 
     The caller knows the run has finished (its meta.json status is terminal). No lock is needed:
     each step is atomic and repeating it writes the same bytes, so two processes compacting the same
-    run end as one would.
+    run end as one would. A .gz written before thinning existed is thinned in place.
     """
     plain = os.path.join(directory, PLAIN)
     if os.path.islink(plain):
         return follow_compacted(directory, plain)
+    every = thinning_stride(directory)
+    packed_path = os.path.join(directory, COMPACT)
     try:
         with open(plain, "rb") as stream:
             data = stream.read()
     except FileNotFoundError:
-        return None
-    packed = gzip_bytes(data)
-    storage.atomic_write_bytes(os.path.join(directory, COMPACT), packed)
+        if every == 1 or os.path.islink(packed_path) or not os.path.isfile(packed_path):
+            return None
+        try:
+            with open(packed_path, "rb") as stream:
+                data = gzip.decompress(stream.read())
+        except (EOFError, OSError, zlib.error):  # damage, which the runner finds
+            return None
+        if thinned(data, every) == data:
+            return None
+    packed = gzip_bytes(thinned(data, every))
+    storage.atomic_write_bytes(packed_path, packed)
     with contextlib.suppress(FileNotFoundError):  # another process compacting the same run removed it
         os.unlink(plain)
-    return Compaction(directory, len(data), len(packed))
+    return Compaction(directory, len(data), len(packed), every)
 
 
 def follow_compacted(directory: str, plain: str) -> Compaction | None:
@@ -94,8 +146,10 @@ class Summary:
     def __str__(self) -> str:
         plain = sum(c.plain_bytes for c in self.compactions)
         packed = sum(c.compact_bytes for c in self.compactions)
+        thin = sum(c.every > 1 for c in self.compactions)
         return (
-            f"{len(self.compactions)} runs compacted: {PLAIN} {plain:,} bytes → {COMPACT} {packed:,} bytes; "
+            f"{len(self.compactions)} runs compacted{f' ({thin} long ones thinned)' if thin else ''}: "
+            f"{PLAIN} {plain:,} bytes → {COMPACT} {packed:,} bytes; "
             f"all files: {self.bytes_before:,} → {self.bytes_after:,} bytes"
         )
 

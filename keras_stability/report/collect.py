@@ -13,6 +13,7 @@ import numpy as np
 
 from keras_stability.experiments.integrity import check_run
 from keras_stability.experiments.run_files import Damage
+from keras_stability.experiments.step_thinning import planned_steps, sampled, stride
 from keras_stability.experiments.sweep import CELL_SEPARATOR, file_variant
 
 # Statuses whose numbers a report averages: a pruned trial stopped where its search wanted.
@@ -31,12 +32,21 @@ class RunRecord:
     meta: dict
     config: dict
     metrics: dict = field(default_factory=dict)  # column → np.ndarray over epochs
-    steps: dict = field(default_factory=dict)  # column → np.ndarray over steps
+    steps: dict = field(default_factory=dict)  # column → np.ndarray over the steps its log keeps
     damage: Damage | None = None  # set when status is "damaged"
+    step_stride: int = 1  # the run's thinning stride (`step_thinning`): 1 when every step is kept
 
     def epoch_values(self, column: str) -> np.ndarray:
         """The per-epoch values of a metrics.csv column; empty when the run has none."""
         return self.metrics.get(column, np.array([]))
+
+    def sampled_steps(self, column: str) -> np.ndarray:
+        """A steps.csv column at the steps that sample the run evenly: every step, or every
+        `step_stride`-th of a long run (whose compacted log keeps block peaks besides)."""
+        values = self.steps.get(column, np.array([]))
+        if self.step_stride == 1 or not len(values):
+            return values
+        return values[sampled(self.steps["step"].astype(int), self.step_stride)]
 
     @property
     def finished(self) -> bool:
@@ -74,6 +84,7 @@ def read_run(directory: str) -> RunRecord:
         document["config"],
         check.metrics,
         check.steps,
+        step_stride=stride(planned_steps(document["config"], check.meta.get("steps_per_epoch"))),
     )
 
 

@@ -16,11 +16,11 @@ CURVES = (
     ("train_accuracy", "train accuracy"),
     ("val_accuracy", "validation accuracy"),
 )
+STEP_NORMS = ("grad_norm", "clipped_norm")
 
 
-def stacked(runs, source, column):
-    """Runs × positions array of one column, NaN-padded to the longest run (diverged runs stop early)."""
-    series = [getattr(run, source).get(column, np.array([])) for run in runs]
+def stacked(series):
+    """Runs × positions array of one column's `series`, NaN-padded to the longest (diverged runs stop early)."""
     length = max((len(s) for s in series), default=0)
     table = np.full((len(series), length), np.nan)
     for row, values in enumerate(series):
@@ -49,7 +49,7 @@ def curves(experiment, path):
             continue
         color = colors[index % len(colors)]
         for axis, (column, title) in zip(axes.flat, CURVES):
-            table = stacked(finished, "metrics", column)
+            table = stacked([run.epoch_values(column) for run in finished])
             band(axis, np.arange(1, table.shape[1] + 1), table, color, f"{variant} (n={len(finished)})")
             for run in finished:
                 values = run.epoch_values(column)
@@ -83,9 +83,11 @@ def gradient_norms(experiment, path):
         if not finished:
             continue
         color = colors[index % len(colors)]
-        steps = np.arange(1, stacked(finished, "steps", "grad_norm").shape[1] + 1)
-        band(axis, steps, stacked(finished, "steps", "grad_norm"), color, f"{variant}: before")
-        band(axis, steps, stacked(finished, "steps", "clipped_norm"), color, f"{variant}: after", "--")
+        before, after = (stacked([run.sampled_steps(column) for run in finished]) for column in STEP_NORMS)
+        # A variant's runs share one configuration, so one thinning stride (`step_thinning`).
+        steps = np.arange(1, before.shape[1] + 1) * finished[0].step_stride
+        band(axis, steps, before, color, f"{variant}: before")
+        band(axis, steps, after, color, f"{variant}: after", "--")
         for run in finished:
             if run.diverged and run.meta.get("diverged_at_step"):
                 axis.axvline(run.meta["diverged_at_step"], color=color, linestyle=":", linewidth=1)
@@ -103,12 +105,13 @@ def norm_distribution(experiment, path):
     """Histogram of log10 of every step's pre-transform global norm, per variant."""
     figure, axis = plt.subplots(figsize=(11, 4), constrained_layout=True)
     for variant, runs in experiment.variants.items():
-        norms = np.concatenate(
-            [run.steps.get("grad_norm", np.array([])) for run in runs if run.finished] or [np.array([])]
-        )
+        finished = [run for run in runs if run.finished]
+        norms = np.concatenate([run.sampled_steps("grad_norm") for run in finished] or [np.array([])])
         norms = norms[np.isfinite(norms) & (norms > 0)]
+        every = max((run.step_stride for run in finished), default=1)
         if len(norms):
-            axis.hist(np.log10(norms), bins=50, alpha=0.45, label=f"{variant} ({len(norms)} steps)")
+            steps = f"{len(norms)} steps" + (f", 1 in {every}" if every > 1 else "")
+            axis.hist(np.log10(norms), bins=50, alpha=0.45, label=f"{variant} ({steps})")
     axis.set_xlabel("log10 global gradient norm (before the transform)")
     axis.set_ylabel("steps")
     axis.grid(alpha=0.3)
