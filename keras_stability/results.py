@@ -188,6 +188,7 @@ class VariantSummary:
     grad_norm_max: float
     grad_norm_median: float
     seconds_per_epoch: Estimate
+    grad_norm_sampled_every: int = 1  # the median reads every n-th step of long runs (`step_thinning`)
     raw: dict = field(repr=False, default_factory=dict)
 
 

@@ -76,6 +76,7 @@ def test_summary_counts_failures_and_leaves_out_unfinished(results):
     assert clipped["metrics"]["test_loss"]["excluded"] == 1 and clipped["metrics"]["test_loss"]["n"] == 3
     assert clipped["metrics"]["test_accuracy"]["mean"] == pytest.approx(2.85 / 4)
     assert baseline["grad_norm_max"] == 100.0 and baseline["grad_norm_median"] == 10.0
+    assert baseline["grad_norm_sampled_every"] == 1
     assert clipped["diverged_at_steps"] == [7]
     comparison = summary["comparisons"]["clipped"]["test_accuracy"]
     expected = stats.permutation_test(

@@ -110,6 +110,7 @@ def test_compacting_thins_long_runs_and_reports_read_the_same_peaks_and_samples(
         summary = summarize_variant(variant, [thin])
         assert summary["grad_norm_max"] == run.steps["grad_norm"].max()
         assert summary["grad_norm_median"] == np.median(run.steps["grad_norm"][[2, 5]])
+        assert summary["grad_norm_sampled_every"] == 3
     thinned_logs = step_logs(full)
     assert all(len(thinned_logs[name]) < len(full_logs[name]) for name in full_logs)
     # Compacting and running again change nothing; a run trained as long from the start writes the

@@ -78,7 +78,8 @@ def variant_rows(summary):
                     for m in ("final_val_accuracy", "best_val_accuracy", "test_accuracy", "final_val_loss")
                 ),
                 estimate_text(variant["clip_share"], 3),
-                f"{short_number(variant['grad_norm_max'])} / {short_number(variant['grad_norm_median'])}",
+                f"{short_number(variant['grad_norm_max'])} / {short_number(variant['grad_norm_median'])}"
+                + (f" (1 step in {every})" if (every := variant["grad_norm_sampled_every"]) > 1 else ""),
                 estimate_text(variant["seconds_per_epoch"], 2),
             ]
         )

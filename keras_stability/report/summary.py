@@ -103,6 +103,7 @@ def summarize_variant(name, runs):
         "clip_share": asdict(mean_ci(clip_shares)),
         "grad_norm_max": float(norms.max()) if len(norms) else math.nan,
         "grad_norm_median": float(np.median(sample)) if len(sample) else math.nan,
+        "grad_norm_sampled_every": max((run.step_stride for run in finished), default=1),
         "seconds_per_epoch": asdict(mean_ci(epoch_seconds)),
     }
 
