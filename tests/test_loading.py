@@ -103,6 +103,11 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
             "adding_problem needs model rnn, and rnn needs adding_problem",
         ),
         (
+            "  learning_rate: 0.1",
+            "  learning_rate: 0.1\ntraining:\n  jit_compile: true",
+            "{path}:11:16: [variant clipped] training.jit_compile: " + loading.NO_XLA_IN_RUNS,
+        ),
+        (
             "  name: mnist_small",
             "  name: zipf_tokens",
             "{path}:1:1: (top level): model 'mlp' does not fit dataset 'zipf_tokens': "

@@ -308,6 +308,15 @@ def override_marks(overrides: Sequence[tuple[str, tuple[KeyPath, object]]]) -> M
     return marks
 
 
+JIT_COMPILE = ("training", "jit_compile")
+# Keras compiles without XLA, and only warns, once op determinism is on, as it is for every run.
+NO_XLA_IN_RUNS = (
+    "XLA cannot take effect in a run: runs turn on TensorFlow's op determinism (byte-identical results), "
+    "under which Keras compiles without XLA; set jit_compile: false (XLA is for the library path, "
+    "`compiled_model` with `train_epoch`)"
+)
+
+
 def load_experiment(path: str, overrides: Sequence[str] = ()) -> Experiment:
     """Reads and validates an experiment file; returns an `Experiment` or raises `ConfigError`.
 
@@ -330,6 +339,10 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> Experiment:
             variants[variant] = validate(RunConfig, merged, tables)
         except ConfigError as error:
             problems += [dataclasses.replace(problem, variant=variant) for problem in error.problems]
+            continue
+        if variants[variant].training.jit_compile:
+            where = locate(JIT_COMPILE, tables, extra=False)
+            problems.append(Problem(where, JIT_COMPILE, NO_XLA_IN_RUNS, variant))
     baseline = top.baseline or next(iter(variants), BASE_VARIANT)
     if top.baseline is not None and top.baseline not in variants and not problems:
         where = locate(("baseline",), [((), marks)], extra=False)
