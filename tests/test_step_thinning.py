@@ -135,4 +135,6 @@ def test_a_damaged_thinned_log_is_listed_as_damage(tmp_path, monkeypatch):
     path.write_bytes(gzip.compress(b"".join(line for line in lines if line != sample)))
     (run,) = collect(str(results))["first"].variants["plain"]
     assert run.status == "damaged"
-    assert run.damage.problem == "a thinned step log, but it lacks a step at some multiple of 3"
+    assert run.damage.problem == (
+        "its steps are neither 1, 2, … nor a long run's thinned log: it lacks a step at some multiple of 3"
+    )

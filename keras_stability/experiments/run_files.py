@@ -335,7 +335,7 @@ def check_numbering(
             problem = check_thinned(table, every, epochs * steps_per_epoch, steps_per_epoch)
             if problem is None:
                 return
-            raise DamagedFileError(path, f"a thinned step log, but {problem}")
+            raise DamagedFileError(path, f"its steps are neither 1, 2, … nor a long run's thinned log: {problem}")
         raise DamagedFileError(path, "its steps are not numbered 1, 2, … in epoch order")
     if epochs is None:
         return
