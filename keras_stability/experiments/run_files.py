@@ -223,6 +223,12 @@ def read_table(
             path, text = path + COMPACT_SUFFIX, compacted
     if text is None:
         return path, None
+    return path, parse_table(text, columns, path)
+
+
+def parse_table(text: str, columns: tuple[str, ...], path: str) -> dict[str, np.ndarray]:
+    """The text of a runner's CSV (`path`, for the damage it names) as {column: float array}, one
+    entry per line after the header."""
     if not text.endswith("\n"):
         raise DamagedFileError(path, "cut short: its last line is incomplete")
     rows = list(csv.reader(text.splitlines()))
@@ -242,7 +248,7 @@ def read_table(
                 problem = f"line {number}: {columns[index]} should be an integer. Received: {row[index]}"
                 raise DamagedFileError(path, problem)
     table = np.array(values, dtype=np.float64).reshape(len(values), len(columns))
-    return path, {name: table[:, index] for index, name in enumerate(columns)}
+    return {name: table[:, index] for index, name in enumerate(columns)}
 
 
 def read_document(directory: str) -> dict:

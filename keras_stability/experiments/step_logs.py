@@ -30,10 +30,12 @@ from collections.abc import Iterable
 import numpy as np
 
 from keras_stability.experiments import step_thinning, storage
+from keras_stability.experiments.epoch_record import STEP_COLUMNS
 from keras_stability.experiments.run_files import (
     COMPACT_SUFFIX,
     TERMINAL_STATUSES,
     DamagedFileError,
+    parse_table,
     read_document,
     read_json_object,
 )
@@ -68,15 +70,11 @@ def thinned(data: bytes, every: int) -> bytes:
     if every == 1:
         return data
     try:
-        header, *lines = data.splitlines(keepends=True)
-        names = header.decode("utf-8").strip().split(",")
-        fields = [line.split(b",") for line in lines]
-        step, loss, grad_norm = (
-            np.array([float(row[names.index(name)]) for row in fields]) for name in ("step", "loss", "grad_norm")
-        )
-    except (ValueError, IndexError, UnicodeDecodeError):
+        table = parse_table(data.decode("utf-8"), STEP_COLUMNS, PLAIN)
+    except (DamagedFileError, UnicodeDecodeError):
         return data
-    keep = step_thinning.kept(step.astype(np.int64), loss, grad_norm, every)
+    header, *lines = data.splitlines(keepends=True)
+    keep = step_thinning.kept(table["step"].astype(np.int64), table["loss"], table["grad_norm"], every)
     return header + b"".join(line for line, kept in zip(lines, keep) if kept)
 
 
@@ -103,10 +101,12 @@ def compact(directory: str) -> Compaction | None:
         return follow_compacted(directory, plain)
     every = thinning_stride(directory)
     packed_path = os.path.join(directory, COMPACT)
+    rethinning = False  # thinning a .gz written before thinning existed
     try:
         with open(plain, "rb") as stream:
             data = stream.read()
     except FileNotFoundError:
+        rethinning = True
         if every == 1 or os.path.islink(packed_path) or not os.path.isfile(packed_path):
             return None
         try:
@@ -114,9 +114,10 @@ def compact(directory: str) -> Compaction | None:
                 data = gzip.decompress(stream.read())
         except (EOFError, OSError, zlib.error):  # damage, which the runner finds
             return None
-        if thinned(data, every) == data:
-            return None
-    packed = gzip_bytes(thinned(data, every))
+    kept = thinned(data, every)
+    if rethinning and kept == data:
+        return None
+    packed = gzip_bytes(kept)
     storage.atomic_write_bytes(packed_path, packed)
     with contextlib.suppress(FileNotFoundError):  # another process compacting the same run removed it
         os.unlink(plain)
