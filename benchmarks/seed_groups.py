@@ -2,23 +2,26 @@
 
     python benchmarks/seed_groups.py [EXPERIMENT] [--epochs E]
 
-Trains each variant's seeds (the experiment's seed list) for E epochs three ways on the runner's
+Trains each variant's seeds (the experiment's seed list) for E epochs four ways on the runner's
 single-device path, and compares the bits (every step's loss and norms, every epoch's logs):
 
 - apart, as the runner trains them: one model per process and variant (`run_cache.model_for_run`),
   re-initialised for each seed, each epoch one `train_epoch` call, whose loop inlines `train_step`;
-- apart, step out of line: one model per seed; the step is traced once, for the first model, and
-  every model's epoch loop calls it bound to that model's variables, by passing their handles in
-  place of the first model's captures (`ConcreteFunction._call_flat`, a private TensorFlow API);
-  the step stays a function of its own (`_noinline`), so TensorFlow instantiates it once;
-- together: the same step, and one epoch loop for all seeds that calls it once per seed per step.
+- apart, step out of line: the same, with the loop calling the step as a function of its own
+  (`_noinline`) instead of inlining it;
+- together: one model per seed and one epoch loop for all of them, which calls at every step one
+  step function per seed. The step is traced once, for the first model, and each seed's call binds
+  it to that seed's variables by passing their handles in place of the first model's captures
+  (`ConcreteFunction._call_flat`, a private TensorFlow API); it stays out of line, so TensorFlow
+  instantiates it once, not once per seed;
+- together, traced per seed: that loop calling each model's own `train_step` (public API only),
+  so that it holds one traced, inlined step per seed.
 
 Grappler optimises a step inlined into the loop differently from a step out of line, and for some
-transforms that changes the last bit of a result: seeds trained together are bit-identical to
-seeds trained apart only when both call the step out of line.
+transforms that changes the last bit of a result.
 
-For each variant and design it prints the one-off cost of the variant's graph (the first epoch's
-seconds less a steady epoch's) and the steady seed-steps/s, then the ceiling each design puts on the
+For each variant and design it prints the one-off cost of the variant's graph (what its first epoch
+took beyond a steady epoch) and the steady seed-steps/s, then the ceiling each design puts on the
 experiment's sweep efficiency (`suite_throughput.py`) were nothing else to cost time: its steps at
 the raw loop's rate ÷ the sum over variants of (graph cost + the variant's steps at the design's
 rate). Validation, checkpoints and set-up come on top in a real run.
@@ -47,11 +50,11 @@ def epoch_order(seed, epoch, examples):
     return np.random.default_rng([seed, epoch]).permutation(examples)  # the runner's order
 
 
-def apart(configs, data, steps_per_epoch, epochs):
-    """(per seed, [(epoch logs, step rows)]; its graph cost in s; its steady seed-steps/s), trained
-    as the runner trains them: the first seed's first epoch traces the variant's graph, which
-    later seeds reuse."""
-    results, seconds = [], []
+def apart(configs, data, steps_per_epoch, epochs, out_of_line=False):
+    """(per seed, [(epoch logs, step rows)], then `graph_and_rate`), trained as the runner trains
+    them — one model per variant re-initialised for each seed, whose first epoch traces the graph
+    that later seeds reuse — with the runner's `train_epoch`, or with `out_of_line_epoch`."""
+    results, seconds, epoch_functions = [], [], {}
     for seed, config in configs:
         configure_determinism(seed)
         model = model_for_run(config, steps_per_epoch, data.splits.task, seed)
@@ -59,12 +62,55 @@ def apart(configs, data, steps_per_epoch, epochs):
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
             order = epoch_order(seed, epoch, len(data.splits.y_train))
-            logs = train_epoch(model, data.x_train, data.y_train, order, config.training.batch_size)
+            if out_of_line:
+                if model not in epoch_functions:
+                    epoch_functions[model] = out_of_line_epoch(model, data, config.training.batch_size)
+                model.reset_metrics()
+                output = epoch_functions[model](data.x_train, data.y_train, tf.constant(order, tf.int32))
+                logs = {name: float(value) for name, value in output.items()}
+            else:
+                logs = train_epoch(model, data.x_train, data.y_train, order, config.training.batch_size)
             trained.append((logs, model.step_log.drain().copy()))
             seconds.append(time.perf_counter() - started)
         results.append(trained)
+    return (results, *graph_and_rate(seconds, epochs, steps_per_epoch))
+
+
+def out_of_line_epoch(model, data, batch):
+    """`train_epoch`'s loop, calling the model's step as a function of its own (`_noinline`)."""
+    prepare(model, data, batch)
+    full = divisible(len(data.splits.y_train), batch)
+
+    @tf.function(autograph=False, experimental_attributes={"_noinline": True})
+    def step(x, y, indices):
+        return model.train_step((tf.gather(x, indices), tf.gather(y, indices)))
+
+    @tf.function(autograph=False)
+    def epoch(x, y, order):
+        batches = tf.reshape(order, (full, batch))
+
+        def body(i):
+            step(x, y, batches[i])
+            return i + 1
+
+        tf.while_loop(lambda i: i < full - 1, body, [tf.constant(0)])
+        return step(x, y, batches[-1])
+
+    return epoch
+
+
+def divisible(examples, batch):
+    if examples % batch:
+        raise SystemExit("this probe needs a batch size that divides the training set")
+    return examples // batch
+
+
+def graph_and_rate(seconds, epochs, steps_per_call):
+    """(graph cost in s, steady seed-steps/s) from the seconds of each epoch call, `epochs` calls
+    per seed or group: what the first call took beyond a steady one (later seeds reuse its graph),
+    and the median rate of the calls that are not a seed's first."""
     steady = statistics.median(s for i, s in enumerate(seconds) if i % epochs)
-    return results, seconds[0] - steady, steps_per_epoch / steady
+    return seconds[0] - steady, steps_per_call / steady
 
 
 def state_handles(model):
@@ -85,19 +131,21 @@ def built_model(config, steps_per_epoch, data, seed):
     configure_determinism(seed)
     model = compiled_model(config, steps_per_epoch, data.splits.task, seed)
     model.optimizer.build(model.trainable_variables)
-    batch = config.training.batch_size
-    x, y = data.x_train[:batch], data.y_train[:batch]
-    model._maybe_symbolic_build(data_batch=(x, y, None))
-    model._compile_metrics.build(y, model(x))  # Keras builds them in the first traced step otherwise
+    prepare(model, data, config.training.batch_size)
     return model
 
 
-def together(configs, data, steps_per_epoch, epochs, group):
-    """What `apart` returns, for seeds trained `group` at a time: every epoch one call per group,
-    whose loop calls one traced step (traced once, for the first seed) with each seed's variables."""
-    batch = configs[0][1].training.batch_size
-    models = [built_model(config, steps_per_epoch, data, seed) for seed, config in configs]
-    started = time.perf_counter()
+def prepare(model, data, batch):
+    """Creates every variable a traced step uses, which no step may create inside a loop."""
+    x, y = data.x_train[:batch], data.y_train[:batch]
+    model._maybe_symbolic_build(data_batch=(x, y, None))
+    if not model._compile_metrics.built:  # Keras builds them in the first traced step otherwise
+        model._compile_metrics.build(y, model(x))
+
+
+def bound_steps(models, data, batch):
+    """One step function per model, all calling one step traced for the first model, out of line,
+    bound to each model's variables in place of the first model's captures."""
 
     def step(x, y, indices):
         return models[0].train_step((tf.gather(x, indices), tf.gather(y, indices)))
@@ -108,46 +156,57 @@ def together(configs, data, steps_per_epoch, epochs, group):
     positions = [first.get(id(captured)) for captured in step_function.captured_inputs]
     if any(i is None and c.dtype == tf.resource for c, i in zip(step_function.captured_inputs, positions)):
         raise SystemExit("the step captures a variable that `state_handles` does not list")
-    captures = [
-        [captured if i is None else handles[i] for captured, i in zip(step_function.captured_inputs, positions)]
-        for handles in map(state_handles, models)
-    ]
+
+    def bound(handles):
+        captures = [c if i is None else handles[i] for c, i in zip(step_function.captured_inputs, positions)]
+        return lambda x, y, indices: step_function._call_flat([x, y, indices], captures)
+
+    return [bound(state_handles(model)) for model in models]
+
+
+def inlined_steps(models):
+    """One step function per model, its own `train_step`, traced into the loop that calls it."""
+
+    def inlined(model):
+        return lambda x, y, indices: model.train_step((tf.gather(x, indices), tf.gather(y, indices)))
+
+    return [inlined(model) for model in models]
+
+
+def together(configs, data, steps_per_epoch, epochs, shared_step=True):
+    """What `apart` returns, for all seeds trained at once: every epoch one call, whose loop calls
+    each seed's step in turn, `bound_steps` if `shared_step`, else `inlined_steps`."""
+    batch = configs[0][1].training.batch_size
+    models = [built_model(config, steps_per_epoch, data, seed) for seed, config in configs]
+    started = time.perf_counter()
+    steps = bound_steps(models, data, batch) if shared_step else inlined_steps(models)
     examples = len(data.splits.y_train)
-    full = examples // batch
-    if full * batch != examples:
-        raise SystemExit("this probe needs a batch size that divides the training set")
+    full = divisible(examples, batch)
 
-    def group_epoch(members):
-        @tf.function(autograph=False)
-        def epoch(x, y, orders):
-            batches = tf.reshape(orders, (len(members), full, batch))
+    @tf.function(autograph=False)
+    def group_epoch(x, y, orders):
+        batches = tf.reshape(orders, (len(models), full, batch))
 
-            def body(i):
-                for k, member in enumerate(members):
-                    step_function._call_flat([x, y, batches[k, i]], captures[member])
-                return i + 1
+        def body(i):
+            for k, step in enumerate(steps):
+                step(x, y, batches[k, i])
+            return i + 1
 
-            tf.while_loop(lambda i: i < full - 1, body, [tf.constant(0)])
-            return [step_function._call_flat([x, y, batches[k, -1]], captures[m]) for k, m in enumerate(members)]
-
-        return epoch
+        tf.while_loop(lambda i: i < full - 1, body, [tf.constant(0)])
+        return [step(x, y, batches[k, -1]) for k, step in enumerate(steps)]
 
     results, seconds = [[] for _ in models], []
-    for start in range(0, len(models), group):
-        members = list(range(start, min(start + group, len(models))))
-        epoch_function = group_epoch(members)
-        for epoch in range(1, epochs + 1):
-            for member in members:
-                models[member].reset_metrics()
-            orders = np.stack([epoch_order(configs[m][0], epoch, examples) for m in members]).astype(np.int32)
-            outputs = epoch_function(data.x_train, data.y_train, tf.constant(orders))
-            for member, output in zip(members, outputs, strict=True):
-                logs = {name: float(value) for name, value in output.items()}
-                results[member].append((logs, models[member].step_log.drain().copy()))
-            seconds.append(time.perf_counter() - started)  # the very first includes the step's trace
-            started = time.perf_counter()
-    steady = statistics.median(s for i, s in enumerate(seconds) if i % epochs)
-    return results, seconds[0] - steady, group * full / steady
+    for epoch in range(1, epochs + 1):
+        for model in models:
+            model.reset_metrics()
+        orders = np.stack([epoch_order(seed, epoch, examples) for seed, _ in configs]).astype(np.int32)
+        outputs = group_epoch(data.x_train, data.y_train, tf.constant(orders))
+        for k, (model, output) in enumerate(zip(models, outputs, strict=True)):
+            logs = {name: float(value) for name, value in output.items()}
+            results[k].append((logs, model.step_log.drain().copy()))
+        seconds.append(time.perf_counter() - started)  # the first includes the traces
+        started = time.perf_counter()
+    return (results, *graph_and_rate(seconds, epochs, len(models) * full))
 
 
 def same_bits(a, b):
@@ -165,10 +224,8 @@ def main():
     arguments = parser.parse_args()
     experiment = load_experiment(arguments.experiment, [])
     runs = experiment.runs()
-    raw = raw_steps_per_second(arguments.experiment, [])
-    print(
-        f"experiment: {experiment.name} ({len(experiment.variants)} variants, {len(runs)} runs); raw loop {raw:.0f} steps/s"
-    )
+    raw_before = raw_steps_per_second(arguments.experiment, [])
+    print(f"experiment: {experiment.name} ({len(experiment.variants)} variants, {len(runs)} runs)")
     print(
         f"{'variant':16s}{'design':>25s}{'graph (trace + 1st run)':>26s}{'seed-steps/s':>14s}"
         "   same bits as: apart, out of line"
@@ -186,17 +243,19 @@ def main():
         forget_everything()
         designs = {
             "apart": apart(configs, data, steps_per_epoch, arguments.epochs),
-            "apart, step out of line": together(configs, data, steps_per_epoch, arguments.epochs, 1),
-            f"together ({len(configs)} seeds)": together(
-                configs, data, steps_per_epoch, arguments.epochs, len(configs)
-            ),
+            "apart, step out of line": apart(configs, data, steps_per_epoch, arguments.epochs, out_of_line=True),
+            f"together ({len(configs)} seeds)": together(configs, data, steps_per_epoch, arguments.epochs),
+            "together, traced per seed": together(configs, data, steps_per_epoch, arguments.epochs, shared_step=False),
         }
-        runner, out_of_line, _ = (results for results, _, _ in designs.values())
+        runner, out_of_line, *_ = (results for results, _, _ in designs.values())
         for design, (results, graph, rate) in designs.items():
             seconds[design] = seconds.get(design, 0.0) + graph + steps / rate
             same = [same_bits(runner, results), same_bits(out_of_line, results)]
             marks = "  ".join("yes" if equal else "NO" for equal in same)
             print(f"{variant:16s}{design:>25s}{graph:>24.2f} s{rate:>14.0f}   {marks}")
+    # This machine's speed drifts over seconds; the faster rate makes the ceilings the lower.
+    raw = max(raw_before, raw_steps_per_second(arguments.experiment, []))
+    print(f"raw loop {raw:.0f} steps/s (the faster of two measurements, before and after)")
     print(f"ceiling of the sweep efficiency (graphs and steps alone, {total_steps} steps):")
     for design, spent in seconds.items():
         print(f"  {design:25s} {total_steps / raw / spent:.2f}")
