@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator, plugin_event
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_stability.cli import build_parser
-from keras_stability.experiments import runner
+from keras_stability.experiments import run_identity, runner
 from keras_stability.experiments.event_log import NOT_HPARAMS, SUBDIRECTORY, EventLog, write_event_logs
 from keras_stability.experiments.loading import load_experiment
 from keras_stability.experiments.runner import run_one
@@ -147,7 +147,7 @@ def test_hparams_name_the_runs(results):
 
 
 def test_not_hparams_are_the_experiment_level_settings():
-    assert set(NOT_HPARAMS) == {"config.name"} | {f"config.{key}" for key in runner.EXPERIMENT_LEVEL}
+    assert set(NOT_HPARAMS) == {"config.name"} | {f"config.{key}" for key in run_identity.EXPERIMENT_LEVEL}
 
 
 def test_resumed_run_neither_repeats_nor_loses_points(results):

@@ -75,8 +75,9 @@ def add_study_commands(commands):
 
 
 def command_search(args):
-    from keras_stability.experiments.loading import ConfigError, Location, Problem, validate
+    from keras_stability.experiments.loading import ConfigError, Location, Problem
     from keras_stability.experiments.schema import SearchConfig, with_sampler_document
+    from keras_stability.experiments.validation import validate
 
     experiments, problems = load_all([args.file], args.overrides)
     if not problems and experiments[0].search is None:

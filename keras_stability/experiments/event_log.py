@@ -36,7 +36,7 @@ from keras_stability.experiments.storage import read_json
 from keras_stability.report.collect import find_run_directories
 
 SUBDIRECTORY = "tensorboard"
-# The experiment's settings, the same in all its runs (runner.EXPERIMENT_LEVEL, and the name).
+# The experiment's settings, the same in all its runs (run_identity.EXPERIMENT_LEVEL, and the name).
 NOT_HPARAMS = ("config.name", "config.seeds", "config.description", "config.baseline")
 
 

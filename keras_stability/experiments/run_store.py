@@ -23,6 +23,7 @@ import yaml
 
 from keras_stability.experiments import step_logs, storage
 from keras_stability.experiments.provenance import process_provenance
+from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
 
 SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", "tensorboard")  # linked, never copied
 # What a shared run's directory may hold besides: its link to steps.csv, made before compaction.
@@ -34,9 +35,6 @@ INDEX = ".trainings"
 
 def training_id(config_text: str) -> str:
     """The identity of the training a resolved config.yaml text describes (its seed included)."""
-    # Imported here: the runner imports this module.
-    from keras_stability.experiments.runner import what_the_run_trains
-
     document = what_the_run_trains(config_text)
     trained = {"config": {k: v for k, v in document["config"].items() if k != "name"}, "seed": document["seed"]}
     return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:20]
@@ -109,8 +107,6 @@ def unshare(directory):
 
 
 def holds_other_training(directory, config_text):
-    from keras_stability.experiments.runner import what_the_run_trains
-
     try:
         with open(os.path.join(directory, "config.yaml"), encoding="utf-8") as stream:
             return what_the_run_trains(stream.read()) != what_the_run_trains(config_text)
@@ -128,8 +124,6 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
     another run already trains it, makes this directory the one the index points to; returns False and
     the runner trains, resumes or skips the run as usual.
     """
-    from keras_stability.experiments.runner import resolved_config_text
-
     directory = storage.run_directory(results_root, config.name, variant, seed)
     text = resolved_config_text(config, variant, seed)
     identity = training_id(text)

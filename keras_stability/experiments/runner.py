@@ -27,9 +27,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
-import pydantic
 import tensorflow as tf
-import yaml
 
 from keras_stability.epoch_loop import train_epoch
 from keras_stability.experiments import checkpoint, run_store, step_logs, storage
@@ -37,60 +35,16 @@ from keras_stability.experiments.divergence import first_divergent_step
 from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
 from keras_stability.experiments.evaluation import evaluate_arrays
 from keras_stability.experiments.event_log import EventLog
-from keras_stability.experiments.loading import field_annotation, unwrap
 from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
 from keras_stability.experiments.run_files import CSV_COLUMNS, TERMINAL_STATUSES, Progress, inspect_run
+from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
 from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
 from keras_stability.step_log import STEP_FIELDS
 
 __all__ = ["METRIC_COLUMNS", "STEP_COLUMNS", "TERMINAL_STATUSES", "fit_epoch", "run_one"]
-
-# Settings of the experiment as a whole: editing them (adding seeds, say) leaves finished runs valid.
-EXPERIMENT_LEVEL = ("seeds", "description", "baseline")
-
-
-# libyaml's safe loader where PyYAML has it: skipping a finished run reads its config.yaml six times,
-# which took 0.1 s a run with the pure-Python one (a resumed suite walks every finished run).
-CONFIG_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def resolved_config_text(config, variant, seed):
-    document = {"experiment": config.name, "variant": variant, "seed": seed, "config": config.model_dump(mode="json")}
-    return yaml.safe_dump(document, sort_keys=False)
-
-
-def what_the_run_trains(config_text):
-    """The parts of a config.yaml that decide the run's numbers (all but `EXPERIMENT_LEVEL`).
-
-    The configuration is read through the current schema, so a config.yaml written before `model` and
-    `dataset` became tagged unions (every model's keys in one flat mapping) compares equal when the
-    keys its model and dataset use are the same: the keys they ignore are dropped first.
-    """
-    document = yaml.load(config_text, Loader=CONFIG_LOADER)
-    config = {k: v for k, v in document["config"].items() if k not in EXPERIMENT_LEVEL}
-    dataset = config.get("dataset") or {}
-    if "adding_samples" in dataset and dataset.get("name") in ("mnist", "fashion_mnist") and dataset.get("train_size"):
-        document["train_size_before_validation_split"] = True  # the flat schema's IDX loaders cut there
-    config.update(
-        {section: used_keys(section, config[section]) for section in ("model", "dataset") if section in config}
-    )
-    try:
-        config = RunConfig.model_validate({**config, "name": document["experiment"]}).model_dump(mode="json")
-    except pydantic.ValidationError:
-        pass  # compared as written: it differs from every valid configuration
-    document["config"] = {k: v for k, v in config.items() if k not in EXPERIMENT_LEVEL}
-    return document
-
-
-def used_keys(section, mapping):
-    """`mapping` (a model or dataset section) without the keys its spec does not declare."""
-    spec = unwrap(field_annotation(RunConfig.model_fields[section]), mapping)
-    if spec is None or not isinstance(mapping, dict):
-        return mapping
-    return {key: value for key, value in mapping.items() if key in spec.model_fields}
 
 
 def configure_determinism(seed):

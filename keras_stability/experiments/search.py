@@ -26,10 +26,11 @@ from keras_stability.experiments.database import (
     retry_dead_workers,
     storage_url,
 )
-from keras_stability.experiments.loading import ConfigError, apply_overrides, validate
+from keras_stability.experiments.loading import ConfigError, apply_overrides
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
 from keras_stability.experiments.schema import RunConfig, SearchConfig, with_sampler_document
 from keras_stability.experiments.storage import read_csv_rows, read_json, run_directory
+from keras_stability.experiments.validation import validate
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
