@@ -222,6 +222,8 @@ def main():
     parser.add_argument("experiment", nargs="?", default=os.path.join(HERE, "experiments", "doc002_mlp.yaml"))
     parser.add_argument("--epochs", type=int, default=4, help="epochs per seed and design (default: 4)")
     arguments = parser.parse_args()
+    if arguments.epochs < 2:
+        parser.error("--epochs must be ≥ 2: the first epoch holds the graph, the later ones the steady rate")
     experiment = load_experiment(arguments.experiment, [])
     runs = experiment.runs()
     raw_before = raw_steps_per_second(arguments.experiment, [])
