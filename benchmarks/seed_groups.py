@@ -42,12 +42,8 @@ from suite_throughput import HERE, raw_steps_per_second  # this script's directo
 from keras_stability.epoch_loop import train_epoch
 from keras_stability.experiments.loading import load_experiment
 from keras_stability.experiments.run_cache import forget_everything, model_for_run, splits_for_run
-from keras_stability.experiments.runner import configure_determinism
+from keras_stability.experiments.runner import configure_determinism, epoch_order
 from keras_stability.experiments.training import compiled_model
-
-
-def epoch_order(seed, epoch, examples):
-    return np.random.default_rng([seed, epoch]).permutation(examples)  # the runner's order
 
 
 def apart(configs, data, steps_per_epoch, epochs, out_of_line=False):

@@ -60,6 +60,8 @@ def test_strides_keep_at_most_max_blocks_samples():
     assert [step_thinning.stride(n) for n in (None, 1, 2000, 2001, 40_500, 46_100)] == [1, 1, 1, 2, 21, 24]
     assert step_thinning.planned_steps({"training": {"epochs": 100}}, 405) == 40_500
     assert step_thinning.planned_steps({"training": {}}, 405) is None
+    assert step_thinning.run_stride({"training": {"epochs": 100}}, {"steps_per_epoch": 405}) == 21
+    assert step_thinning.run_stride({"training": {"epochs": 100}}, {}) == 1
 
 
 def test_a_thinned_log_is_told_from_a_damaged_one():

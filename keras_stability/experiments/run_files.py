@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, TIMING_COLUMNS
-from keras_stability.experiments.step_thinning import check_thinned, planned_steps, stride
+from keras_stability.experiments.step_thinning import check_thinned, run_stride
 from keras_stability.experiments.yaml_files import ConfigError, parse_yaml
 
 # A run in one of these states is never trained again.
@@ -150,7 +150,7 @@ def inspect_run(directory: str) -> RunFiles:
             return RunFiles("new", document)
         check_meta(meta_path, meta)
         if meta.get("status") in TERMINAL_STATUSES:
-            every = stride(planned_steps(document["config"], meta.get("steps_per_epoch")))
+            every = run_stride(document["config"], meta)
             tables = read_tables(directory, meta.get("epochs_done"), "meta.json", meta.get("steps_per_epoch"), every)
             return RunFiles("finished", document, meta, tables=tables)
         # meta.json is written at a run's start and end: while it runs, progress.json says how far it got.

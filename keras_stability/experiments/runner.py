@@ -199,10 +199,16 @@ def evaluate(model, training, x, y):
     return model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
 
 
+def epoch_order(seed, epoch, examples):
+    """The order of the training examples in epoch `epoch` of a run with `seed`: a function of both
+    alone, so a resumed run draws the epochs it has left as an uninterrupted one would."""
+    return np.random.default_rng([seed, epoch]).permutation(examples)
+
+
 def train_one_epoch(model, training, data, seed, epoch, steps_per_epoch):
     """Trains and validates epoch `epoch`; returns its `EpochRecord`."""
     started = time.perf_counter()
-    order = np.random.default_rng([seed, epoch]).permutation(len(data.splits.y_train))
+    order = epoch_order(seed, epoch, len(data.splits.y_train))
     history = fit_epoch(model, training, data.x_train, data.y_train, order, epoch)
     validation = evaluate(model, training, data.x_val, data.y_val)
     metrics = EpochMetrics(

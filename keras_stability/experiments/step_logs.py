@@ -85,7 +85,7 @@ def thinning_stride(directory: str) -> int:
         config = read_document(directory)["config"]
     except DamagedFileError:  # compacted as it is: the runner retrains a damaged run
         return 1
-    return step_thinning.stride(step_thinning.planned_steps(config, meta.get("steps_per_epoch")))
+    return step_thinning.run_stride(config, meta)
 
 
 def compact(directory: str) -> Compaction | None:

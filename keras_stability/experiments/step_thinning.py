@@ -35,6 +35,11 @@ def stride(planned: int | None) -> int:
     return 1 if planned is None else max(1, math.ceil(planned / MAX_BLOCKS))
 
 
+def run_stride(config: dict, meta: dict) -> int:
+    """The stride a run's step log is thinned at, from its config.yaml's `config` and its meta.json."""
+    return stride(planned_steps(config, meta.get("steps_per_epoch")))
+
+
 def kept(step: np.ndarray, loss: np.ndarray, grad_norm: np.ndarray, every: int) -> np.ndarray:
     """A boolean mask over the rows (steps in increasing order) that a log thinned at `every` keeps."""
     keep = np.zeros(len(step), dtype=bool)

@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_stability.experiments.integrity import check_run
 from keras_stability.experiments.run_files import Damage
-from keras_stability.experiments.step_thinning import planned_steps, sampled, stride
+from keras_stability.experiments.step_thinning import run_stride, sampled
 from keras_stability.experiments.sweep import CELL_SEPARATOR, file_variant
 
 # Statuses whose numbers a report averages: a pruned trial stopped where its search wanted.
@@ -84,7 +84,7 @@ def read_run(directory: str) -> RunRecord:
         document["config"],
         check.metrics,
         check.steps,
-        step_stride=stride(planned_steps(document["config"], check.meta.get("steps_per_epoch"))),
+        step_stride=run_stride(document["config"], check.meta),
     )
 
 
