@@ -139,9 +139,8 @@ def test_a_run_of_a_dotted_name_cannot_leave_the_results_root(tmp_path):
 def test_old_flat_config_is_the_same_run(tmp_path):
     experiment = load_experiment(os.path.join(ROOT, "experiments", "doc002_mlp.yaml"))
     for variant, config in experiment.variants.items():
-        with open(
-            os.path.join(ROOT, "results", "doc002_mlp", variant, "seed-0", "config.yaml"), encoding="utf-8"
-        ) as stream:
+        # A first-edition run's config.yaml, written by the flat schema (its results left the tree).
+        with open(os.path.join(ROOT, "tests", "data", "doc002_mlp", f"{variant}.yaml"), encoding="utf-8") as stream:
             old = stream.read()
         new = resolved_config_text(config, variant, 0)
         assert "units: 64" in old and "units" not in new  # the flat schema's rnn key on an mlp

@@ -54,7 +54,8 @@ _SPLITS = LeastRecentlyUsed(SPLITS_KEPT)
 def learning_rate_is_variable(config: RunConfig) -> bool:
     """Whether the compiled graph reads the learning rate from the optimizer's variable (a constant
     rate) rather than holding it as a constant (a schedule's initial rate)."""
-    return config.optimizer.schedule.name == "constant"
+    schedule = config.optimizer.schedule
+    return schedule.name == "constant" and not schedule.warmup_steps
 
 
 def training_shape(config: RunConfig, steps_per_epoch: int, task: Task) -> str:

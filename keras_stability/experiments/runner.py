@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from keras_stability.epoch_loop import train_epoch
 from keras_stability.experiments import checkpoint, run_store, step_logs, storage
-from keras_stability.experiments.divergence import first_divergent_step
+from keras_stability.experiments.divergence import EpochEnd, first_divergent_step
 from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
 from keras_stability.experiments.evaluation import evaluate_arrays
 from keras_stability.experiments.event_log import EventLog
@@ -282,6 +282,12 @@ def train(run, progress, log, on_epoch=None, tensorboard=True):
             events.close()
 
 
+def first_step_loss(run):
+    """The loss of a resumed run's first step, which the divergence rule measures growth against."""
+    rows = storage.read_csv_rows(run.path("steps.csv"))
+    return float(rows[0][STEP_COLUMNS.index("loss")]) if rows else None
+
+
 def train_epochs(run, model, data, steps_per_epoch, done, diverged_at, log, on_epoch, events):
     """Trains the epochs after `done`, then tests; returns what meta.json gets at the end."""
     config, training = run.config, run.config.training
@@ -289,11 +295,14 @@ def train_epochs(run, model, data, steps_per_epoch, done, diverged_at, log, on_e
     pruned = None
     # A run resumed after the epoch it diverged in has nothing left to train.
     last = done if diverged_at is not None and training.stop_on_divergence else training.epochs
+    start_loss = first_step_loss(run) if done else None
     for epoch in range(done + 1, last + 1):
         record = train_one_epoch(model, training, data, run.seed, epoch, steps_per_epoch)
         m = record.metrics
+        start_loss = float(record.steps[0][0]) if start_loss is None and len(record.steps) else start_loss
         if diverged_at is None:
-            at = first_divergent_step(record.steps, m.train_loss, m.val_loss, applies_nonfinite)
+            end = EpochEnd(m.train_loss, m.val_loss, m.nonfinite_steps, record.first_step + steps_per_epoch)
+            at = first_divergent_step(record.steps, end, start_loss or 0.0, applies_nonfinite)
             diverged_at = None if at is None else record.first_step + at
         save_epoch(run, model, record, diverged_at)
         if events is not None:
@@ -320,6 +329,7 @@ def train_epochs(run, model, data, steps_per_epoch, done, diverged_at, log, on_e
         "diverged_at_step": diverged_at,
         "steps_per_epoch": steps_per_epoch,
         "dataset_source": data.splits.source,
+        "num_classes": data.splits.task.num_classes,
         "test": {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])},
         "timings": {"seconds_total": sum(seconds), "seconds_per_epoch": sum(seconds) / max(1, len(seconds))},
     }

@@ -53,8 +53,20 @@ Seeds = Annotated[list[Seed], Field(min_length=1), AfterValidator(unique)]
 
 
 class ScheduleConfig(Strict):
+    """`warmup_steps` > 0 ramps a constant rate up linearly over that many steps (Gilmer et al. 2022)."""
+
     name: Literal["constant", "cosine"] = "constant"
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.0
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def warmup_is_for_a_constant_rate(self):
+        if self.warmup_steps and self.name != "constant":
+            raise ValueError(
+                f"warmup_steps applies to the constant schedule only. Received: name={self.name!r}, "
+                f"warmup_steps={self.warmup_steps}"
+            )
+        return self
 
 
 class OptimizerConfig(Strict):
@@ -160,7 +172,9 @@ TRANSFORM_SPECS = {spec.model_fields["name"].annotation.__args__[0]: spec for sp
 
 class StabilizerConfig(Strict):
     transforms: list[TransformSpec] = []
-    nonfinite: Literal["raise", "skip", "zero", "propagate"] = "skip"
+    # Keras's own behaviour by default, as for a run without a stabilizer: within one comparison every
+    # arm meets non-finite gradients the same way unless the comparison is about the policy.
+    nonfinite: Literal["raise", "skip", "zero", "propagate"] = "propagate"
 
 
 class TrainingConfig(Strict):

@@ -86,7 +86,36 @@ def build_optimizer(config, total_steps):
         rate = keras.optimizers.schedules.CosineDecay(
             rate, decay_steps=max(1, total_steps), alpha=config.schedule.alpha
         )
+    if config.schedule.warmup_steps:
+        rate = LinearWarmup(rate, config.schedule.warmup_steps)
     return OPTIMIZERS[config.name](config, rate)
+
+
+@keras.saving.register_keras_serializable(package="keras_stability")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """A constant learning rate reached linearly: `rate` · min(1, (step + 1) / `warmup_steps`).
+
+    Args:
+        rate: the rate after the warm-up.
+        warmup_steps: steps to reach it; the first step trains at `rate / warmup_steps`.
+
+    References:
+        Goyal et al. 2017, "Accurate, Large Minibatch SGD"; Gilmer et al. 2022, "A Loss Curvature
+        Perspective on Training Instability in Deep Learning".
+
+    >>> float(LinearWarmup(0.1, 4)(1))
+    0.05
+    """
+
+    def __init__(self, rate: float, warmup_steps: int):
+        self.rate, self.warmup_steps = float(rate), int(warmup_steps)
+
+    def __call__(self, step):
+        progress = (keras.ops.cast(step, "float32") + 1.0) / float(self.warmup_steps)
+        return self.rate * keras.ops.minimum(1.0, progress)
+
+    def get_config(self):
+        return {"rate": self.rate, "warmup_steps": self.warmup_steps}
 
 
 @keras.saving.register_keras_serializable(package="keras_stability")
