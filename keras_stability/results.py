@@ -34,18 +34,31 @@ from keras_stability.report.statistics import Comparison, Estimate
 from keras_stability.report.tradeoff import Curve
 from keras_stability.report.tuned import Tuned
 
-IDENTITY_COLUMNS = ("experiment", "variant", "seed", "status", "diverged_at_step", "test_loss", "test_accuracy")
+IDENTITY_COLUMNS = (
+    "experiment",
+    "variant",
+    "seed",
+    "status",
+    "diverged_at_step",
+    "nonfinite_steps_total",
+    "test_loss",
+    "test_accuracy",
+)
 
 
 def run_identity(run: RunRecord) -> dict[str, Any]:
-    """The `IDENTITY_COLUMNS` of a run; test scores are NaN and `diverged_at_step` None until known."""
+    """The `IDENTITY_COLUMNS` of a run; test scores are NaN and `diverged_at_step` None until known.
+    `diverged_at_step` follows the suite's one divergence rule (`RunRecord.diverged_at_step`);
+    `nonfinite_steps_total` counts the run's steps whose gradient was not finite, whatever the policy
+    did with them (metrics.csv's `nonfinite_steps` column counts them up to each epoch)."""
     test = run.meta.get("test") or {}
     return {
         "experiment": run.experiment,
         "variant": run.variant,
         "seed": run.seed,
         "status": run.status,
-        "diverged_at_step": run.meta.get("diverged_at_step"),
+        "diverged_at_step": run.diverged_at_step,
+        "nonfinite_steps_total": run.nonfinite_steps,
         "test_loss": real(test.get("loss")),
         "test_accuracy": real(test.get("accuracy")),
     }
@@ -189,6 +202,8 @@ class VariantSummary:
     grad_norm_median: float
     seconds_per_epoch: Estimate
     grad_norm_sampled_every: int = 1  # the median reads every n-th step of long runs (`step_thinning`)
+    nonfinite_steps: tuple[int, ...] = ()  # per finished run: steps whose gradient was not finite
+    epoch_seconds: tuple[float, ...] = ()  # per finished run: its mean seconds per epoch
     raw: dict = field(repr=False, default_factory=dict)
 
 
@@ -233,12 +248,13 @@ class Verdict:
     with its reason when it was registered after its experiment's first result (or marked so)."""
 
     claim: Claim
-    verdict: str  # confirmed / refuted / inconclusive
+    verdict: str  # one of report.judging.VERDICTS
     reason: str
     comparison: ClaimComparison | None
     registered: Registration | None
     exploratory: bool
     exploratory_reason: str
+    trains: bool | None = None  # for a stability claim: whether its arm also trains
     raw: dict = field(repr=False, default_factory=dict)
 
 

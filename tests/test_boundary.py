@@ -1,4 +1,5 @@
-"""The stability boundary: Firth's fit against maximum likelihood, a known critical LR recovered, ratios."""
+"""The stability boundary: Firth's fit against maximum likelihood, its profile against brute force, a
+known critical LR recovered, ratios, censored grids and non-monotone cells."""
 
 import math
 
@@ -8,8 +9,17 @@ import statsmodels.api as sm
 from scipy import stats
 
 from keras_stability.experiments.sweep import file_variant
-from keras_stability.report.boundary import Cell, boundary, boundary_ratio, cells_of, curve, firth_logistic
+from keras_stability.report.boundary import (
+    Cell,
+    boundary,
+    boundary_ratio,
+    cells_of,
+    curve,
+    fitted_group,
+    nonmonotone_cells,
+)
 from keras_stability.report.outcomes import LEARNING_RATE, Outcome, group_of, holds, sweep_groups
+from keras_stability.report.profile import Group, Pair, firth_logistic, penalised_log_likelihood, signed_root
 
 LEARNING_RATES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 
@@ -64,8 +74,11 @@ def test_separated_grid_puts_the_boundary_between_the_last_survivor_and_the_firs
     result = boundary(sweep_groups(outcomes, LEARNING_RATE)[0])
     assert 0.1 < result.critical_lr < 0.2
     assert math.isfinite(result.slope) and result.slope > 0
-    # Every bootstrap replicate is the same separated table: the interval collapses on the estimate.
-    assert result.low == pytest.approx(result.critical_lr) and result.high == pytest.approx(result.critical_lr)
+    # The profile keeps each cell's binomial uncertainty: ten seeds a cell place the boundary between
+    # the two cells, not on a point (a bootstrap at the observed 0/10 and 10/10 collapsed the interval
+    # on the estimate); half of 10 seeds diverging at 0.1 or at 0.2 is what the data rule out.
+    assert 0.1 < result.low < result.critical_lr < result.high < 0.2
+    assert result.high / result.low > 1.2
 
 
 def test_off_grid_boundaries_are_said_not_extrapolated():
@@ -78,7 +91,7 @@ def test_off_grid_boundaries_are_said_not_extrapolated():
     single = boundary(sweep_groups([outcome("a", 0.1, s, True) for s in range(3)], LEARNING_RATE)[0])
     assert (none.critical_lr, none.note) == (None, "no run diverged in 0.01–0.1")
     assert (every.critical_lr, every.note) == (None, "every run diverged in 0.01–0.1")
-    assert single.note == "one learning rate: no curve" and single.cells == (Cell(0.1, 3, 3),)
+    assert single.note == "one learning rate: no curve" and single.cells == (Cell(0.1, 3, 3, 0),)
 
 
 def test_groups_come_from_the_configuration_not_the_names():
@@ -114,9 +127,15 @@ def test_ratio_of_critical_learning_rates():
     assert same.difference == 1.0 and not same.significant
 
 
+def baseline_beyond(baseline, bound):
+    """The baseline side of the intersection-union test: the profile's one-sided p-value that its
+    critical LR lies at or above `bound` (signed root of the deviance, standard normal)."""
+    return stats.norm.cdf(signed_root(fitted_group(baseline.cells), math.log10(bound)))
+
+
 def test_a_grid_that_never_diverges_bounds_the_ratio_from_below():
-    """Intersection-union: the clipped group's 11 survivors at lr 1 (0.5^11) and the baseline's
-    bootstrap share at or above lr 1 (none of 1,000 replicates: 1/1,001), the larger doubled."""
+    """Intersection-union: the clipped group's 11 survivors at lr 1 (0.5^11) and the baseline's profile
+    p-value for a critical LR at or above lr 1, the larger doubled."""
     rng = np.random.default_rng(4)
     outcomes = synthetic_group(0.1, 5.0, 11, rng) + [
         outcome("clip", lr, s, False, 1.0) for lr in LEARNING_RATES for s in range(11)
@@ -126,7 +145,9 @@ def test_a_grid_that_never_diverges_bounds_the_ratio_from_below():
     ratio = boundary_ratio(clipped, baseline)
     assert ratio.difference == pytest.approx(1.0 / baseline.critical_lr) and ratio.low == ratio.difference
     assert ratio.high == math.inf and ratio.significant
-    assert ratio.p_value == pytest.approx(2 * max(0.5**11, 1 / 1001))
+    beyond = baseline_beyond(baseline, 1.0)
+    assert beyond < 0.5**11  # a decade above the baseline's boundary: the binomial side decides
+    assert ratio.p_value == pytest.approx(2 * max(0.5**11, beyond))
     # Seen from the baseline's side the same data bound the ratio from above.
     inverse = boundary_ratio(baseline, clipped)
     assert inverse.difference == pytest.approx(baseline.critical_lr) and inverse.high == inverse.difference
@@ -162,7 +183,7 @@ def test_a_fit_that_crosses_one_half_past_the_grid_is_bounded_by_the_grid():
     assert init.note.startswith("the fit crosses ½ past the grid 0.01–1 (at ")
     ratio = boundary_ratio(init, baseline)
     assert ratio.difference == pytest.approx(1.0 / baseline.critical_lr) and ratio.high == math.inf
-    assert ratio.p_value == pytest.approx(2 * max(stats.binom.cdf(0, 11, 0.5), 1 / 1001))
+    assert ratio.p_value == pytest.approx(2 * max(stats.binom.cdf(0, 11, 0.5), baseline_beyond(baseline, 1.0)))
     # Four of eleven diverged at the grid's end (fit crossing past it): the bound is weaker.
     later = [o for o in outcomes if o.variant == "sgd"]
     later += [
@@ -173,3 +194,75 @@ def test_a_fit_that_crosses_one_half_past_the_grid_is_bounded_by_the_grid():
     baseline, init = [boundary(g) for g in sweep_groups(later, LEARNING_RATE, baseline="sgd")]
     assert init.censored == "above"
     assert boundary_ratio(init, baseline).p_value == pytest.approx(2 * stats.binom.cdf(4, 11, 0.5))
+
+
+X = np.log10([0.01, 0.03, 0.1, 0.3, 1.0])
+DIVERGED, RUNS = np.array([0, 1, 4, 9, 11]), np.array([11, 11, 11, 11, 11])
+
+
+def test_penalised_likelihood_is_the_binomial_likelihood_plus_half_log_det_of_fisher_information():
+    a, b = 1.5, 3.0
+    p = 1 / (1 + np.exp(-(a + b * X)))
+    binomial = sum(k * math.log(q) + (n - k) * math.log(1 - q) for k, n, q in zip(DIVERGED, RUNS, p))
+    information = np.zeros((2, 2))
+    for x, n, q in zip(X, RUNS, p):  # Σ n p (1 − p) [1, x]ᵀ[1, x], written out
+        information += n * q * (1 - q) * np.array([[1, x], [x, x * x]])
+    expected = binomial + 0.5 * math.log(np.linalg.det(information))
+    assert penalised_log_likelihood(a, b, X, DIVERGED, RUNS) == pytest.approx(expected, rel=1e-12)
+
+
+SLOPES = np.exp(np.linspace(math.log(0.05), math.log(200), 40001))
+
+
+def brute_profile(theta):
+    return max(penalised_log_likelihood(-s * theta, s, X, DIVERGED, RUNS) for s in SLOPES)
+
+
+def test_profile_equals_a_brute_force_maximum_over_the_slope():
+    group = Group(X, DIVERGED, RUNS)
+    for theta in (group.critical - 0.5, group.critical, group.critical + 0.3):
+        assert group.profile(theta) == pytest.approx(brute_profile(theta), abs=1e-6)
+    assert group.deviance(group.critical) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_pair_p_value_is_the_chi2_tail_of_the_joint_deviance_at_equal_critical_points():
+    later = Group(X, np.array([0, 0, 1, 5, 10]), RUNS)
+    pair = Pair(later, Group(X, DIVERGED, RUNS))
+    thetas = np.linspace(-2.5, 0.5, 3001)  # brute force over the shared critical point
+    joint = max(later.profile(t) + Group(X, DIVERGED, RUNS).profile(t) for t in thetas[::30])
+    deviance = 2 * (later.best + pair.baseline.best - joint)
+    assert pair.deviance(0.0) == pytest.approx(deviance, rel=2e-3)
+    assert pair.p_value() == pytest.approx(stats.chi2.sf(pair.deviance(0.0), 1))
+    low, high = pair.interval()
+    assert low < pair.estimate < high
+    assert pair.deviance(low) == pytest.approx(stats.chi2.ppf(0.95, 1), abs=1e-4)
+
+
+def test_profile_interval_agrees_with_the_delta_method_on_large_overlapping_data():
+    runs = np.full(len(X), 400)
+    diverged = np.array([8, 60, 190, 330, 390])
+    group = Group(X, diverged, runs)
+    rows = np.repeat(X, runs)
+    labels = np.concatenate([[1] * k + [0] * (n - k) for k, n in zip(diverged, runs)])
+    fit = sm.Logit(labels, sm.add_constant(rows)).fit(disp=0)
+    (a, b), covariance = fit.params, fit.cov_params()
+    gradient = np.array([-1 / b, a / b**2])  # θ = −a/b
+    half = 1.96 * math.sqrt(gradient @ covariance @ gradient)
+    boundary_ = boundary(
+        sweep_groups(
+            [outcome("g", 10**x, s, s < k) for x, k, n in zip(X, diverged, runs) for s in range(n)], LEARNING_RATE
+        )[0]
+    )
+    assert math.log10(boundary_.low) == pytest.approx(-a / b - half, abs=0.01)
+    assert math.log10(boundary_.high) == pytest.approx(-a / b + half, abs=0.01)
+    assert group.critical == pytest.approx(-a / b, abs=0.01)
+
+
+def test_cells_whose_divergence_falls_with_the_learning_rate_are_named():
+    cells = (Cell(0.1, 11, 4), Cell(0.3, 11, 6), Cell(0.5, 11, 4))  # 4/6/4: noise, not a fall
+    assert nonmonotone_cells(cells) is None
+    falling = (Cell(0.1, 11, 1), Cell(0.3, 11, 9), Cell(1.0, 11, 2))
+    assert nonmonotone_cells(falling) == (
+        "divergence falls from 9/11 at lr 0.3 to 2/11 at 1 (Fisher p = "
+        f"{stats.fisher_exact([[9, 2], [2, 9]], alternative='greater').pvalue:.3g})"
+    )

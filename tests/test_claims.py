@@ -67,7 +67,10 @@ def test_verdicts():
     assert noisy["verdict"] == "inconclusive" and noisy["reason"].startswith(
         "not significant: higher by +0.02 (p = 0.7)"
     )
-    assert noisy["reason"].endswith(" seeds per side for 80% power")
+    # 3 seeds a side: an exact permutation test cannot go below 2 / C(6, 3) = 0.1, and says so.
+    assert noisy["reason"].endswith(
+        " seeds per side for 80% power; this design cannot reach p < 0.05: its smallest possible p is 0.1"
+    )
     assert judge(claim(experiment="other"), higher)["reason"] == "no results for experiment 'other'"
     assert judge(claim(variant="zclip"), higher)["reason"] == "no results for variant 'zclip'"
     assert (
@@ -90,10 +93,10 @@ def test_ledger_adjusts_for_testing_many_claims():
     strong, adjusted, null, untested = judge_all(ledger, analyses)
     # Exact p-values over C(10, 5) = 252 splits; Benjamini–Hochberg over three tested claims:
     # 2/252 · 3 = 0.024 < 0.05; 12/252 · 3/2 = 0.071 > 0.05.
-    assert strong["verdict"] == "confirmed" and strong["reason"].endswith(" over 3 claims")
+    assert strong["verdict"] == "confirmed" and strong["reason"].endswith(" over 3 confirmatory claims")
     assert strong["comparison"]["p_adjusted"] == pytest.approx(6 / 252)
     assert adjusted["comparison"]["p_adjusted"] == pytest.approx(18 / 252)
-    assert adjusted["verdict"] == "inconclusive" and "alone, but not over 3 claims" in adjusted["reason"]
+    assert adjusted["verdict"] == "inconclusive" and "alone, but not over 3 confirmatory claims" in adjusted["reason"]
     assert null["comparison"]["p_adjusted"] == pytest.approx(null["comparison"]["p_value"])
     assert untested["reason"] == "no results for experiment 'other'"
 
@@ -101,17 +104,44 @@ def test_ledger_adjusts_for_testing_many_claims():
 def test_tuned_comparison_picks_each_variant_best_learning_rate():
     runs = [
         record("no_clip", s, a, learning_rate=lr)
-        for lr, accuracies in {0.01: [0.80, 0.82, 0.81], 0.1: [0.90, 0.91, 0.92], 0.5: [0.1, 0.1, 0.1]}.items()
+        for lr, accuracies in {0.01: [0.80, 0.82, 0.81, 0.83], 0.1: [0.90, 0.91, 0.92, 0.93], 0.5: [0.1] * 4}.items()
         for s, a in enumerate(accuracies)
     ]
-    runs += [record("clipped", s, a, max_norm=1.0, learning_rate=0.5) for s, a in enumerate([0.93, 0.94, 0.95])]
+    runs += [record("clipped", s, a, max_norm=1.0, learning_rate=0.5) for s, a in enumerate([0.93, 0.94, 0.95, 0.96])]
     analyses = {"synthetic": analysed(runs)}
-    assert [t.best_lr for t in analyses["synthetic"].tuned] == [0.1, 0.5]
-    # At one point (lr 0.5) clipping wins by 0.84; against the tuned baseline by 0.03 (3 v 3: p = 2/20).
+    tuned = analyses["synthetic"].tuned
+    assert [t.best_lr for t in tuned] == [0.1, 0.5]
+    # Seeds 0 and 1 choose the learning rate; seeds 2 and 3, which did not, report its test accuracy.
+    assert [(t.selection_seeds, t.test_seeds) for t in tuned] == [((0, 1), (2, 3))] * 2
+    assert tuned[0].test_accuracies == (0.92, 0.93) and tuned[1].test_accuracies == (0.95, 0.96)
+    # At one point (lr 0.5) clipping wins by 0.84; against the tuned baseline by 0.03 (2 v 2: p = 1/3).
     verdict = judge(claim(analysis="tuned", metric=None), analyses)
-    assert verdict["comparison"]["difference"] == pytest.approx(0.94 - 0.91)
-    assert verdict["comparison"]["p_value"] == pytest.approx(0.1) and verdict["verdict"] == "inconclusive"
-    assert "(best lr 0.5 vs 0.1)" in verdict["reason"]
+    assert verdict["comparison"]["difference"] == pytest.approx(0.955 - 0.925)
+    assert verdict["comparison"]["p_value"] == pytest.approx(1 / 3) and verdict["verdict"] == "inconclusive"
+    assert "(best lr 0.5 vs 0.1)" in verdict["reason"] and "cannot reach p < 0.05" in verdict["reason"]
+
+
+def test_a_stability_claim_whose_arm_does_not_train_is_not_confirmed():
+    # Clipping never diverges but sits at chance (0.1 on ten classes, below chance + 0.1).
+    runs = [record("no_clip", s, 0.9, diverged=s < 5, learning_rate=0.5) for s in range(10)]
+    runs += [record("clipped", s, 0.1, max_norm=1.0, learning_rate=0.5) for s in range(10)]
+    verdict = judge_all([claim(metric="divergence_rate", expect="lower")], {"synthetic": analysed(runs)})[0]
+    assert verdict["trains"] is False and verdict["verdict"] == "stable but does not train"
+    assert verdict["reason"].endswith("; but the arm does not train")
+    trained = [record("clipped", s, 0.9, max_norm=1.0, learning_rate=0.5) for s in range(10)]
+    runs = runs[:10] + trained
+    verdict = judge_all([claim(metric="divergence_rate", expect="lower")], {"synthetic": analysed(runs)})[0]
+    assert verdict["trains"] is True and verdict["verdict"] == "confirmed"
+
+
+def test_two_confirmatory_claims_on_one_comparison_are_refused():
+    runs = [record("no_clip", s, 0.9, meta={"training_id": f"n{s}"}) for s in range(4)]
+    runs += [record("clipped", s, 0.95, max_norm=1.0, meta={"training_id": f"c{s}"}) for s in range(4)]
+    analyses = {"synthetic": analysed(runs)}
+    with pytest.raises(ValueError, match="Claims 'a' and 'b' test the same comparison"):
+        judge_all([claim(id="a"), claim(id="b")], analyses)
+    # Another measure of the same runs, or the same one kept exploratory, is allowed.
+    judge_all([claim(id="a"), claim(id="b", metric="trained_rate"), claim(id="c", exploratory=True)], analyses)
 
 
 def test_threshold_claims_compare_at_matched_clip_rates():
@@ -252,10 +282,22 @@ def boundary_claim_reason(clipped_rates):
     return verdict["verdict"], verdict["reason"]
 
 
+def test_a_boundary_claim_whose_baseline_never_crosses_one_half_is_unanswerable():
+    runs = [record("no_clip", s, 0.9, lr, diverged=lr == 0.5 and s < 2) for lr in (0.05, 0.1, 0.5) for s in range(11)]
+    runs += [record("clipped", s, 0.9, lr, max_norm=1.0) for lr in (0.05, 0.1, 0.5) for s in range(11)]
+    verdict = judge_all([claim(analysis="boundary", metric=None)], {"synthetic": analysed(runs)})[0]
+    assert verdict["verdict"] == "unanswerable" and verdict["comparison"] is None
+    assert verdict["reason"].startswith(
+        "unanswerable by design: the baseline (no_clip): the fit crosses ½ past the grid"
+    )
+
+
 def test_a_boundary_claim_on_a_grid_that_never_diverges_is_judged_by_its_bound():
     verdict, reason = boundary_claim_reason((0.05, 0.1, 0.2, 0.5, 1.0))
     assert verdict == "confirmed" and reason.startswith("higher ≥ ×")
-    assert "(clipped: no run diverged in 0.05–1) (p = 0.002)" in reason
+    # 2 × 0.5^11: the clipped side's eleven survivors at lr 1 decide; the baseline's profile p-value
+    # for a boundary at or above 1 is far smaller (the bootstrap's share stopped at 1/1001 here).
+    assert f"(clipped: no run diverged in 0.05–1) (p = {2 * 0.5**11:.3g})" in reason
     # Survivors only below the baseline's boundary bound nothing: the ratio is ≥ a number under 1.
     verdict, reason = boundary_claim_reason((0.01, 0.02))
     assert verdict == "inconclusive" and reason.startswith("not significant: either way ≥ ×0.")

@@ -22,7 +22,9 @@ def test_the_tables_replace_what_stood_between_the_markers(tmp_path):
         f"{PUBLISHED[0]}\n{published_markdown([])}\n{PUBLISHED[1]}\nafter\n"
     )
     assert readme.read_text(encoding="utf-8") == expected
-    assert ledger_markdown([]).startswith("0 confirmed, 0 refuted, 0 inconclusive; 0 exploratory.")
+    assert ledger_markdown([]).startswith(
+        "0 confirmed, 0 refuted, 0 stable but does not train, 0 unanswerable, 0 inconclusive; 0 exploratory."
+    )
     update_readme(str(readme), [], [])  # idempotent
     assert readme.read_text(encoding="utf-8") == expected
 

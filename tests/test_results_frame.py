@@ -119,6 +119,7 @@ def test_load_runs_matches_metrics_csv(results):
         "seed",
         "status",
         "diverged_at_step",
+        "nonfinite_steps_total",
         "test_loss",
         "test_accuracy",
         "epoch",
@@ -139,7 +140,7 @@ def test_load_runs_matches_metrics_csv(results):
     assert clipped["config.optimizer.learning_rate"] == 0.1
     assert clipped["config.model.hidden"] == "[128, 64]"
     assert json.loads(clipped["config.stabilizer.transforms"]) == [{"name": "clip_by_global_norm", "max_norm": 1.0}]
-    assert clipped["config.stabilizer.nonfinite"] == "skip"
+    assert clipped["config.stabilizer.nonfinite"] == "propagate"  # the default, Keras's own
     # One experiment's directory and the results root hold the same runs.
     pd.testing.assert_frame_equal(ks.load_runs(results / "quickstart"), frame)
 

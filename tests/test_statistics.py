@@ -13,9 +13,11 @@ from keras_stability.report.statistics import (
     bootstrap_interval,
     compare_means,
     compare_rates,
+    fewest_seeds_for_significance,
     mean_ci,
     permutation_p_value,
     seeds_for_power,
+    smallest_permutation_p,
 )
 
 # Bimodal outcomes as the suite sees them: a run trains (≈ 0.93) or sits at chance (≈ 0.10).
@@ -121,3 +123,28 @@ def test_compare_rates_is_fisher_with_newcombe_interval():
     reference = NormalIndPower().solve_power(effect_size=abs(h), alpha=0.05, power=0.8, ratio=1.0)
     assert not inconclusive.significant and inconclusive.seeds_needed == math.ceil(reference)
     assert compare_rates(3, 10, 3, 10).seeds_needed is None
+
+
+def test_a_design_that_cannot_reach_significance_says_so():
+    # 2 vs 2 seeds: the exact permutation test's two most extreme splits of C(4, 2) = 6 give p = 1/3.
+    assert smallest_permutation_p(2, 2) == pytest.approx(1 / 3)
+    assert permutation_p_value([1.0, 1.1], [0.0, 0.1]) == pytest.approx(1 / 3)
+    comparison = compare_means([1.0, 1.1], [0.0, 0.1])
+    assert not comparison.can_reach_significance
+    assert "cannot reach p < 0.05: its smallest possible p is 0.333" in comparison.text()
+    # The seeds it asks for can reach α: 4 per side (2 / C(8, 4) = 0.029), not the 2 power alone gives.
+    assert fewest_seeds_for_significance() == 4 and comparison.seeds_needed >= 4
+    assert compare_means([1.0, 1.1, 1.2, 1.3], [0.0, 0.1, 0.2, 0.3]).p_value == pytest.approx(2 / 70)
+
+
+def test_an_interval_that_disagrees_with_the_test_is_explained():
+    a, b = [0.50, 0.52, 0.47, 0.44, 0.49], [0.40, 0.43, 0.45, 0.48, 0.46]
+    comparison = compare_means(a, b)
+    # The percentile bootstrap excludes 0 while the exact test over C(10, 5) splits does not reject.
+    assert comparison.low > 0 and comparison.can_reach_significance and not comparison.significant
+    assert "the test decides" in comparison.caveat() and "the test decides" in comparison.text()
+
+
+def test_fisher_floor_is_the_most_extreme_table():
+    assert compare_rates(2, 2, 0, 2).smallest_p == pytest.approx(stats.fisher_exact([[2, 0], [0, 2]]).pvalue)
+    assert not compare_rates(2, 2, 0, 2).can_reach_significance and compare_rates(11, 11, 0, 11).can_reach_significance

@@ -24,6 +24,7 @@ class ExperimentAnalysis:
     tuned: tuple[Tuned, ...]
     curves: tuple[Curve, ...]
     provenance: Provenance
+    trainings: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)  # variant → training ids
 
     @property
     def swept(self) -> bool:
@@ -44,6 +45,10 @@ def analyse(experiment) -> ExperimentAnalysis:
         tuned=tuple(tune(group) for group in groups),
         curves=tuple(curves(outcomes, experiment.baseline)),
         provenance=provenance(experiment),
+        trainings={
+            variant: frozenset(run.meta["training_id"] for run in runs if run.finished and run.meta.get("training_id"))
+            for variant, runs in experiment.variants.items()
+        },
     )
 
 

@@ -11,7 +11,23 @@ import numpy as np
 
 from keras_stability.report.boundary import curve
 
-VERDICT_COLOURS = {"confirmed": "#1a7f37", "refuted": "#c62828", "inconclusive": "#777777"}
+VERDICT_COLOURS = {
+    "confirmed": "#1a7f37",
+    "refuted": "#c62828",
+    "stable but does not train": "#e08a00",
+    "unanswerable": "#7b5ea7",
+    "inconclusive": "#777777",
+}
+# The forest's panels: claims measured in one unit share a panel; every other measure has its own.
+ACCURACY_MEASURES = (
+    "test_accuracy",
+    "first_val_accuracy",
+    "best_val_accuracy",
+    "final_val_accuracy",
+    "test accuracy at the tuned learning rate",
+    "test accuracy at a matched clip rate",
+)
+RATE_MEASURES = ("divergence_rate", "trained_rate")
 
 
 def colours():
@@ -20,7 +36,7 @@ def colours():
 
 def boundaries(analysis, path):
     """P(divergence) against the learning rate per group: observed k/n, the fitted curve, and the
-    critical learning rate (dashed) with its bootstrap interval (shaded)."""
+    critical learning rate (dashed) with its profile-likelihood interval (shaded)."""
     figure, axis = plt.subplots(figsize=(10, 4.8), constrained_layout=True)
     swept = [b for b in analysis.boundaries if len(b.cells) > 1]
     for index, result in enumerate(swept):
@@ -47,7 +63,7 @@ def boundaries(analysis, path):
     axis.legend(fontsize=8)
     axis.set_title(
         f"{analysis.name}: stability boundary (dots: k/n seeds; line: Firth logistic fit; "
-        "dashed: critical lr, band: 95% bootstrap)",
+        "dashed: critical lr, band: 95% profile likelihood)",
         fontsize=10,
     )
     figure.savefig(path, dpi=90)
@@ -115,43 +131,80 @@ def tradeoff(analysis, path):
     plt.close(figure)
 
 
+def forest_panel(verdict) -> str:
+    """The panel a tested claim is drawn in: its unit (accuracy, rate) or its own measure."""
+    measured = (
+        verdict["claim"]["metric"]
+        or {
+            "boundary": "critical learning rate",
+            "tuned": "test accuracy at the tuned learning rate",
+            "threshold": "test accuracy at a matched clip rate",
+        }[verdict["claim"]["analysis"]]
+    )
+    if measured in ACCURACY_MEASURES:
+        return "difference in accuracy (variant − baseline)"
+    if measured in RATE_MEASURES:
+        return "difference in rate (variant − baseline)"
+    if verdict["comparison"]["measure"] == "ratio":
+        return "ratio of critical learning rates (variant / baseline)"
+    return f"difference in {measured.replace('_', ' ')} (variant − baseline)"
+
+
+def draw_claim(axis, row, verdict):
+    """One claim's effect and interval; a censored end (an unbounded ratio) is drawn as an arrow."""
+    comparison, colour = verdict["comparison"], VERDICT_COLOURS[verdict["verdict"]]
+    low, high, effect = comparison["low"], comparison["high"], comparison["difference"]
+    fill = "white" if verdict["exploratory"] else colour
+    bounded_below = comparison["measure"] == "ratio" and (high is None or math.isinf(high))
+    bounded_above = comparison["measure"] == "ratio" and low == 0
+    if bounded_below or bounded_above:  # only a bound: the ratio lies beyond `effect`
+        axis.annotate(
+            "",
+            xy=(effect * (4 if bounded_below else 0.25), row),
+            xytext=(effect, row),
+            arrowprops={"arrowstyle": "->", "color": colour, "linewidth": 2},
+        )
+        axis.plot(effect, row, "|", color=colour, markersize=12, markeredgewidth=2)
+        return
+    if low is not None and high is not None:
+        axis.plot([low, high], [row, row], color=colour, linewidth=2)
+    axis.plot(effect, row, "o" if not verdict["exploratory"] else "D", color=colour, markerfacecolor=fill)
+
+
 def forest(verdicts, path):
-    """Every tested claim's effect with its 95% interval, coloured by verdict: differences (left) and
-    ratios of critical learning rates (right, log scale)."""
+    """Every tested claim's effect with its 95% interval, coloured by verdict, one panel per unit of
+    measure (accuracy, rate, critical-LR ratio on a log scale, and each other measure alone); a ratio
+    known only as a bound is an arrow from the bound."""
     tested = [v for v in verdicts if v["comparison"] and v["comparison"]["difference"] is not None]
-    ratios = [v for v in tested if v["comparison"]["measure"] == "ratio"]
-    differences = [v for v in tested if v["comparison"]["measure"] != "ratio"]
-    panels = [(group, neutral) for group, neutral in ((differences, 0.0), (ratios, 1.0)) if group]
-    height = 1.2 + 0.28 * max([len(group) for group, _ in panels] or [1])
-    figure, axes = plt.subplots(1, max(1, len(panels)), figsize=(12, height), constrained_layout=True, squeeze=False)
-    for axis, (group, neutral) in zip(axes[0], panels):
+    panels = {}
+    for verdict in tested:
+        panels.setdefault(forest_panel(verdict), []).append(verdict)
+    rows = [len(group) for group in panels.values()] or [1]
+    figure, axes = plt.subplots(
+        len(rows),
+        1,
+        figsize=(11, 1.2 + 0.3 * sum(rows) + 0.6 * len(rows)),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [r + 1.5 for r in rows]},
+        constrained_layout=True,
+    )
+    for axis, (title, group) in zip(axes[:, 0], panels.items()):
         for row, verdict in enumerate(reversed(group)):
-            comparison, colour = verdict["comparison"], VERDICT_COLOURS[verdict["verdict"]]
-            low, high = comparison["low"], comparison["high"]
-            if low is not None and high is not None:
-                axis.plot([low, high], [row, row], color=colour, linewidth=2)
-            marker = "o" if not verdict["exploratory"] else "D"
-            axis.plot(
-                comparison["difference"],
-                row,
-                marker,
-                color=colour,
-                markerfacecolor="white" if verdict["exploratory"] else colour,
-            )
+            draw_claim(axis, row, verdict)
         axis.set_yticks(range(len(group)), [v["claim"]["id"] for v in reversed(group)], fontsize=8)
-        axis.axvline(neutral, color="#444", linewidth=0.8)
+        ratio = title.startswith("ratio")
+        axis.axvline(1.0 if ratio else 0.0, color="#444", linewidth=0.8)
+        axis.set_ylim(-0.7, len(group) - 0.3)
         axis.grid(axis="x", alpha=0.3)
-        if neutral == 1.0:
+        if ratio:
             axis.set_xscale("log")
-            axis.set_xlabel("ratio of critical learning rates (variant / baseline)")
-        else:
-            axis.set_xlabel("difference, variant − baseline (in each claim's metric)")
+        axis.set_xlabel(title, fontsize=9)
     handles = [plt.Line2D([], [], color=c, marker="o", linewidth=2, label=v) for v, c in VERDICT_COLOURS.items()]
     handles.append(
         plt.Line2D([], [], color="#444", marker="D", markerfacecolor="white", linewidth=0, label="exploratory")
     )
-    axes[0, 0].legend(handles=handles, fontsize=8, loc="lower right")
-    figure.suptitle("Claims ledger: effect with 95% interval, coloured by verdict (after Benjamini–Hochberg)")
+    axes[0, 0].legend(handles=handles, fontsize=7, loc="best")
+    figure.suptitle("Claims ledger: effect with 95% interval per unit of measure, coloured by verdict")
     figure.savefig(path, dpi=90)
     plt.close(figure)
 

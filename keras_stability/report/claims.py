@@ -19,7 +19,7 @@ from scipy import stats
 from keras_stability.experiments.loading import read_yaml
 from keras_stability.experiments.sweep import file_variant
 from keras_stability.experiments.validation import validate
-from keras_stability.report.boundary import boundary_ratio
+from keras_stability.report.boundary import Boundary, boundary_ratio
 from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason
 from keras_stability.report.published import EntryId, PublishedResult
@@ -118,6 +118,11 @@ def sweep_comparison(claim, analysis, baseline):
     if pair[0] is pair[1]:
         return None, f"{claim.variant!r} and {baseline!r} are one sweep of the same training"
     if claim.analysis == "boundary":
+        if pair[1].censored:
+            return None, f"unanswerable by design: the baseline ({pair[1].label}): {pair[1].note}"
+        falling = "; ".join(f"{b.label}: {b.nonmonotone}" for b in pair if b.nonmonotone)
+        if falling:
+            return None, f"non-monotone cells, which no logistic boundary describes ({falling})"
         comparison = boundary_ratio(*pair)
         notes = "; ".join(f"{b.label}: {b.note}" for b in pair if b.critical_lr is None)
         if not math.isfinite(comparison.difference):
@@ -140,6 +145,30 @@ def sweep_comparison(claim, analysis, baseline):
     return comparison, f" ({points})"
 
 
+def trains_where_baseline_fails(variant: Boundary, baseline: Boundary) -> bool | None:
+    """Whether `variant` trains in most seeds at some learning rate where most of the baseline's seeds
+    diverge; None without a chance level (or no such learning rate on both grids)."""
+    failing = {c.learning_rate for c in baseline.cells if 2 * c.diverged > c.runs}
+    cells = [c for c in variant.cells if c.learning_rate in failing]
+    if not cells or any(c.trained is None for c in cells):
+        return None
+    return any(2 * c.trained > c.runs for c in cells)
+
+
+def trains(claim, analysis, baseline) -> bool | None:
+    """For a stability claim (a higher critical LR, a lower divergence rate): whether its arm also
+    trains (`judging.VERDICT_RULES`); None for other claims or where it cannot be told."""
+    if claim.analysis == "boundary" and claim.expect == "higher":
+        pair = [find(analysis.boundaries, name) for name in (claim.variant, baseline)]
+        return None if None in pair else trains_where_baseline_fails(*pair)
+    if claim.analysis == "point" and claim.metric == "divergence_rate" and claim.expect == "lower":
+        summary = analysis.summary["variants"].get(claim.variant) or {}
+        if summary.get("trained") is None or not summary.get("finished"):
+            return None
+        return 2 * summary["trained"] > summary["finished"]
+    return None
+
+
 def judge(claim, analyses, registration=None) -> dict:
     """A verdict dict: confirmed / refuted / inconclusive, with the numbers behind it.
 
@@ -154,6 +183,7 @@ def judge(claim, analyses, registration=None) -> dict:
         "reason": "",
         "comparison": None,
         "registered": None if registration is None else {"commit": registration.commit, "time": registration.time},
+        "trains": None,
     }
     why_exploratory = exploratory_reason(claim, registration, analysis.provenance if analysis else None)
     verdict.update(exploratory=bool(why_exploratory), exploratory_reason=why_exploratory)
@@ -168,7 +198,10 @@ def judge(claim, analyses, registration=None) -> dict:
         comparison, detail = sweep_comparison(claim, analysis, baseline)
     if comparison is None:
         verdict["reason"] = detail
+        if detail.startswith("unanswerable"):
+            verdict["verdict"] = "unanswerable"
         return verdict
+    verdict["trains"] = trains(claim, analysis, baseline)
     verdict["comparison"] = {**strict_comparison(comparison), "baseline": baseline}
     effect, p_value = comparison.difference, comparison.p_value
     if not (math.isfinite(effect) and math.isfinite(p_value)):
@@ -184,7 +217,8 @@ def judge(claim, analyses, registration=None) -> dict:
             direction = "either way"
     if p_value >= comparison.alpha or direction == "either way":
         needed = f"; {comparison.seeds_needed} seeds per side for 80% power" if comparison.seeds_needed else ""
-        verdict["reason"] = f"not significant: {direction} {amount}{detail} (p = {p_value:.3g}){needed}"
+        caveat = f"; {comparison.caveat()}" if comparison.caveat() else ""
+        verdict["reason"] = f"not significant: {direction} {amount}{detail} (p = {p_value:.3g}){needed}{caveat}"
     elif direction == claim.expect:
         verdict.update(verdict="confirmed", reason=f"{direction} {amount}{detail} (p = {p_value:.3g})")
     else:
@@ -201,28 +235,75 @@ def strict_comparison(comparison):
     }
 
 
+def comparison_key(claim, analysis) -> tuple | None:
+    """What a claim compares: its test and measure, and the trainings on either side (by training id,
+    so that two experiments sharing runs compare the same thing); None without results."""
+    if analysis is None or not analysis.trainings:
+        return None
+    baseline = claim.baseline or analysis.summary["baseline"]
+    sides = []
+    for name in (claim.variant, baseline):
+        if claim.analysis == "point":
+            sides.append(analysis.trainings.get(name, frozenset()))
+        else:
+            sides.append(frozenset().union(*(ids for v, ids in analysis.trainings.items() if holds((v,), name))))
+    return (claim.analysis, claim.measured, claim.clip_rate, *sides)
+
+
+def refuse_repeated_comparisons(claims, analyses, verdicts) -> None:
+    """Raises ValueError when two confirmatory claims test the same comparison: the ledger would count
+    one piece of evidence twice (and adjust for a test it did not add)."""
+    seen = {}
+    for claim, verdict in zip(claims, verdicts):
+        key = None if verdict["exploratory"] else comparison_key(claim, analyses.get(claim.experiment))
+        if key is None or not (key[3] and key[4]):
+            continue
+        if key in seen:
+            raise ValueError(
+                f"Claims {seen[key]!r} and {claim.id!r} test the same comparison (the same trainings, test "
+                "and measure): keep one, or mark the other `exploratory: true`."
+            )
+        seen[key] = claim.id
+
+
 def judge_all(claims, analyses, registrations=None) -> list[dict]:
-    """Every claim's verdict, with significance corrected for testing the whole ledger at once.
+    """Every claim's verdict, with significance corrected over the confirmatory family at once.
 
     Judged alone, one in twenty true-null claims would pass at α = 0.05, so a ledger of dozens would
-    confirm some by chance. The p-values of the claims that could be tested are adjusted with
-    Benjamini–Hochberg: among the claims called confirmed or refuted, the expected share of false
-    ones stays below α. Each comparison keeps its own p-value and gains `p_adjusted`.
+    confirm some by chance. The p-values of the confirmatory claims that could be tested are adjusted
+    with Benjamini–Hochberg: among those called confirmed or refuted, the expected share of false ones
+    stays below α. Exploratory claims are judged alone, outside the family (`judging.FAMILY`). A
+    confirmed stability claim whose arm does not train becomes "stable but does not train".
+
+    Raises:
+        ValueError: when two confirmatory claims test the same comparison.
     """
     registrations = registrations or {}
     verdicts = [judge(claim, analyses, registrations.get(claim.id)) for claim in claims]
+    refuse_repeated_comparisons(claims, analyses, verdicts)
     tested = [v for v in verdicts if v["comparison"] and v["comparison"]["p_value"] is not None]
-    if not tested:
-        return verdicts
-    adjusted = stats.false_discovery_control([v["comparison"]["p_value"] for v in tested], method="bh")
-    for verdict, p_adjusted in zip(tested, adjusted):
+    family = [v for v in tested if not v["exploratory"]]
+    adjusted = (
+        stats.false_discovery_control([v["comparison"]["p_value"] for v in family], method="bh") if family else []
+    )
+    for verdict, p_adjusted in zip(family, adjusted):
         comparison = verdict["comparison"]
         comparison["p_adjusted"] = float(p_adjusted)
         if p_adjusted < comparison["alpha"]:
-            verdict["reason"] += f", adjusted p = {p_adjusted:.3g} over {len(tested)} claims"
+            verdict["reason"] += f", adjusted p = {p_adjusted:.3g} over {len(family)} confirmatory claims"
         elif verdict["verdict"] != "inconclusive":
             verdict.update(
                 verdict="inconclusive",
-                reason=f"{verdict['reason']} alone, but not over {len(tested)} claims (adjusted p = {p_adjusted:.3g})",
+                reason=(
+                    f"{verdict['reason']} alone, but not over {len(family)} confirmatory claims "
+                    f"(adjusted p = {p_adjusted:.3g})"
+                ),
+            )
+    for verdict in tested:
+        if verdict["exploratory"]:
+            verdict["reason"] += " (judged alone, outside the family)"
+        if verdict["verdict"] == "confirmed" and verdict.get("trains") is False:
+            verdict.update(
+                verdict="stable but does not train", reason=f"{verdict['reason']}; but the arm does not train"
             )
     return verdicts

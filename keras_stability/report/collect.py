@@ -5,12 +5,14 @@ a damaged run becomes a `RunRecord` with status "damaged", its `Damage` and no n
 listed but never averaged.
 """
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from keras_stability.experiments.divergence import EpochEnd, divergence_step
 from keras_stability.experiments.integrity import check_run
 from keras_stability.experiments.run_files import Damage
 from keras_stability.experiments.step_thinning import run_stride, sampled
@@ -52,9 +54,38 @@ class RunRecord:
     def finished(self) -> bool:
         return self.status in FINISHED
 
+    @functools.cached_property
+    def diverged_at_step(self) -> int | None:
+        """The step a finished run diverged at under the suite's one rule (`divergence`), also for a
+        run trained before it, whose runner judged by its own policy and may have trained on."""
+        if not self.finished:
+            return None
+        steps_per_epoch = int(self.meta.get("steps_per_epoch") or 0)
+        columns = ("train_loss", "val_loss", "nonfinite_steps")
+        ends = [
+            EpochEnd(float(train), float(val), float(nonfinite), epoch * steps_per_epoch)
+            for epoch, (train, val, nonfinite) in enumerate(zip(*map(self.epoch_values, columns)), start=1)
+        ]
+        recorded = self.meta.get("diverged_at_step")
+        if recorded is None and self.status == "diverged":  # its runner said so without a step
+            recorded = max(1, len(ends) * steps_per_epoch)
+        return divergence_step(recorded, ends, self.start_loss)
+
     @property
     def diverged(self) -> bool:
-        return self.status == "diverged"
+        return self.diverged_at_step is not None
+
+    @property
+    def start_loss(self) -> float:
+        """The loss of the first step the run's log keeps (step 1 unless a long run's log was thinned)."""
+        losses = self.steps.get("loss", np.array([]))
+        return float(losses[0]) if len(losses) else 0.0
+
+    @property
+    def nonfinite_steps(self) -> int:
+        """Steps whose gradient was not finite (skipped, zeroed or applied, by the run's policy)."""
+        counts = self.epoch_values("nonfinite_steps")
+        return int(counts[-1]) if len(counts) and np.isfinite(counts[-1]) else 0
 
 
 def names_from_path(directory: str) -> tuple[str, str, int]:

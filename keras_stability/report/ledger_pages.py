@@ -6,6 +6,7 @@ import os
 from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
 from keras_stability.report import analysis_plots
 from keras_stability.report.analyses import strict
+from keras_stability.report.judging import FAMILY, RULE_CHANGES, VERDICT_RULES, VERDICTS, rules_markdown
 from keras_stability.report.published import PUBLISHED_HEADER, published_cells
 from keras_stability.report.render import PLOT_TITLES, claim_records, claims_markdown, inline_image, markdown_table
 from keras_stability.report.templates import render
@@ -17,14 +18,15 @@ EXPLORATORY_RULE = (
 
 
 def ledger_tally(verdicts):
-    counts = {v: sum(1 for d in verdicts if d["verdict"] == v) for v in ("confirmed", "refuted", "inconclusive")}
+    counts = {v: sum(1 for d in verdicts if d["verdict"] == v) for v in VERDICTS}
     exploratory = sum(1 for d in verdicts if d["exploratory"])
     return ", ".join(f"{n} {v}" for v, n in counts.items()) + f"; {exploratory} exploratory"
 
 
 def ledger_markdown(verdicts):
-    """The ledger's tally and table in Markdown (claims.md, and the README's verdict table)."""
-    return f"{ledger_tally(verdicts)}. {EXPLORATORY_RULE}\n\n{claims_markdown(claim_records(verdicts))}"
+    """The ledger's tally, its judging rules and table in Markdown (claims.md, and the README's table)."""
+    table = claims_markdown(claim_records(verdicts))
+    return f"{ledger_tally(verdicts)}. {EXPLORATORY_RULE}\n\n{rules_markdown()}\n\n{table}"
 
 
 def published_markdown(published):
@@ -55,6 +57,9 @@ def write_ledger(verdicts, published, directory, report_links):
             title="Claims ledger",
             tally=tally,
             rule=EXPLORATORY_RULE,
+            family=FAMILY,
+            verdict_rules=VERDICT_RULES,
+            changes=RULE_CHANGES,
             claims=records,
             published_header=PUBLISHED_HEADER,
             published=published_cells(published),

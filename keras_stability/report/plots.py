@@ -89,8 +89,8 @@ def gradient_norms(experiment, path):
         band(axis, steps, before, color, f"{variant}: before")
         band(axis, steps, after, color, f"{variant}: after", "--")
         for run in finished:
-            if run.diverged and run.meta.get("diverged_at_step"):
-                axis.axvline(run.meta["diverged_at_step"], color=color, linestyle=":", linewidth=1)
+            if run.diverged_at_step:
+                axis.axvline(run.diverged_at_step, color=color, linestyle=":", linewidth=1)
     axis.set_yscale("log")
     axis.set_xlabel("step")
     axis.set_ylabel("global gradient norm")

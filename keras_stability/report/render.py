@@ -5,6 +5,9 @@ import base64
 import datetime
 import os
 
+import numpy as np
+
+from keras_stability.experiments.divergence import RULE as DIVERGENCE_RULE
 from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
 from keras_stability.report import analysis_plots
 from keras_stability.report.analyses import as_json
@@ -67,6 +70,7 @@ def variant_rows(summary):
                 name + (" (baseline)" if name == summary["baseline"] else ""),
                 f"{variant['finished']}/{variant['runs']}" + (f" — {unfinished}" if unfinished else ""),
                 f"{variant['diverged']}/{variant['finished']}" + (f" (steps {steps})" if steps else ""),
+                nonfinite_text(variant.get("nonfinite_steps", [])),
                 trained,
                 *(
                     estimate_text(variant["metrics"][m])
@@ -80,13 +84,14 @@ def variant_rows(summary):
                 estimate_text(variant["clip_share"], 3),
                 f"{short_number(variant['grad_norm_max'])} / {short_number(variant['grad_norm_median'])}"
                 + (f" (1 step in {every})" if (every := variant["grad_norm_sampled_every"]) > 1 else ""),
-                estimate_text(variant["seconds_per_epoch"], 2),
+                spread_text(variant.get("epoch_seconds", [])),
             ]
         )
     return [
         "variant",
         "finished",
         "diverged",
+        "steps with a non-finite gradient",
         "trained",
         "final val accuracy",
         "best val accuracy",
@@ -94,8 +99,21 @@ def variant_rows(summary):
         "final val loss",
         "share of steps clipped",
         "grad norm max / median",
-        "s per epoch",
+        "s per epoch, median (range)",
     ], rows
+
+
+def nonfinite_text(counts):
+    """A variant's steps with a non-finite gradient: their total and how many runs had any."""
+    runs = sum(1 for count in counts if count)
+    return f"{sum(counts)} ({runs} run{'s' if runs != 1 else ''})" if runs else "0"
+
+
+def spread_text(values, digits=2):
+    """Median and range: wall times are skewed by whatever else the machine ran, so no mean ± interval."""
+    if not len(values):
+        return "–"
+    return f"{np.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
 def comparison_rows(summary):
@@ -111,11 +129,17 @@ def boundary_rows(analysis):
     for result in analysis.boundaries:
         if len(result.cells) < 2:
             continue
-        cells = ", ".join(f"{c.learning_rate:g}: {c.diverged}/{c.runs}" for c in result.cells)
+        cells = ", ".join(
+            f"{c.learning_rate:g}: {c.diverged}/{c.runs}" + ("" if c.trained is None else f" ({c.trained} trained)")
+            for c in result.cells
+        )
         interval = f"[{short_number(result.low)}, {short_number(result.high)}]"
         critical = result.note if result.critical_lr is None else f"{result.critical_lr:.3g} {interval}"
+        if result.nonmonotone:
+            critical += f"; non-monotone: {result.nonmonotone}"
         rows.append([result.label, cells, critical])
-    return ["runs (variants)", "diverged per learning rate", "critical learning rate [95% bootstrap]"], rows
+    header = ["runs (variants)", "diverged per learning rate", "critical learning rate [95% profile likelihood]"]
+    return header, rows
 
 
 def tuned_rows(analysis):
@@ -126,7 +150,24 @@ def tuned_rows(analysis):
         tried = ", ".join(f"{s.learning_rate:g}: {s.val_accuracy:.3f}" for s in result.settings)
         test = mean_ci(result.test_accuracies).text()
         rows.append([result.label, tried, f"{result.best_lr:g}", test])
-    return ["runs (variants)", "mean best val accuracy per learning rate", "best lr", "test accuracy there"], rows
+    seeds = next((r for r in analysis.tuned if r.selection_seeds), None)
+    chosen = f"seeds {seed_list(seeds.selection_seeds)}" if seeds else "the selection seeds"
+    tested = f"seeds {seed_list(seeds.test_seeds)}" if seeds else "the others"
+    header = [
+        "runs (variants)",
+        f"mean best val accuracy per learning rate ({chosen})",
+        "best lr",
+        f"test accuracy there ({tested})",
+    ]
+    return header, rows
+
+
+def seed_list(seeds):
+    return (
+        f"{seeds[0]}–{seeds[-1]}"
+        if len(seeds) > 2 and list(seeds) == list(range(seeds[0], seeds[-1] + 1))
+        else ", ".join(map(str, seeds))
+    )
 
 
 def tradeoff_rows(analysis):
@@ -241,7 +282,7 @@ def write_experiment_report(analysis, plots, verdicts, directory):
         {
             "title": "Variants",
             "css": "variants",
-            "note": f"A run trained: it {summary['trained_rule']}.",
+            "note": f"A run diverged: {DIVERGENCE_RULE}. A run trained: it {summary['trained_rule']}.",
             "table": variant_rows(summary),
         },
         {

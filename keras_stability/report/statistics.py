@@ -71,10 +71,25 @@ class Comparison:
     alpha: float = 1 - CONFIDENCE
     seeds_needed: int | None = None
     measure: str = "difference"
+    smallest_p: float = 0.0  # the smallest p-value the design can give (an exact test's floor)
 
     @property
     def significant(self) -> bool:
         return math.isfinite(self.p_value) and self.p_value < self.alpha
+
+    @property
+    def can_reach_significance(self) -> bool:
+        return self.smallest_p < self.alpha
+
+    def caveat(self) -> str:
+        """Why "not significant" may say little: a design that cannot reach α, or an interval that
+        excludes the null although the test does not reject it; "" when neither."""
+        if not self.can_reach_significance:
+            return f"this design cannot reach p < {self.alpha:g}: its smallest possible p is {self.smallest_p:.3g}"
+        neutral = 1.0 if self.measure == "ratio" else 0.0
+        if not self.significant and math.isfinite(self.low) and not self.low <= neutral <= self.high:
+            return "the interval excludes no effect while the test does not reject it: with few seeds a percentile bootstrap is too narrow, and the test decides"
+        return ""
 
     def text(self, digits=4) -> str:
         if not math.isfinite(self.difference):
@@ -85,6 +100,8 @@ class Comparison:
         text = f"{'×' if self.measure == 'ratio' else ''}{self.difference:{sign}.{digits}f}{interval} (p = {self.p_value:.3g}, {self.test}, {verdict})"
         if not self.significant and self.seeds_needed:
             text += f"; {self.seeds_needed} seeds per side for {POWER:.0%} power"
+        if caveat := self.caveat():
+            text += f"; {caveat}"
         return text
 
 
@@ -138,8 +155,28 @@ def seeds_for_power(effect, alpha=1 - CONFIDENCE, power=POWER) -> int | None:
     return n if n <= MAX_SEEDS else None
 
 
+def smallest_permutation_p(n_variant: int, n_baseline: int) -> float:
+    """The smallest two-sided p-value a permutation test of n against m values can give: the two
+    extreme splits out of C(n + m, n) (an exact 2-vs-2 test stops at 2/6 = 1/3).
+
+    >>> smallest_permutation_p(2, 2)
+    0.3333333333333333
+    """
+    splits = math.comb(n_variant + n_baseline, n_variant)
+    return min(1.0, 2 / splits) if splits <= EXACT_SPLITS else 2 / (RESAMPLES + 1)
+
+
+def fewest_seeds_for_significance(alpha=1 - CONFIDENCE) -> int:
+    """The fewest seeds per side whose permutation test can reject at `alpha` at all (4 at 0.05)."""
+    n = 2
+    while smallest_permutation_p(n, n) >= alpha:
+        n += 1
+    return n
+
+
 def compare_means(variant, baseline, confidence=CONFIDENCE) -> Comparison:
-    """Permutation test and bootstrap interval for mean(variant) − mean(baseline) (≥ 2 values a side)."""
+    """Permutation test and bootstrap interval for mean(variant) − mean(baseline) (≥ 2 values a side);
+    the seeds needed are never fewer than a permutation test needs to reach `alpha` at all."""
     a, b = np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float)
     alpha = 1 - confidence
     if len(a) < 2 or len(b) < 2:
@@ -150,7 +187,9 @@ def compare_means(variant, baseline, confidence=CONFIDENCE) -> Comparison:
     spread = math.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)
     effect = difference / spread if spread > 0 else (math.inf if difference else 0.0)
     seeds = 2 if math.isinf(effect) else seeds_for_power(effect, alpha)
-    return Comparison(difference, low, high, permutation_p_value(a, b), "permutation", alpha, seeds)
+    seeds = None if seeds is None else max(seeds, fewest_seeds_for_significance(alpha))
+    floor = smallest_permutation_p(len(a), len(b))
+    return Comparison(difference, low, high, permutation_p_value(a, b), "permutation", alpha, seeds, smallest_p=floor)
 
 
 def wilson_interval(count, total, confidence=CONFIDENCE) -> tuple[float, float]:
@@ -168,6 +207,9 @@ def compare_rates(variant_count, variant_runs, baseline_count, baseline_runs, co
         return Comparison(math.nan, math.nan, math.nan, math.nan, "Fisher exact", alpha)
     table = [[variant_count, variant_runs - variant_count], [baseline_count, baseline_runs - baseline_count]]
     p_value = float(stats.fisher_exact(table).pvalue)
+    # Fisher's smallest p with these margins of runs: every divergence on one side.
+    extreme = [[variant_runs, 0], [0, baseline_runs]]
+    smallest = float(stats.fisher_exact(extreme).pvalue)
     rate_a, rate_b = variant_count / variant_runs, baseline_count / baseline_runs
     (low_a, high_a), (low_b, high_b) = (
         wilson_interval(variant_count, variant_runs, confidence),
@@ -177,4 +219,5 @@ def compare_rates(variant_count, variant_runs, baseline_count, baseline_runs, co
     low = difference - math.sqrt((rate_a - low_a) ** 2 + (high_b - rate_b) ** 2)
     high = difference + math.sqrt((high_a - rate_a) ** 2 + (rate_b - low_b) ** 2)
     cohens_h = 2 * math.asin(math.sqrt(rate_a)) - 2 * math.asin(math.sqrt(rate_b))
-    return Comparison(difference, low, high, p_value, "Fisher exact", alpha, seeds_for_power(cohens_h, alpha))
+    seeds = seeds_for_power(cohens_h, alpha)
+    return Comparison(difference, low, high, p_value, "Fisher exact", alpha, seeds, smallest_p=smallest)

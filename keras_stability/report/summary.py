@@ -96,7 +96,9 @@ def summarize_variant(name, runs):
         "finished": len(finished),
         "unfinished": [{"seed": run.seed, "status": run.status} for run in runs if not run.finished],
         "diverged": len(diverged),
-        "diverged_at_steps": [run.meta.get("diverged_at_step") for run in diverged],
+        "diverged_at_steps": [run.diverged_at_step for run in diverged],
+        # Steps with a non-finite gradient per finished run, whatever the policy did with them.
+        "nonfinite_steps": [run.nonfinite_steps for run in finished],
         # None when the dataset has no chance level (a regression task such as the adding problem).
         "trained": None if None in trained else sum(trained),
         "metrics": metrics,
@@ -105,6 +107,7 @@ def summarize_variant(name, runs):
         "grad_norm_median": float(np.median(sample)) if len(sample) else math.nan,
         "grad_norm_sampled_every": max((run.step_stride for run in finished), default=1),
         "seconds_per_epoch": asdict(mean_ci(epoch_seconds)),
+        "epoch_seconds": epoch_seconds,  # per finished run; the report shows median and range
     }
 
 

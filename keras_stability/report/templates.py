@@ -6,7 +6,7 @@ import jinja2
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #bbb;padding:4px 8px;text-align:left}
 th{background:#eef}img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}.warning{color:#a60;font-weight:bold}
-.confirmed{color:#060;font-weight:bold}.refuted{color:#a00;font-weight:bold}.inconclusive{color:#666}"""
+.confirmed{color:#060;font-weight:bold}.refuted{color:#a00;font-weight:bold}.inconclusive{color:#666}.unanswerable{color:#7b5ea7}.stable-untrained{color:#b36b00;font-weight:bold}"""
 
 TEMPLATES = {
     "page.html": """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -20,7 +20,7 @@ TEMPLATES = {
 {% macro claims(rows) -%}
 <table class="claims"><thead><tr><th>id</th><th>claim</th><th>source</th><th>test</th><th>verdict</th><th>evidence</th><th>registered</th></tr></thead><tbody>
 {% for c in rows %}<tr><td>{{ c.id }}</td><td>{{ c.text }}</td><td>{{ c.source }}</td><td>{{ c.test }}</td>
-<td class="{{ c.verdict }}">{{ c.verdict | upper }}{% if c.exploratory %} (exploratory){% endif %}</td><td>{{ c.evidence }}</td><td>{{ c.registered }}</td></tr>
+<td class="{{ c.verdict | replace('stable but does not train', 'stable-untrained') }}">{{ c.verdict | upper }}{% if c.exploratory %} (exploratory){% endif %}</td><td>{{ c.evidence }}</td><td>{{ c.registered }}</td></tr>
 {% endfor %}</tbody></table>
 {%- endmacro %}
 {% macro figures(plots) %}{% for p in plots %}<h2>{{ p.title }}</h2><img alt="{{ p.title }}" src="{{ p.src }}">{% endfor %}{% endmacro %}
@@ -34,7 +34,9 @@ TEMPLATES = {
 {{ m.figures(plots) }}
 {% endblock %}""",
     "ledger.html": """{% extends "page.html" %}{% import "macros.html" as m %}{% block body %}
-<p>{{ tally }}. {{ rule }}</p>{{ m.claims(claims) }}{{ m.figures(plots) }}
+<p>{{ tally }}. {{ rule }}</p><p>{{ family }}</p><p>{{ verdict_rules }}</p>
+<p>Judging rules changed after a look at results:</p><ul>{% for c in changes %}<li>{{ c }}</li>{% endfor %}</ul>
+{{ m.claims(claims) }}{{ m.figures(plots) }}
 <h2>Published results</h2>{{ m.table(published_header, published, "published") }}
 <h2>Reports</h2><ul>{% for name, link in links %}<li><a href="{{ link }}">{{ name }}</a></li>{% endfor %}</ul>
 {% endblock %}""",
