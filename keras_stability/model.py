@@ -173,8 +173,9 @@ class StabilizedModel(keras.Model):
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            # Keras's own train_step feeds its built-in "loss" metric the same way.
-            batch = tf.nest.flatten(x)[0]
+            # Keras's own train_step feeds its built-in "loss" metric the same way (the first input
+            # given: an optional one may be None).
+            batch = next(i for i in tf.nest.flatten(x) if i is not None)
             self._loss_tracker.update_state(
                 unscale_for_distribution(loss),
                 sample_weight=batch.shape[0] if batch.shape[0] is not None else tf.shape(batch)[0],

@@ -341,3 +341,30 @@ def test_nested_inputs():
     np.testing.assert_allclose(history["loss"], [16.0], rtol=1e-6)
     np.testing.assert_allclose(trained[0], 14.44, atol=1e-2)
     np.testing.assert_allclose(evaluated[0], 13.0321, atol=1e-3)
+
+
+class OptionalInputLayer(keras.layers.Layer):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, x, o=None):
+        return self.dense(x if o is None else x + o)
+
+
+def optional_inputs_model():
+    """model_test.py's model with an optional input `o`."""
+    x, o = keras.Input((2,), name="x"), keras.Input((2,), name="o", optional=True)
+    return keras.Model({"x": x, "o": o}, OptionalInputLayer()(x, o))
+
+
+@pytest.mark.parametrize("optional", [None, np.ones((2, 2))], ids=["optional_none", "optional_tensor"])
+def test_functional_optional_inputs(optional):
+    inputs, y_true = {"x": np.ones((2, 2)), "o": optional}, np.ones((2, 2))
+
+    def exercise(model):
+        model.compile(loss="mse", optimizer="adam")
+        history = model.fit(x=inputs, y=y_true, verbose=0).history
+        return history, model.evaluate(x=inputs, y=y_true, verbose=0), model.predict(x=inputs, verbose=0)
+
+    twins(optional_inputs_model, exercise)
