@@ -62,6 +62,24 @@ class StabilizedModel(keras.Model):
     With `layer_norms=True` every variable's gradient norm of the last update is kept in
     `model.optimizer.layer_norms` for `GradientNormLogger`; it is off by default because reading it
     each step costs a host sync.
+
+    Otherwise it is the model it wraps (with `transform=None, nonfinite="propagate"`, bit for bit):
+    its `output_names`, dtype policy, `compute_loss` override and own metrics are used, `compile`
+    takes Keras's arguments, and it is built when the model is. The telemetry is in the training
+    logs and `fit`'s history but not in `train_on_batch`'s list (a float for a loss-only model, as
+    in Keras); the inner model's own `train_step`, `test_step` and `predict_step` are not used.
+
+    Args:
+        model: the `keras.Model` to train.
+        transform: a gradient transform, or `None` for telemetry alone.
+        nonfinite: "raise", "skip", "zero" or "propagate" (Keras's behaviour).
+        layer_norms: keep each variable's gradient norm for `GradientNormLogger`.
+        step_log: capacity of the per-step log, or 0 for none.
+
+    Example:
+        >>> model = StabilizedModel(keras.Sequential([...]), clip_by_global_norm(1.0))
+        >>> model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        >>> model.fit(x, y).history["grad_norm"]
     """
 
     def __init__(self, model, transform=None, nonfinite="skip", layer_norms=False, step_log=0, **kwargs):
