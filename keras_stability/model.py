@@ -210,7 +210,7 @@ class StabilizedModel(keras.Model):
             warnings.warn("The model does not have any trainable weights.", stacklevel=2)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         logs.update(self.telemetry.result())
-        # Without trainable weights the optimizer is never built, and no step was non-finite.
+        # A model without trainable weights can leave the optimizer unbuilt: then no step was non-finite.
         nonfinite_steps = self.optimizer.nonfinite_steps if self.optimizer.built else 0
         logs["nonfinite_steps"] = tf.cast(nonfinite_steps, tf.float32)
         return logs
