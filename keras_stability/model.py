@@ -1,5 +1,7 @@
 """`StabilizedModel`: a Keras model whose `train_step` transforms gradients and reports telemetry."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 
@@ -60,21 +62,47 @@ class StabilizedModel(keras.Model):
     With `layer_norms=True` every variable's gradient norm of the last update is kept in
     `model.optimizer.layer_norms` for `GradientNormLogger`; it is off by default because reading it
     each step costs a host sync.
+
+    Otherwise it is the model it wraps (with `transform=None, nonfinite="propagate"`, bit for bit):
+    its `output_names`, dtype policy, `compute_loss` override and own metrics are used, `compile`
+    takes Keras's arguments, and it is built when the model is. The telemetry is in the training
+    logs and `fit`'s history but not in `train_on_batch`'s list (a float for a loss-only model, as
+    in Keras); the inner model's own `train_step`, `test_step` and `predict_step` are not used.
+
+    Args:
+        model: the `keras.Model` to train.
+        transform: a gradient transform, or `None` for telemetry alone.
+        nonfinite: "raise", "skip", "zero" or "propagate" (Keras's behaviour).
+        layer_norms: keep each variable's gradient norm for `GradientNormLogger`.
+        step_log: capacity of the per-step log, or 0 for none.
+
+    Example:
+        >>> model = StabilizedModel(keras.Sequential([...]), clip_by_global_norm(1.0))
+        >>> model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        >>> model.fit(x, y).history["grad_norm"]
     """
 
     def __init__(self, model, transform=None, nonfinite="skip", layer_norms=False, step_log=0, **kwargs):
-        super().__init__(**kwargs)
         if not isinstance(model, keras.Model):
             raise TypeError(f"StabilizedModel wraps a keras.Model. Received: model={model!r}.")
+        # The inner model's policy (`Model(dtype="mixed_float16")`) decides loss scaling, as in Keras.
+        kwargs.setdefault("dtype", model.dtype_policy)
+        super().__init__(**kwargs)
         check_transform(transform)
         check_policy(nonfinite)
         self.model = model
+        if hasattr(model, "output_names"):
+            # Keras's `compile` matches losses and metrics to outputs by these names.
+            self.output_names = model.output_names
         self.transform = transform
         self.nonfinite = nonfinite
         self.layer_norms = layer_norms
         self.step_log_capacity = step_log
         self.step_log = None
         self.telemetry = GradientTelemetry()
+        if model.built:
+            # Built weights can be loaded, and `BackupAndRestore` restored, before any `fit`.
+            self.built = True
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
@@ -84,7 +112,19 @@ class StabilizedModel(keras.Model):
             self.model.build(input_shape)
         self.built = True
 
-    def compile(self, optimizer="rmsprop", auto_scale_loss=True, **kwargs):
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        weighted_metrics=None,
+        run_eagerly=False,
+        steps_per_execution=1,
+        jit_compile="auto",
+        auto_scale_loss=True,
+    ):
+        """Keras's `compile`, with `optimizer` wrapped in a `StabilizedOptimizer` (same arguments)."""
         optimizer = keras.optimizers.get(optimizer)
         if not isinstance(optimizer, StabilizedOptimizer):
             if (
@@ -92,7 +132,7 @@ class StabilizedModel(keras.Model):
                 and self.dtype_policy.name == "mixed_float16"
                 and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
             ):
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name="loss_scale_optimizer")
             optimizer = StabilizedOptimizer(
                 optimizer, self.transform, self.nonfinite, record_layer_norms=self.layer_norms
             )
@@ -100,7 +140,20 @@ class StabilizedModel(keras.Model):
             with self.distribute_strategy.scope():
                 self.step_log = StepLog(self.step_log_capacity)
         # The loss scaling, if any, already sits inside the StabilizedOptimizer.
-        super().compile(optimizer=optimizer, auto_scale_loss=False, **kwargs)
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            loss_weights=loss_weights,
+            metrics=metrics,
+            weighted_metrics=weighted_metrics,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+            auto_scale_loss=False,
+        )
+        if overrides_compute_loss(self.model):
+            # The inner model's `compute_loss` calls Keras's, which reads the compiled loss from it.
+            self.model._compile_loss = self._compile_loss
 
     def compile_from_config(self, config):
         # Keras skips models with a custom `compile` when loading; ours accepts its own saved config
@@ -111,34 +164,55 @@ class StabilizedModel(keras.Model):
 
     @property
     def metrics(self):
-        # Telemetry stays out of `metrics` so that `evaluate` does not report it.
-        return [m for m in super().metrics if m is not self.telemetry]
+        # Telemetry stays out of `metrics` so that `evaluate` does not report it. Keras leaves out the
+        # metrics of a sub-model that is a Model; the inner model's own (those its `compute_loss`
+        # updates) take the place where Keras lists a model's own metrics.
+        metrics = []
+        for metric in super().metrics:
+            metrics.extend(self.model._metrics if metric is self.telemetry else [metric])
+        return metrics
 
     def reset_metrics(self):
         super().reset_metrics()
         self.telemetry.reset_state()
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The inner model's `compute_loss` where it overrides Keras's, else Keras's."""
+        if overrides_compute_loss(self.model):
+            return self.model._compute_loss(x, y, y_pred, sample_weight, training=training)
+        return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+
+    def _flatten_metrics_in_order(self, logs):
+        # `train_on_batch`'s list (or float) is Keras's: the telemetry is only in the dict and the logs.
+        return super()._flatten_metrics_in_order({k: v for k, v in logs.items() if k not in TELEMETRY})
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            # Keras's own train_step feeds its built-in "loss" metric the same way.
-            batch = tf.nest.flatten(x)[0]
+            # Keras's own train_step feeds its built-in "loss" metric the same way (the first input
+            # given: an optional one may be None).
+            batch = next(i for i in tf.nest.flatten(x) if i is not None)
             self._loss_tracker.update_state(
                 unscale_for_distribution(loss),
                 sample_weight=batch.shape[0] if batch.shape[0] is not None else tf.shape(batch)[0],
             )
             scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.trainable_weights
-        gradients = tape.gradient(scaled_loss, variables)
-        stats = self.optimizer.apply_with_stats(gradients, variables)
-        self.telemetry.update_state(stats)
-        if self.step_log is not None:
-            self.step_log.write(global_batch_loss(loss), stats.grad_norm, stats.clipped_norm)
+        if variables:
+            gradients = tape.gradient(scaled_loss, variables)
+            stats = self.optimizer.apply_with_stats(gradients, variables)
+            self.telemetry.update_state(stats)
+            if self.step_log is not None:
+                self.step_log.write(global_batch_loss(loss), stats.grad_norm, stats.clipped_norm)
+        else:
+            warnings.warn("The model does not have any trainable weights.", stacklevel=2)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         logs.update(self.telemetry.result())
-        logs["nonfinite_steps"] = tf.cast(self.optimizer.nonfinite_steps, tf.float32)
+        # A model without trainable weights can leave the optimizer unbuilt: then no step was non-finite.
+        nonfinite_steps = self.optimizer.nonfinite_steps if self.optimizer.built else 0
+        logs["nonfinite_steps"] = tf.cast(nonfinite_steps, tf.float32)
         return logs
 
     def get_config(self):
@@ -156,6 +230,11 @@ class StabilizedModel(keras.Model):
         config = dict(config)
         model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
         return cls(model, deserialize(config.pop("transform")), **config)
+
+
+def overrides_compute_loss(model) -> bool:
+    """Whether `model`'s class has its own `compute_loss` (Functional and Sequential keep Keras's)."""
+    return type(model).compute_loss is not keras.Model.compute_loss
 
 
 def global_batch_loss(replica_loss):

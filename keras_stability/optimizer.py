@@ -105,7 +105,7 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that updates the variables. It may be a
             `LossScaleOptimizer`; then non-finite steps are left to it (it skips them and lowers its
-            loss scale), so only `nonfinite="skip"` is allowed.
+            loss scale), so only `nonfinite="skip"` is allowed, or `"propagate"` (Keras's: the same).
         transform: a `keras_stability` gradient transform (e.g. `clip_by_global_norm(1.0)`), or
             `None` for telemetry and the non-finite policy alone.
         nonfinite: one of "raise", "skip", "zero", "propagate" (see `keras_stability.nonfinite`).
@@ -133,10 +133,11 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         core = check_inner(inner_optimizer)
         check_transform(transform)
         nonfinite_policy.check_policy(nonfinite)
-        if is_loss_scaled(inner_optimizer) and nonfinite != "skip":
+        if is_loss_scaled(inner_optimizer) and nonfinite not in ("skip", "propagate"):
+            # "propagate" is Keras's behaviour, which with loss scaling is the skip below.
             raise ValueError(
                 "With a LossScaleOptimizer inside, non-finite steps are how it lowers its loss scale, "
-                f"so only nonfinite='skip' is possible. Received: nonfinite={nonfinite!r}."
+                f"so only nonfinite='skip' (or 'propagate', Keras's own) is possible. Received: nonfinite={nonfinite!r}."
             )
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer

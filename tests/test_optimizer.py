@@ -56,7 +56,10 @@ def test_refuses_inner_arguments_and_bad_values():
         StabilizedOptimizer(keras.optimizers.SGD(0.1), nonfinite="ignore")
     with pytest.raises(TypeError, match=r"Received: transform=1.0"):
         StabilizedOptimizer(keras.optimizers.SGD(0.1), 1.0)
-    with pytest.raises(ValueError, match=r"only nonfinite='skip' is possible. Received: nonfinite='zero'"):
+    with pytest.raises(
+        ValueError,
+        match=r"only nonfinite='skip' \(or 'propagate', Keras's own\) is possible. Received: nonfinite='zero'",
+    ):
         StabilizedOptimizer(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1)), nonfinite="zero")
 
 

@@ -40,8 +40,8 @@ OPTIMIZER_ATTRIBUTES = [
     "_variables",
     "_model_variables_moving_average",
 ]
-MODEL_METHODS = ["_maybe_symbolic_build"]
-MODEL_ATTRIBUTES = ["_loss_tracker"]
+MODEL_METHODS = ["_maybe_symbolic_build", "_compute_loss", "_flatten_metrics_in_order"]
+MODEL_ATTRIBUTES = ["_loss_tracker", "_compile_loss", "_metrics"]
 CHECKED = set(OPTIMIZER_METHODS + OPTIMIZER_ATTRIBUTES + MODEL_METHODS + MODEL_ATTRIBUTES)
 
 

@@ -1,0 +1,73 @@
+"""A plain Keras model and its `stabilize` twin, run alike from one seed and compared bit for bit.
+
+The parity suites (tests/test_keras_parity_model.py, tests/test_keras_parity_outputs.py) port Keras
+3.15's own trainer, model and callback tests: each case runs once on the plain model and once on
+`stabilize(model, None, nonfinite="propagate")`, and everything they return, the weights and the
+optimizer state must be equal. The only difference allowed is the one the wrapper makes on purpose:
+the telemetry keys in training logs (a `fit` history, a `train_on_batch` dict), never in `evaluate`.
+"""
+
+import keras
+import numpy as np
+
+import keras_stability as ks
+from keras_stability.model import TELEMETRY
+
+# Keras's three execution modes, as its tests parameterize them.
+MODES = {
+    "eager": {"run_eagerly": True, "jit_compile": False},
+    "graph": {"run_eagerly": False, "jit_compile": False},
+    "jit": {"run_eagerly": False, "jit_compile": True},
+}
+
+
+def twins(build, exercise, seed=0):
+    """`exercise(model)` on `build()` and on its wrapped twin, each from `seed`; both must agree.
+
+    Returns `(plain, plain_result, wrapped, wrapped_result)`.
+    """
+    runs = []
+    for wrapped in (False, True):
+        keras.utils.clear_session()  # the same automatic layer names for both
+        keras.utils.set_random_seed(seed)
+        model = build()
+        if wrapped:
+            model = ks.stabilize(model, None, nonfinite="propagate")
+        runs.append((model, exercise(model)))
+    (plain, expected), (twin, got) = runs
+    assert_same(expected, got)
+    assert_same_state(plain, twin)
+    return plain, expected, twin, got
+
+
+def assert_same(expected, got, where="result"):
+    """Equal structure, types and values; a dict may add exactly the telemetry keys."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict), f"{where}: {got!r} is not a dict"
+        extra = [k for k in got if k not in expected]
+        assert not extra or sorted(extra) == sorted(TELEMETRY), f"{where}: keys {list(got)}, Keras {list(expected)}"
+        assert [k for k in got if k in expected] == list(expected), f"{where}: key order {list(got)}"
+        for key, value in expected.items():
+            assert_same(value, got[key], f"{where}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        assert type(got) is type(expected), f"{where}: {type(got).__name__}, Keras {type(expected).__name__}"
+        assert len(got) == len(expected), f"{where}: {len(got)} items, Keras {len(expected)}"
+        for i, (e, g) in enumerate(zip(expected, got)):
+            assert_same(e, g, f"{where}[{i}]")
+    else:
+        assert type(got) is type(expected), f"{where}: {type(got).__name__}, Keras {type(expected).__name__}"
+        np.testing.assert_array_equal(got, expected, err_msg=where)
+
+
+def assert_same_state(plain, wrapped):
+    """The weights and the (inner) optimizer's variables, value for value."""
+    assert len(wrapped.weights) == len(plain.weights)
+    for a, b in zip(plain.weights, wrapped.weights):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
+    if getattr(plain, "optimizer", None) is None or not plain.optimizer.built:
+        return
+    inner = wrapped.optimizer.inner_optimizer
+    assert type(inner) is type(plain.optimizer)
+    assert len(inner.variables) == len(plain.optimizer.variables)
+    for a, b in zip(plain.optimizer.variables, inner.variables):
+        np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=a.path)
