@@ -116,8 +116,12 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
     around the wrapper then disables it, as it does for a plain optimizer).
 
     Example:
-        >>> optimizer = StabilizedOptimizer(keras.optimizers.SGD(0.1), clip_by_global_norm(1.0))
-        >>> model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+        >>> import keras, numpy as np, keras_stability as ks
+        >>> w = keras.Variable([3.0, 4.0])
+        >>> optimizer = ks.StabilizedOptimizer(keras.optimizers.SGD(0.1), ks.clip_by_global_norm(1.0))
+        >>> optimizer.apply([keras.ops.convert_to_tensor([30.0, 40.0])], [w])
+        >>> np.round(keras.ops.convert_to_numpy(w), 4)  # norm 50 clipped to 1: w − 0.1 · (0.6, 0.8)
+        array([2.94, 3.92], dtype=float32)
     """
 
     def __init__(
