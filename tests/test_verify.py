@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_stability.cli import main
+from keras_stability.cli.verification import recorded_threads
 from keras_stability.experiments.provenance import VECTOR_FLAGS, cpu_description, provenance
 from keras_stability.experiments.verify import (
     Difference,
@@ -105,6 +106,14 @@ def test_provenance_differences_name_what_an_old_meta_json_lacks():
     ]
 
 
+def test_the_runs_recorded_thread_count_is_used_when_they_agree():
+    host = {"name": "vm", "intra_op_threads": 1}
+    assert recorded_threads([{"host": host}, {"host": host}]) == 1
+    assert recorded_threads([{"host": host}, {"host": {**host, "intra_op_threads": 2}}]) is None
+    assert recorded_threads([{"host": host}, {"host": {"name": "vm"}}]) is None  # one from before the record
+    assert recorded_threads([{"host": {"intra_op_threads": 0}}]) is None  # TensorFlow's default: the cpus
+
+
 def test_cpu_description_reads_the_first_processor():
     cpuinfo = (
         "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
@@ -149,7 +158,7 @@ def test_verify_reproduces_a_run_of_this_machine_and_finds_a_changed_value(tmp_p
     assert "--runs seed-9 should name one finished run. Received: 0 matches" in capsys.readouterr().err
     assert main(["verify", str(results / "verify_tiny"), "--runs", "plain/seed-0"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"verifying the named runs of the 2 finished runs under {results / 'verify_tiny'}"
+    assert out[0].startswith(f"verifying the named runs of the 2 finished runs under {results / 'verify_tiny'} (")
     assert out[1].startswith("verify_tiny/plain/seed-0  EQUAL  (steps.csv.gz 34 rows, metrics.csv 2 rows")
     log = results / "verify_tiny" / "plain" / "seed-1" / "steps.csv.gz"
     lines = gzip.decompress(log.read_bytes()).decode().splitlines(keepends=True)

@@ -1,7 +1,8 @@
 """`keras-stability verify`: retrains a random sample of committed runs and says which ones it reproduced.
 
 Each drawn run trains again from its own config.yaml in a temporary results root, as `run` trains it
-(one process, TensorFlow's thread pools as large as the machine's cpus unless --threads), and its
+(one process; TensorFlow's thread pools as the runs recorded, else as large as the machine's cpus,
+unless --threads), and its
 metrics.csv and step log are compared with the committed ones as float32 (`experiments.verify`).
 """
 
@@ -10,7 +11,6 @@ import sys
 import tempfile
 
 from keras_stability.experiments.run_files import (
-    TERMINAL_STATUSES,
     DamagedFileError,
     read_document,
     read_json_object,
@@ -37,19 +37,24 @@ def add_verify_command(commands):
     verify.add_argument(
         "--threads",
         type=int,
-        help="TensorFlow's intra- and inter-op threads (default: the machine's cpus, as `run` uses)",
+        help="TensorFlow's intra- and inter-op threads (default: the count the runs recorded, else the "
+        "machine's cpus, as `run` uses)",
     )
 
 
+# A pruned search trial stopped where its study wanted: retrained alone it would train on.
+REPRODUCIBLE = ("done", "diverged")
+
+
 def finished_runs(root):
-    """{label: directory} of the finished runs under `root` (shared ones included: read through their links)."""
+    """{label: directory} of the done or diverged runs under `root` (shared ones too: read through their links)."""
     from keras_stability.report.collect import find_run_directories
 
     runs = {}
     for directory in find_run_directories(root):
         try:
             meta = read_json_object(os.path.join(directory, "meta.json")) or {}
-            if meta.get("status") in TERMINAL_STATUSES:
+            if meta.get("status") in REPRODUCIBLE:
                 document = read_document(directory)  # a sweep's variant holds a "/": the path cannot say
                 runs[f"{document['experiment']}/{document['variant']}/seed-{document['seed']}"] = directory
         except DamagedFileError:
@@ -94,7 +99,7 @@ def rerun(directory, label, scratch):
         return RunComparison(label, problem=f"its config.yaml is not a valid run today: {error}")
     said = []
     status = run_one(scratch, config, document["variant"], document["seed"], log=said.append, tensorboard=False)
-    if status not in TERMINAL_STATUSES:
+    if status not in REPRODUCIBLE:
         return RunComparison(label, problem=f"the rerun ended {status}: {' | '.join(said[-2:])}")
     copy = os.path.join(scratch, config.name, document["variant"], f"seed-{document['seed']}")
     tables = []
@@ -108,6 +113,14 @@ def rerun(directory, label, scratch):
             )
         tables.append(compare_tables(os.path.basename(path), key, committed, again))
     return RunComparison(label, tuple(tables))
+
+
+def recorded_threads(metas):
+    """The intra-op thread count every run in `metas` recorded (a meta.json's host), else None: runs
+    trained by `run --jobs N` had cpus ÷ N threads, and the count decides Eigen's sums."""
+    counts = {(meta.get("host") or {}).get("intra_op_threads") for meta in metas}
+    count = counts.pop() if len(counts) == 1 else None
+    return count if isinstance(count, int) and count > 0 else None  # 0: TensorFlow's default
 
 
 def command_verify(args):
@@ -131,16 +144,18 @@ def command_verify(args):
     from keras_stability.experiments.suite import configure_threads, threads_per_job
     from keras_stability.experiments.verify import provenance_differences
 
-    configure_threads(args.threads or threads_per_job(1))
+    metas = {label: read_json_object(os.path.join(runs[label], "meta.json")) for label in labels}
+    threads = args.threads or recorded_threads(metas.values()) or threads_per_job(1)
+    configure_threads(threads)
     how = "the named runs" if args.runs else f"a sample of {len(labels)} (--seed {args.seed})"
-    print(f"verifying {how} of the {len(runs)} finished runs under {args.results}")
+    print(f"verifying {how} of the {len(runs)} finished runs under {args.results} ({threads} threads)")
     ours, reported, equal = provenance(), set(), True
     for label in labels:
         with tempfile.TemporaryDirectory(prefix="keras-stability-verify-") as scratch:
             comparison = rerun(runs[label], label, scratch)
         print(comparison.line(), flush=True)
         equal = equal and comparison.equal
-        differences = tuple(provenance_differences(read_json_object(os.path.join(runs[label], "meta.json")), ours))
+        differences = tuple(provenance_differences(metas[label], ours))
         if differences and differences not in reported:  # once per distinct set: most runs share a host
             reported.add(differences)
             print("  its host and versions against this machine's: " + "; ".join(differences))
