@@ -1,6 +1,7 @@
 """The `keras-stability` command: run, validate, report, compact and list experiments; a one-command demo.
 
-The search and sweep commands (Optuna studies) are in `cli.studies`; reading experiment files for
+The search and sweep commands (Optuna studies) are in `cli.studies`, verify (retraining committed
+runs to compare their numbers) in `cli.verification`; reading experiment files for
 any command in `cli.inputs`; `python -m keras_stability.cli` runs `main`.
 """
 
@@ -10,6 +11,7 @@ import sys
 
 from keras_stability.cli.inputs import expand, load_all, print_problems
 from keras_stability.cli.studies import add_study_commands, command_search, command_sweep
+from keras_stability.cli.verification import add_verify_command, command_verify
 
 # The demo's choices; argparse needs them before anything imports TensorFlow.
 ONE_ARGUMENT_TRANSFORMS = ("clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient")
@@ -63,6 +65,8 @@ def build_parser():
         metavar="FILE",
         help="also write the ledger's verdict table into FILE, between its ledger marker lines",
     )
+
+    add_verify_command(commands)
 
     compact = commands.add_parser(
         "compact", help="gzip finished runs' steps.csv, thinning long runs' (results from before runs did)"
@@ -205,6 +209,7 @@ COMMANDS = {
     "search": command_search,
     "sweep": command_sweep,
     "report": command_report,
+    "verify": command_verify,
     "compact": command_compact,
     "list": command_list,
     "demo": command_demo,
