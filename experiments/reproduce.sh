@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Reruns the document suite: its second edition (experiments/e2_*.yaml, sweep cells included), doc
-# 004's grid / random / TPE searches, the first-edition files the ledger keeps, and every report.
+# Reruns the document suite: its third edition (experiments/e3_*.yaml, sweep cells included), the
+# second-edition files it keeps (e2_*.yaml), doc 004's grid / random / TPE searches, and every report.
 # Finished runs and trials are skipped and interrupted ones resume from their last checkpoint, so
 # running it again after a crash continues the work. Cheap experiments first, so that a partial run
 # already answers most claims; the CNNs and the two published results (the adding problem, DeepOBS's
@@ -22,14 +22,12 @@ run() {
   done
 }
 RUN_OPTIONS=("$@")
-run e2_doc002_as_written e2_doc003_as_written e2_doc004_as_written e2_doc002_regimes e2_doc003_regimes e2_doc001_regimes \
-  e2_doc000_regimes e2_doc004_regimes e2_thresholds e2_sparse
-run quickstart doc002_mlp doc002_stddev1 doc000_explosion doc001_remedies doc003_remedies adaptive_clipping \
-  explosion_boundary
+run e3_mlp_regimes e3_doc003_as_written e3_doc002_regimes e3_thresholds e3_sparse quickstart \
+  e2_doc002_as_written e2_doc004_as_written e2_doc004_regimes
 for sampler in grid random tpe; do
   keras-stability search experiments/e2_doc004_as_written.yaml --sampler "$sampler" --study "$sampler" \
     --results "$RESULTS" --report "$REPORTS"
 done
-run adding_problem doc000_cnn e2_doc000_as_written e2_adding_problem e2_deepobs_fmnist_2c2d
+run e2_doc000_as_written e2_adding_problem e2_deepobs_fmnist_2c2d
 # Every report, the claims ledger and the README's verdict table.
 keras-stability report "$RESULTS" --output "$REPORTS" --readme README.md
