@@ -169,7 +169,7 @@ def command_report(args):
         from keras_stability.report.readme import update_readme
 
         try:
-            update_readme(args.readme, built.verdicts, built.published)
+            update_readme(args.readme, built.verdicts, built.published, built.suite)
         except (OSError, ValueError) as error:
             print(f"keras-stability report: {error}", file=sys.stderr)
             return 2

@@ -7,7 +7,7 @@ from keras_stability.experiments.integrity import RERUN_ADVICE
 from keras_stability.report.analyses import analyse
 from keras_stability.report.claims import judge_all, load_claims_file
 from keras_stability.report.collect import collect
-from keras_stability.report.ledger_pages import write_ledger
+from keras_stability.report.ledger_pages import suite_rows, write_ledger
 from keras_stability.report.plots import draw_all
 from keras_stability.report.provenance import registrations
 from keras_stability.report.published import measure_all
@@ -19,6 +19,7 @@ class BuiltReports:
     pages: dict  # {experiment: its report.html}
     verdicts: list  # the claims ledger, one dict per claim (`claims.judge`)
     published: list  # the published-results rows (`published.measure`)
+    suite: list  # one row per experiment (`ledger_pages.suite_rows`)
 
 
 def build_reports(results, output=None, claims_path=None, log=print):
@@ -27,7 +28,8 @@ def build_reports(results, output=None, claims_path=None, log=print):
 
     `output` defaults to reports/<experiment> for one experiment's directory, else reports/.
 
-    Returns the report pages, the claim verdicts and the published-results rows (`BuiltReports`).
+    Returns the report pages, the claim verdicts, the published-results rows and the experiments'
+    table (`BuiltReports`).
     """
     experiments = collect(results)
     for run in (run for experiment in experiments.values() for run in experiment.damaged()):
@@ -54,4 +56,4 @@ def build_reports(results, output=None, claims_path=None, log=print):
         links = {name: os.path.relpath(path, output) for name, path in reports.items()}
         write_ledger(verdicts, published, output, links)
         log(f"claims ledger: {os.path.join(output, 'claims.html')}")
-    return BuiltReports(reports, verdicts, published)
+    return BuiltReports(reports, verdicts, published, suite_rows(analyses))

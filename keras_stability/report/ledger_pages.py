@@ -29,6 +29,40 @@ def ledger_markdown(verdicts):
     return f"{ledger_tally(verdicts)}. {EXPLORATORY_RULE}\n\n{rules_markdown()}\n\n{table}"
 
 
+SUITE_HEADER = ["experiment", "what it runs", "runs", "diverged", "trained", "with non-finite steps", "trained at"]
+
+
+def suite_rows(analyses) -> list[list[str]]:
+    """One row per experiment: its description, its finished runs, how many diverged (the one rule),
+    trained (where the task has classes) and met a non-finite gradient, and the commits they came from."""
+    rows = []
+    for name, analysis in sorted(analyses.items()):
+        variants = analysis.summary["variants"].values()
+        finished = sum(v["finished"] for v in variants)
+        trained = [v["trained"] for v in variants]
+        commits = ", ".join(
+            f"{(s.commit or 'unknown')[:8]}{' (dirty)' if s.dirty else ''}" for s in analysis.provenance.sources
+        )
+        rows.append(
+            [
+                f"`{name}`",
+                " ".join(analysis.summary["description"].split()),
+                f"{finished}",
+                f"{sum(v['diverged'] for v in variants)}",
+                "–" if None in trained else f"{sum(trained)}",
+                f"{sum(1 for v in variants for count in v['nonfinite_steps'] if count)}",
+                commits,
+            ]
+        )
+    return rows
+
+
+def suite_markdown(rows) -> str:
+    """The committed experiments with their counts (the README's suite table), and the total."""
+    total = sum(int(row[2]) for row in rows)
+    return f"{markdown_table(SUITE_HEADER, rows)}\n\n{len(rows)} experiments, {total:,} finished runs."
+
+
 def published_markdown(published):
     """The published results beside our measurements (claims.md, and the README's table)."""
     return markdown_table(PUBLISHED_HEADER, published_cells(published))

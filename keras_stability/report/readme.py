@@ -1,8 +1,8 @@
-"""The README's generated tables (the verdicts, the published results), written from the ledger so that
-no number in them is copied by hand."""
+"""The README's generated tables (the committed experiments, the verdicts, the published results),
+written from the reports so that no number in them is copied by hand."""
 
 from keras_stability.experiments.storage import atomic_write_text
-from keras_stability.report.ledger_pages import ledger_markdown, published_markdown
+from keras_stability.report.ledger_pages import ledger_markdown, published_markdown, suite_markdown
 
 COMMAND = "keras-stability report results/ --readme README.md"
 
@@ -23,14 +23,16 @@ def replace_block(text: str, block: str, content: str, path: str) -> str:
     return f"{head}{begin}\n{content}\n{end}{rest.split(end)[1]}"
 
 
-def update_readme(path: str, verdicts: list[dict], published: list[dict]) -> None:
+def update_readme(path: str, verdicts: list[dict], published: list[dict], suite: list[list[str]]) -> None:
     """Replaces the text between each block's two marker lines in the Markdown file `path`: the
-    ledger's verdict table and the published-results table. Nothing is written unless both fit.
+    committed experiments' table, the ledger's verdict table and the published-results table. Nothing
+    is written unless all three fit.
 
     Raises:
         ValueError: when the file does not hold a block's two lines once each, in order.
     """
     with open(path, encoding="utf-8") as stream:
         text = stream.read()
+    text = replace_block(text, "suite", suite_markdown(suite), path)
     text = replace_block(text, "ledger", ledger_markdown(verdicts), path)
     atomic_write_text(path, replace_block(text, "published", published_markdown(published), path))
