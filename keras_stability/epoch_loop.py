@@ -16,6 +16,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_stability.nonfinite import nonfinite_errors
+
 _EPOCH_FUNCTIONS = weakref.WeakKeyDictionary()
 
 
@@ -59,7 +61,8 @@ def train_epoch(model: keras.Model, x: Any, y: Any, order: Any, batch_size: int)
     if key not in functions:
         functions[key] = epoch_function(weakref.ref(model), *key)
     model.reset_metrics()
-    logs = functions[key](x, y, order)
+    with nonfinite_errors():
+        logs = functions[key](x, y, order)
     return {name: float(value) for name, value in logs.items()}
 
 

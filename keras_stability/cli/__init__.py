@@ -11,6 +11,14 @@ import sys
 from keras_stability.cli.inputs import expand, load_all, print_problems
 from keras_stability.cli.studies import add_study_commands, command_search, command_sweep
 
+# What `main` returns, as the README's "Exit statuses, reruns and code changes" lists them.
+EXIT_STATUSES = {
+    0: "success (a report's damaged runs are listed, not an error)",
+    1: "some runs failed, or a file or directory could not be written or read",
+    2: "usage or configuration error (nothing was run)",
+    130: "interrupted (Ctrl-C); running the same command again resumes",
+}
+
 # The demo's choices; argparse needs them before anything imports TensorFlow.
 ONE_ARGUMENT_TRANSFORMS = ("clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient")
 
@@ -98,8 +106,10 @@ def command_run(args):
     if problems:
         print_problems(problems)
         return 2
+    from keras_stability.experiments.storage import check_writable
     from keras_stability.experiments.suite import run_experiments
 
+    check_writable(args.results)
     outcomes = run_experiments(
         experiments,
         args.results,
@@ -153,6 +163,9 @@ def command_report(args):
         print(f"keras-stability report: no such directory: {args.results}", file=sys.stderr)
         return 2
     claims = args.claims or ("experiments/claims.yaml" if os.path.exists("experiments/claims.yaml") else None)
+    from keras_stability.experiments.storage import check_writable
+
+    check_writable(args.output or "reports")
     try:
         built = build_reports(args.results, args.output, claims)
     except ConfigError as error:
@@ -212,10 +225,19 @@ COMMANDS = {
 
 
 def main(argv=None):
+    """Runs one command; returns its exit status (`EXIT_STATUSES`)."""
     # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) buries the output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt as interrupt:  # a run's says which run and where it resumes
+        print(f"keras-stability {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
+        return 130
+    except OSError as error:  # a results or report directory that cannot be written or read
+        where = error.filename if error.filename is not None else "(unknown path)"
+        print(f"keras-stability {args.command}: {where}: {error.strerror or error}", file=sys.stderr)
+        return 1
 
 
 __all__ = ["build_parser", "expand", "load_all", "main", "print_problems"]

@@ -8,6 +8,7 @@ digit and Fashion-MNIST datasets `classes: [a, b, ...]` first keeps those classe
 
 import dataclasses
 import os
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +101,21 @@ def idx_directory(name, config):
     return None
 
 
+# Where tensorflow-datasets downloads MNIST and Fashion-MNIST from, and how long to wait for it:
+# tensorflow-datasets itself retries a connection that cannot start for more than five minutes.
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+CONNECT_TIMEOUT_S = 10
+
+
+def check_download_host():
+    """Raises `DataError` within `CONNECT_TIMEOUT_S` unless a connection to `DOWNLOAD_HOST` opens."""
+    host, port = DOWNLOAD_HOST
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:  # DNS failure, refused, unreachable, timed out
+        raise DataError(f"cannot download it: no connection to {host}:{port} ({error})") from None
+
+
 def load_tfds(name):
     """Both splits through tensorflow-datasets: downloads once, then reads its local copy."""
     import tensorflow_datasets as tfds
@@ -107,8 +123,10 @@ def load_tfds(name):
     data_dir = os.environ.get("TFDS_DATA_DIR")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-        if os.environ.get("KERAS_STABILITY_NO_DOWNLOAD") and not builder.is_prepared():
-            raise DataError("downloads are disabled (KERAS_STABILITY_NO_DOWNLOAD is set)")
+        if not builder.is_prepared():
+            if os.environ.get("KERAS_STABILITY_NO_DOWNLOAD"):
+                raise DataError("downloads are disabled (KERAS_STABILITY_NO_DOWNLOAD is set)")
+            check_download_host()
         builder.download_and_prepare()
         train, test = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True))
     except DataError:

@@ -37,11 +37,13 @@ from keras_stability.experiments.evaluation import evaluate_arrays
 from keras_stability.experiments.event_log import EventLog
 from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
+from keras_stability.experiments.run_errors import RunInterrupted, epochs_saved, failure, failure_line
 from keras_stability.experiments.run_files import CSV_COLUMNS, TERMINAL_STATUSES, Progress, inspect_run
 from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
 from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
+from keras_stability.nonfinite import nonfinite_errors
 from keras_stability.step_log import STEP_FIELDS
 
 __all__ = ["METRIC_COLUMNS", "STEP_COLUMNS", "TERMINAL_STATUSES", "fit_epoch", "run_one"]
@@ -157,15 +159,18 @@ def locked_run(run, log, on_epoch, tensorboard):
         "seed": run.seed,
     }
     meta.update(status="running", started=meta.get("started", time.time()), error=None)
+    meta.pop("traceback", None)  # a failed attempt's
     run.write_meta(meta)
     try:
         meta.update(train(run, files.progress, log, on_epoch, tensorboard))
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
-        raise
+        raise RunInterrupted(run.label, epochs_saved(run.directory)) from None
     except Exception as error:  # recorded, so the other runs go on
-        meta.update(status="failed", error=f"{type(error).__name__}: {error}")
-        log(f"{run.label}: failed: {meta['error']}")
+        if isinstance(error, OSError) and error.errno in storage.UNWRITABLE:
+            raise  # every later run would fail the same way: the command stops here
+        meta.update(status="failed", **failure(error))
+        log(failure_line(run.label, error))
     finally:
         meta["finished"] = time.time()
         run.write_meta(meta)
@@ -181,13 +186,14 @@ def fit_epoch(model, training, x_train, y_train, order, epoch):
     one graph execution over the device tensors (`train_epoch`); otherwise Keras `fit` with `tf.data`."""
     if training.steps_per_execution == "auto" and training.distribute == "none":
         return train_epoch(model, x_train, y_train, order, training.batch_size)
-    history = model.fit(
-        epoch_dataset(x_train, y_train, order, training.batch_size),
-        epochs=epoch,
-        initial_epoch=epoch - 1,
-        shuffle=False,
-        verbose=0,
-    ).history
+    with nonfinite_errors():  # the runner's models are StabilizedModels; a Keras model's fit is wrapped too
+        history = model.fit(
+            epoch_dataset(x_train, y_train, order, training.batch_size),
+            epochs=epoch,
+            initial_epoch=epoch - 1,
+            shuffle=False,
+            verbose=0,
+        ).history
     return {name: values[-1] for name, values in history.items()}
 
 

@@ -11,7 +11,7 @@ dataset registry's `DATASETS` hold the same names in the same order (tests/test_
 the registries import TensorFlow, which validating a file must not).
 """
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -20,22 +20,37 @@ from pydantic import (
     Discriminator,
     Field,
     PositiveFloat,
-    PositiveInt,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from keras_stability.factories import ENTRY_POINT_GROUPS, registered, resolve_factory
+from keras_stability.factories import ENTRY_POINT_GROUPS, check_arguments, registered, resolve_factory
 
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+# Every count (epochs, sizes, widths, samples, trials) is at most a billion: far above any real use,
+# low enough that a typo such as 1e20 epochs is refused here, not an overflow deep in TensorFlow.
+MAX_COUNT = 10**9
+
+
+def count(minimum: int = 1):
+    """An integer count from `minimum` to `MAX_COUNT`."""
+    return Annotated[int, Field(ge=minimum, le=MAX_COUNT)]
+
+
+PositiveCount = Annotated[int, Field(gt=0, le=MAX_COUNT)]
 FACTORY, REGISTERED, UNKNOWN = "factory", "registered", "unknown"
 NOT_NAMES = (FACTORY, REGISTERED, UNKNOWN)  # union tags that are not names a file can use
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Validation is strict by choice, everywhere: no key the section does not declare, and no
+    coercion between types (`max_norm: "1.0"` is a string, refused; an integer is accepted where a
+    float is expected, as YAML writes `1` for 1.0)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ZooModel(Strict):
@@ -71,14 +86,14 @@ Dropout = Annotated[float, Field(ge=0, lt=1)]
 
 class MlpConfig(ZooModel):
     name: Literal["mlp"] = "mlp"
-    hidden: list[PositiveInt] = [128, 64]
+    hidden: list[PositiveCount] = [128, 64]
     dropout: Dropout = 0.0
 
 
 class DeepMlpConfig(ZooModel):
     name: Literal["deep_mlp"] = "deep_mlp"
-    depth: PositiveInt = 8
-    width: PositiveInt = 128
+    depth: PositiveCount = 8
+    width: PositiveCount = 128
     dropout: Dropout = 0.0
 
 
@@ -107,7 +122,7 @@ class RnnConfig(ZooModel):
 
     name: Literal["rnn"] = "rnn"
     cell: Literal["simple_rnn", "lstm"] = "simple_rnn"
-    units: PositiveInt = 64
+    units: PositiveCount = 64
     recurrent_initializer: Literal["orthogonal", "random_normal"] = "orthogonal"
     recurrent_stddev: PositiveFloat = 0.1
 
@@ -116,8 +131,8 @@ class EmbeddingBagConfig(ZooModel):
     """Token ids → embedding → mean → logits; `vocabulary` must cover the dataset's ids."""
 
     name: Literal["embedding_bag"] = "embedding_bag"
-    vocabulary: PositiveInt = 1000
-    embedding_dim: PositiveInt = 16
+    vocabulary: PositiveCount = 1000
+    embedding_dim: PositiveCount = 16
 
 
 ValidationFraction = Annotated[float, Field(gt=0, lt=1)]
@@ -136,7 +151,7 @@ Classes = Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=2)
 class MnistSmallConfig(Strict):
     name: Literal["mnist_small"] = "mnist_small"
     validation_fraction: ValidationFraction = 0.1
-    train_size: PositiveInt | None = None
+    train_size: PositiveCount | None = None
     classes: Classes | None = None
 
 
@@ -146,7 +161,7 @@ class MnistConfig(Strict):
     name: Literal["mnist"] = "mnist"
     path: str | None = None
     validation_fraction: ValidationFraction = 0.1
-    train_size: PositiveInt | None = None
+    train_size: PositiveCount | None = None
     classes: Classes | None = None
 
 
@@ -159,8 +174,8 @@ class AddingProblemConfig(Strict):
 
     name: Literal["adding_problem"] = "adding_problem"
     validation_fraction: ValidationFraction = 0.1
-    sequence_length: Annotated[int, Field(ge=2)] = 50
-    adding_samples: Annotated[int, Field(ge=10)] = 2000
+    sequence_length: count(2) = 50
+    adding_samples: count(10) = 2000
 
 
 class ZipfTokensConfig(Strict):
@@ -169,10 +184,10 @@ class ZipfTokensConfig(Strict):
 
     name: Literal["zipf_tokens"] = "zipf_tokens"
     validation_fraction: ValidationFraction = 0.1
-    train_size: PositiveInt | None = None
-    vocabulary: Annotated[int, Field(ge=2)] = 1000
-    sequence_length: Annotated[int, Field(ge=1)] = 51
-    token_samples: Annotated[int, Field(ge=10)] = 5000
+    train_size: PositiveCount | None = None
+    vocabulary: count(2) = 1000
+    sequence_length: count(1) = 51
+    token_samples: count(10) = 5000
     zipf_exponent: Annotated[float, Field(gt=1)] = 1.2
 
 
@@ -188,15 +203,26 @@ class FactorySection(Strict):
         resolve_factory(value)
         return value
 
+    @field_validator("args")
+    @classmethod
+    def fit_the_signature(cls, value, info: ValidationInfo):
+        if "factory" in info.data:  # else the factory's own error is the one reported
+            check_arguments(resolve_factory(info.data["factory"]), info.data["factory"], cls.PASSED, value)
+        return value
+
 
 class FactoryModelConfig(FactorySection):
     """`factory(input_shape=..., num_classes=..., seed=..., **args)` returns an uncompiled Keras model."""
+
+    PASSED: ClassVar[tuple[str, ...]] = ("input_shape", "num_classes", "seed")
 
 
 class FactoryDatasetConfig(FactorySection):
     """`factory(seed=..., **args)` returns the splits; `train_size` truncates the training split."""
 
-    train_size: PositiveInt | None = None
+    PASSED: ClassVar[tuple[str, ...]] = ("seed",)
+
+    train_size: PositiveCount | None = None
 
 
 class RegisteredModelConfig(Strict):
@@ -211,7 +237,7 @@ class RegisteredDatasetConfig(Strict):
 
     name: str
     args: dict[str, Any] = {}
-    train_size: PositiveInt | None = None
+    train_size: PositiveCount | None = None
 
 
 def by_name(*specs):
@@ -262,9 +288,11 @@ def section(kind, specs, factory_spec, registered_spec):
                 return FACTORY
         else:
             return None
+        if not isinstance(name, str):
+            return UNKNOWN  # whose `name: str` says what is wrong (a mapping is not hashable, either)
         if name in specs:
             return name
-        return REGISTERED if isinstance(name, str) and name in registered(ENTRY_POINT_GROUPS[kind]) else UNKNOWN
+        return REGISTERED if name in registered(ENTRY_POINT_GROUPS[kind]) else UNKNOWN
 
     members = [Annotated[spec, Tag(name)] for name, spec in specs.items()]
     members += [Annotated[factory_spec, Tag(FACTORY)], Annotated[registered_spec, Tag(REGISTERED)]]

@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -9,6 +10,17 @@ import os
 import tempfile
 
 TEMPORARY_PREFIX = ".tmp-"  # .gitignore leaves these out too
+# Errors that say the results cannot be written at all, rather than that one run went wrong.
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR)
+
+
+def check_writable(directory: str) -> None:
+    """Raises the `OSError` that writing into `directory` (created if missing) would raise, before
+    anything is written: a read-only or full disk fails the command at once, not in its first run."""
+    os.makedirs(directory, exist_ok=True)
+    handle, probe = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX)
+    os.close(handle)
+    os.unlink(probe)
 
 
 def run_directory(results_root, experiment, variant, seed):
