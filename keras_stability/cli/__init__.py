@@ -41,6 +41,14 @@ def build_parser():
         metavar="KEY=VALUE",
         help="override a setting in every run, e.g. --set optimizer.learning_rate=0.1 (repeatable)",
     )
+    run.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="discard and retrain the runs whose experiment/variant/seed-N matches this glob, "
+        "e.g. 'quickstart/no_clip/*' (repeatable)",
+    )
     run.add_argument("--jobs", type=int, default=1, help="parallel runner processes (default: 1)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.add_argument(
@@ -107,8 +115,13 @@ def command_run(args):
         print_problems(problems)
         return 2
     from keras_stability.experiments.storage import check_writable
-    from keras_stability.experiments.suite import run_experiments
+    from keras_stability.experiments.suite import run_experiments, unmatched
 
+    missing = unmatched(experiments, args.rerun)  # a typo would retrain nothing, silently
+    for pattern in missing:
+        print(f"keras-stability run: --rerun {pattern}: matches no run (experiment/variant/seed-N)", file=sys.stderr)
+    if missing:
+        return 2
     check_writable(args.results)
     outcomes = run_experiments(
         experiments,
@@ -116,6 +129,7 @@ def command_run(args):
         jobs=args.jobs,
         show_progress=not args.no_progress,
         tensorboard=not args.no_tensorboard,
+        rerun=args.rerun,
     )
     print("runs: " + ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())))
     return 1 if outcomes.get("failed") else 0

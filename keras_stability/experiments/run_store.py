@@ -30,6 +30,8 @@ import yaml
 from keras_stability.experiments import step_logs, storage
 from keras_stability.experiments.provenance import process_provenance
 from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
+from keras_stability.experiments.run_reuse import code_changes
+from keras_stability.factories import factory_provenance
 
 SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", "tensorboard")  # linked, never copied
 # What a shared run's directory may hold besides: its link to steps.csv, made before compaction.
@@ -46,12 +48,17 @@ def training_id(config_text: str) -> str:
     return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def same_code(meta: dict) -> bool:
+def same_code(meta: dict, factories: dict) -> bool:
     """Whether a run's meta.json names this process's code and libraries (git commit, dirty flag,
-    versions): a training from another version of them may give other numbers, so it is not shared,
-    and the index moves to the run this version trains."""
+    versions, and the factory code `factories`, `factory_provenance` now): a training from another
+    version of them may give other numbers, so it is not shared, and the index moves to the run this
+    version trains."""
     ours = process_provenance()
-    return meta.get("git") == ours["git"] and meta.get("versions") == ours["versions"]
+    return (
+        meta.get("git") == ours["git"]
+        and meta.get("versions") == ours["versions"]
+        and not code_changes(meta, factories)
+    )
 
 
 def readable_meta(directory):
@@ -176,6 +183,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
     directory = storage.run_directory(results_root, config.name, variant, seed)
     text = resolved_config_text(config, variant, seed)
     identity = training_id(text)
+    factories = factory_provenance(config)
     with storage.run_lock(directory) as locked:
         if not locked:
             return False  # another process runs it; the runner says so
@@ -190,7 +198,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
         finished = twin is not None and twin_meta.get("status") in SHAREABLE
         already_shared = meta is not None and "shared_from" in meta
         # A link made by an earlier version stays: that version judged the two the same training.
-        shareable = finished and (already_shared or same_code(twin_meta))
+        shareable = finished and (already_shared or same_code(twin_meta, factories))
         if already_shared and not shareable:
             log(f"{label}: the run it shared ({meta['shared_from']}) is gone or changed; training it here")
             unshare(directory)
@@ -211,7 +219,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
             storage.atomic_write_json(meta_path, {**meta, "training_id": identity})
         if twin is None or (
             twin != os.path.normpath(directory)
-            and (twin_meta.get("status") not in (*SHAREABLE, "running") or not same_code(twin_meta))
+            and (twin_meta.get("status") not in (*SHAREABLE, "running") or not same_code(twin_meta, factories))
         ):
             claim(results_root, identity, directory)
         return False

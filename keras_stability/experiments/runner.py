@@ -38,8 +38,9 @@ from keras_stability.experiments.event_log import EventLog
 from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
 from keras_stability.experiments.run_errors import RunInterrupted, epochs_saved, failure, failure_line
-from keras_stability.experiments.run_files import CSV_COLUMNS, TERMINAL_STATUSES, Progress, inspect_run
-from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
+from keras_stability.experiments.run_files import CSV_COLUMNS, TERMINAL_STATUSES, Progress, RunFiles, inspect_run
+from keras_stability.experiments.run_identity import resolved_config_text
+from keras_stability.experiments.run_reuse import judge
 from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
@@ -74,7 +75,7 @@ class Run:
     def __init__(self, results_root, config, variant, seed):
         self.config, self.variant, self.seed = config, variant, seed
         self.directory = storage.run_directory(results_root, config.name, variant, seed)
-        self.label = f"{config.name}/{variant}/seed-{seed}"
+        self.label = storage.run_label(config.name, variant, seed)
 
     def path(self, name):
         return os.path.join(self.directory, name)
@@ -101,6 +102,7 @@ def run_one(
     log: Callable[[str], None] = print,
     on_epoch: Callable[[int, dict], str | None] | None = None,
     tensorboard: bool = True,
+    rerun: bool = False,
 ) -> str:
     """Runs (or resumes, or skips) one run.
 
@@ -109,14 +111,21 @@ def run_one(
             the epoch's metrics (`METRIC_COLUMNS` minus `epoch`); a returned reason stops the run as
             "pruned" (used by the search to prune trials).
         tensorboard: write TensorBoard event files into the run's `tensorboard/` (`event_log`).
+        rerun: discard what the directory holds (finished, shared or failed) and train from scratch.
 
     Returns:
         "done", "diverged", "pruned", "skipped", "shared" (another experiment's identical run, linked),
         "busy" or "failed".
     """
-    if run_store.share_finished_run(results_root, config, variant, seed, log):
-        return "shared"
     run = Run(results_root, config, variant, seed)
+    if rerun:
+        with storage.run_lock(run.directory) as locked:
+            if locked:  # else the runner's own lock says who holds it
+                log(f"{run.label}: --rerun: discarding its results and training it from scratch")
+                run_store.unshare(run.directory)
+                run.discard_training()
+    elif run_store.share_finished_run(results_root, config, variant, seed, log):
+        return "shared"
     with storage.run_lock(run.directory) as locked:
         if not locked:
             log(f"{run.label}: another process is running it; leaving it alone")
@@ -131,16 +140,19 @@ def locked_run(run, log, on_epoch, tensorboard):
     storage.remove_temporaries(run.directory)  # a killed run's half-written checkpoint or JSON
     text = resolved_config_text(run.config, run.variant, run.seed)
     files = inspect_run(run.directory)
+    factories = factory_provenance(run.config)
     if os.path.exists(run.path("config.yaml")) and files.damaged_file != "config.yaml":
         with open(run.path("config.yaml"), encoding="utf-8") as stream:
             existing = stream.read()
-        if what_the_run_trains(existing) != what_the_run_trains(text):
-            log(
-                f"{run.label}: {run.directory} holds a run of a different configuration; "
-                "delete it or choose another --results directory"
-            )
+        reuse = judge(run.label, existing, text, files.meta, factories)
+        if reuse.action == "refuse":
+            log(f"{run.label}: {run.directory} {reuse.reason}")
             return "failed"
-        if files.state == "finished":
+        if reuse.action == "retrain":
+            log(f"{run.label}: {reuse.reason}")
+            run.discard_training()
+            files = RunFiles("new")  # nothing of the old attempt is kept, its meta.json included
+        elif files.state == "finished":
             if existing != text:  # a new description, baseline or seed list, for the report
                 storage.atomic_write_text(run.path("config.yaml"), text)
             return "skipped"
@@ -152,7 +164,7 @@ def locked_run(run, log, on_epoch, tensorboard):
     meta = {
         **files.meta,
         **provenance(),
-        **factory_provenance(run.config),
+        **factories,
         "training_id": run_store.training_id(text),
         "experiment": run.config.name,
         "variant": run.variant,

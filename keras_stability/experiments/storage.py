@@ -28,6 +28,11 @@ def run_directory(results_root, experiment, variant, seed):
     return os.path.join(results_root, experiment, variant, f"seed-{seed}")
 
 
+def run_label(experiment, variant, seed):
+    """<experiment>/<variant>/seed-<n>: how the runner names a run, and what `--rerun` patterns match."""
+    return f"{experiment}/{variant}/seed-{seed}"
+
+
 def atomic_write_bytes(path, data, durable=True):
     """Writes `data` to `path` so that a reader (or a killed process) sees either the old file or the new one.
 
