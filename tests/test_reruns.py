@@ -104,3 +104,28 @@ def test_rerun_retrains_the_runs_it_selects(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines() == [
         "keras-stability run: --rerun own/c/*: matches no run (experiment/variant/seed-N)"
     ]
+
+
+def test_the_main_command_leaves_git_status_empty_and_dirty_means_one_thing():
+    import os
+    import re
+    import subprocess
+
+    from keras_stability.experiments.provenance import CODE_PATHS
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    command = re.search(
+        r"^python3 -m venv \.venv && .*keras-stability run experiments/quickstart\.yaml.*$", readme, re.M
+    )
+    report = re.search(r"keras-stability report results/quickstart -o (\S+)", command.group(0))
+    written = [
+        "results/quickstart/no_clip/seed-0/meta.json",
+        f"{report.group(1)}/report.md",
+        "results/.trainings/0123456789abcdef0123",  # a new index link
+    ]
+    ignored = subprocess.run(["git", "check-ignore", *written], cwd=root, capture_output=True, text=True)
+    assert ignored.stdout.split() == written
+    script = open(os.path.join(root, "experiments", "reproduce.sh"), encoding="utf-8").read()
+    checked = re.search(r"git status --porcelain --untracked-files=no -- ([^)]*)\)", script).group(1).split()
+    assert tuple(checked) == CODE_PATHS
