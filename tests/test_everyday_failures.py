@@ -216,3 +216,22 @@ def test_numbers_written_as_yaml_1_2_are_numbers(tmp_path):
     path = write(tmp_path, ONE_RUN.replace("learning_rate: 0.1", "learning_rate: 1e-3"))
     ((_, _, config),) = load_experiment(path).runs()
     assert config.optimizer.learning_rate == 0.001
+
+
+def test_the_cli_prints_no_tensorflow_start_up_lines_and_no_bar_into_a_log(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = write(tmp_path, ONE_RUN.replace("epochs: 3", "epochs: 1"))
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_stability.cli", "run", path, "--results", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert completed.returncode == 0
+    assert completed.stderr == ""  # no absl, CUDA, oneDNN or cuInit lines; no progress bar's "\r"
+    assert completed.stdout.splitlines()[0].startswith("tiny/base/seed-0 epoch 1/1  loss ")

@@ -238,12 +238,37 @@ COMMANDS = {
 }
 
 
+# The commands that train or build models; the others do without TensorFlow (validate stays fast).
+TENSORFLOW_COMMANDS = ("run", "search", "sweep", "list", "demo")
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow and Keras, and probes for GPUs, with file descriptor 2 sent to /dev/null.
+
+    Their C++ libraries write to it while they load (absl's "before InitializeLog" warning, CUDA's
+    stub, oneDNN, `failed call to cuInit`), before any logging setting such as TF_CPP_MIN_LOG_LEVEL
+    applies. Descriptor 2 is restored after, so errors and Python's own warnings still show."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import keras  # noqa: F401  (imported now, while silenced)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe; it leaves the runtime unstarted
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def main(argv=None):
     """Runs one command; returns its exit status (`EXIT_STATUSES`)."""
-    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) buries the output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what TensorFlow logs once it runs
     args = build_parser().parse_args(argv)
     try:
+        if args.command in TENSORFLOW_COMMANDS:
+            import_tensorflow_quietly()
         return COMMANDS[args.command](args)
     except KeyboardInterrupt as interrupt:  # a run's says which run and where it resumes
         print(f"keras-stability {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)

@@ -70,8 +70,15 @@ def run_experiments(experiments, results_root, jobs=1, show_progress=True, tenso
     ]
     reruns = [selected(run_label(task[1].name, task[2], task[3]), rerun) for task in tasks]
     outcomes = {}
+    # Only on a terminal: redirected into a log, the bar's carriage returns garble it; the runner's
+    # plain epoch lines say the same there.
     bar = tqdm(
-        total=len(tasks), unit="run", desc="runs", disable=not show_progress, file=sys.stderr, dynamic_ncols=True
+        total=len(tasks),
+        unit="run",
+        desc="runs",
+        disable=not show_progress or not sys.stderr.isatty(),
+        file=sys.stderr,
+        dynamic_ncols=True,
     )
 
     def record(task, outcome):
