@@ -235,3 +235,26 @@ def test_the_cli_prints_no_tensorflow_start_up_lines_and_no_bar_into_a_log(tmp_p
     assert completed.returncode == 0
     assert completed.stderr == ""  # no absl, CUDA, oneDNN or cuInit lines; no progress bar's "\r"
     assert completed.stdout.splitlines()[0].startswith("tiny/base/seed-0 epoch 1/1  loss ")
+
+
+def test_a_new_model_per_trial_is_not_reported_as_retracing():
+    import logging
+
+    from keras_stability.experiments.evaluation import evaluate_arrays
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    seen, handler = [], Collect()
+    tf.get_logger().addHandler(handler)
+    try:
+        x, y = np.zeros((8, 2), np.float32), np.zeros((8, 1), np.float32)
+        for width in range(1, 8):  # as a search builds one model per trial
+            model = stabilize(keras.Sequential([keras.Input((2,)), keras.layers.Dense(width), keras.layers.Dense(1)]))
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", metrics=["mae"])
+            train_epoch(model, x, y, np.arange(8), 4)
+            evaluate_arrays(model, x, y, 4)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [message for message in seen if "retracing" in message]
