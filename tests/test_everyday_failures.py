@@ -258,3 +258,16 @@ def test_a_new_model_per_trial_is_not_reported_as_retracing():
     finally:
         tf.get_logger().removeHandler(handler)
     assert not [message for message in seen if "retracing" in message]
+
+
+def test_ctrl_c_outside_a_run_is_one_line_too_and_the_run_error_pickles(tmp_path, monkeypatch, capsys):
+    import pickle
+
+    def interrupted(*arguments, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(suite, "run_one", interrupted)
+    assert main(["run", write(tmp_path, ONE_RUN), "--results", str(tmp_path / "r"), "--no-progress"]) == 130
+    assert stderr_lines(capsys) == ["keras-stability run: interrupted"]
+    again = pickle.loads(pickle.dumps(RunInterrupted("a/b/seed-0", 3)))  # as a --jobs worker returns it
+    assert (str(again), again.epochs_done) == (str(RunInterrupted("a/b/seed-0", 3)), 3)

@@ -271,7 +271,7 @@ def main(argv=None):
             import_tensorflow_quietly()
         return COMMANDS[args.command](args)
     except KeyboardInterrupt as interrupt:  # a run's says which run and where it resumes
-        print(f"keras-stability {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
+        print(f"keras-stability {args.command}: {str(interrupt) or 'interrupted'}", file=sys.stderr)
         return 130
     except OSError as error:  # a results or report directory that cannot be written or read
         where = error.filename if error.filename is not None else "(unknown path)"

@@ -16,6 +16,9 @@ class RunInterrupted(KeyboardInterrupt):
         where = f"after epoch {epochs_done}" if epochs_done else "from its start"
         super().__init__(f"{label}: interrupted; running the same command again resumes it {where}")
 
+    def __reduce__(self):  # picklable, so that a runner process (--jobs) can return it
+        return type(self), (self.label, self.epochs_done)
+
 
 def epochs_saved(directory: str) -> int:
     """The epochs a resume would skip: those the run's progress.json records (0 when unreadable)."""
