@@ -271,3 +271,19 @@ def test_ctrl_c_outside_a_run_is_one_line_too_and_the_run_error_pickles(tmp_path
     assert stderr_lines(capsys) == ["keras-stability run: interrupted"]
     again = pickle.loads(pickle.dumps(RunInterrupted("a/b/seed-0", 3)))  # as a --jobs worker returns it
     assert (str(again), again.epochs_done) == (str(RunInterrupted("a/b/seed-0", 3)), 3)
+
+
+def test_a_read_only_disk_is_named_and_nothing_is_created(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from keras_stability.experiments import storage
+
+    def read_only(*arguments, **options):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".tmp-probe"))
+
+    (tmp_path / "results").mkdir()
+    monkeypatch.setattr(storage.tempfile, "mkstemp", read_only)  # as root, chmod cannot make one
+    output = tmp_path / "reports" / "x"
+    assert main(["report", str(tmp_path / "results"), "-o", str(output)]) == 1
+    assert stderr_lines(capsys) == [f"keras-stability report: {output}: Read-only file system"]
+    assert not (tmp_path / "reports").exists()

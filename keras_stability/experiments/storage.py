@@ -15,12 +15,21 @@ UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT
 
 
 def check_writable(directory: str) -> None:
-    """Raises the `OSError` that writing into `directory` (created if missing) would raise, before
-    anything is written: a read-only or full disk fails the command at once, not in its first run."""
-    os.makedirs(directory, exist_ok=True)
-    handle, probe = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX)
-    os.close(handle)
-    os.unlink(probe)
+    """Raises the `OSError` (its filename `directory`) that writing into `directory` would raise,
+    before anything is written or created: a read-only or full disk, a missing permission or a file
+    in the way fails the command at once, not in its first run. A missing `directory` is judged by
+    the nearest folder above it that exists, where it would be created."""
+    existing = os.path.abspath(directory)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=TEMPORARY_PREFIX)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, directory) from None
 
 
 def run_directory(results_root, experiment, variant, seed):
