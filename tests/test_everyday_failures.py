@@ -287,3 +287,27 @@ def test_a_read_only_disk_is_named_and_nothing_is_created(tmp_path, monkeypatch,
     assert main(["report", str(tmp_path / "results"), "-o", str(output)]) == 1
     assert stderr_lines(capsys) == [f"keras-stability report: {output}: Read-only file system"]
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_real_sigint_prints_one_line_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    path = write(tmp_path, ONE_RUN.replace("epochs: 3", "epochs: 200"))
+    command = [sys.executable, "-m", "keras_stability.cli", "run", path, "--results", str(tmp_path / "r")]
+    # SIGINT's default action back, as a terminal's foreground process has it (a shell's background job ignores it).
+    restore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    runner = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ, preexec_fn=restore_sigint
+    )
+    for line in runner.stdout:
+        if line.startswith("tiny/base/seed-0 epoch 2/200"):
+            runner.send_signal(signal.SIGINT)
+            break
+    _, errors = runner.communicate(timeout=120)
+    assert runner.returncode == 130
+    [line] = errors.splitlines()
+    assert line.startswith("keras-stability run: tiny/base/seed-0: interrupted; running the same command again resumes")
+    assert int(line.rpartition("after epoch ")[2]) >= 2  # the epoch the signal landed after

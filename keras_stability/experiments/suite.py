@@ -29,6 +29,7 @@ def threads_per_job(jobs):
 
 def print_line(text):
     tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()  # a log redirected to a file shows each epoch as it ends (`tail -f`)
 
 
 def worker_run(arguments, tensorboard, rerun):
