@@ -311,3 +311,14 @@ def test_a_real_sigint_prints_one_line_and_exits_130(tmp_path):
     [line] = errors.splitlines()
     assert line.startswith("keras-stability run: tiny/base/seed-0: interrupted; running the same command again resumes")
     assert int(line.rpartition("after epoch ")[2]) >= 2  # the epoch the signal landed after
+
+
+def test_a_hanging_name_look_up_still_fails_within_the_timeout(monkeypatch):
+    import socket
+
+    monkeypatch.setattr(registry, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(60))  # as DNS without network
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"no connection to storage\.googleapis\.com:443 \(no answer in 1 s\)"):
+        registry.check_download_host()
+    assert time.monotonic() - started < 5

@@ -9,6 +9,7 @@ digit and Fashion-MNIST datasets `classes: [a, b, ...]` first keeps those classe
 import dataclasses
 import os
 import socket
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,12 +109,26 @@ CONNECT_TIMEOUT_S = 10
 
 
 def check_download_host():
-    """Raises `DataError` within `CONNECT_TIMEOUT_S` unless a connection to `DOWNLOAD_HOST` opens."""
+    """Raises `DataError` within `CONNECT_TIMEOUT_S` unless a connection to `DOWNLOAD_HOST` opens.
+
+    The connection is tried in a daemon thread: a DNS look-up takes no timeout and can hang for
+    longer than the connection's own."""
     host, port = DOWNLOAD_HOST
-    try:
-        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as error:  # DNS failure, refused, unreachable, timed out
-        raise DataError(f"cannot download it: no connection to {host}:{port} ({error})") from None
+    outcome = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+            outcome.append(None)
+        except OSError as error:  # DNS failure, refused, unreachable, timed out
+            outcome.append(error)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S)
+    if not outcome or outcome[0] is not None:
+        reason = outcome[0] if outcome else f"no answer in {CONNECT_TIMEOUT_S} s"
+        raise DataError(f"cannot download it: no connection to {host}:{port} ({reason})")
 
 
 def load_tfds(name):
