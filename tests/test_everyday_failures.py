@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from keras_stability import NonFiniteGradientError, stabilize, train_epoch
 from keras_stability.cli import main
-from keras_stability.datasets import load_dataset, registry
+from keras_stability.datasets import download, load_dataset, registry
 from keras_stability.datasets.idx import DataError
 from keras_stability.experiments import suite
 from keras_stability.experiments.loading import ConfigError, load_experiment
@@ -99,13 +99,14 @@ def test_a_download_that_cannot_start_fails_at_once_saying_how_to_get_the_data(t
     monkeypatch.delenv("KERAS_STABILITY_NO_DOWNLOAD", raising=False)
     monkeypatch.delenv("KERAS_STABILITY_MNIST_DIR", raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
-    monkeypatch.setattr(registry, "DOWNLOAD_HOST", ("127.0.0.1", 9))  # nothing listens: refused at once
+    monkeypatch.setattr(download, "DOWNLOAD_HOST", ("127.0.0.1", 9))  # nothing listens: refused at once
+    monkeypatch.setattr(download, "_UNREACHABLE", {})
     started = time.monotonic()
     with pytest.raises(DataError) as error:
         load_dataset(DATASET_SPECS["mnist"](), 0)
     assert time.monotonic() - started < 30
     assert str(error.value).startswith(registry.how_to_get("mnist") + " (cannot download it: no connection to")
-    assert registry.CONNECT_TIMEOUT_S < 30
+    assert download.CONNECT_TIMEOUT_S < 30
 
 
 def exploding_model(nonfinite):
@@ -316,9 +317,12 @@ def test_a_real_sigint_prints_one_line_and_exits_130(tmp_path):
 def test_a_hanging_name_look_up_still_fails_within_the_timeout(monkeypatch):
     import socket
 
-    monkeypatch.setattr(registry, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(download, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(download, "_UNREACHABLE", {})
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(60))  # as DNS without network
     started = time.monotonic()
     with pytest.raises(DataError, match=r"no connection to storage\.googleapis\.com:443 \(no answer in 1 s\)"):
-        registry.check_download_host()
+        download.check_download_host()
+    with pytest.raises(DataError, match=r"no answer in 1 s"):  # the next run is told at once
+        download.check_download_host()
     assert time.monotonic() - started < 5

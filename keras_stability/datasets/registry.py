@@ -8,12 +8,11 @@ digit and Fashion-MNIST datasets `classes: [a, b, ...]` first keeps those classe
 
 import dataclasses
 import os
-import socket
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from keras_stability.datasets.download import load_tfds
 from keras_stability.datasets.idx import DataError, load_idx_pair, mnist_small
 from keras_stability.factories import described, factory_text, resolve_factory
 
@@ -100,56 +99,6 @@ def idx_directory(name, config):
     if name == "fashion_mnist" and os.path.isdir(DEBIAN_FASHION_MNIST):
         return DEBIAN_FASHION_MNIST
     return None
-
-
-# Where tensorflow-datasets downloads MNIST and Fashion-MNIST from, and how long to wait for it:
-# tensorflow-datasets itself retries a connection that cannot start for more than five minutes.
-DOWNLOAD_HOST = ("storage.googleapis.com", 443)
-CONNECT_TIMEOUT_S = 10
-
-
-def check_download_host():
-    """Raises `DataError` within `CONNECT_TIMEOUT_S` unless a connection to `DOWNLOAD_HOST` opens.
-
-    The connection is tried in a daemon thread: a DNS look-up takes no timeout and can hang for
-    longer than the connection's own."""
-    host, port = DOWNLOAD_HOST
-    outcome = []
-
-    def connect():
-        try:
-            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
-            outcome.append(None)
-        except OSError as error:  # DNS failure, refused, unreachable, timed out
-            outcome.append(error)
-
-    thread = threading.Thread(target=connect, daemon=True)
-    thread.start()
-    thread.join(CONNECT_TIMEOUT_S)
-    if not outcome or outcome[0] is not None:
-        reason = outcome[0] if outcome else f"no answer in {CONNECT_TIMEOUT_S} s"
-        raise DataError(f"cannot download it: no connection to {host}:{port} ({reason})")
-
-
-def load_tfds(name):
-    """Both splits through tensorflow-datasets: downloads once, then reads its local copy."""
-    import tensorflow_datasets as tfds
-
-    data_dir = os.environ.get("TFDS_DATA_DIR")
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-        if not builder.is_prepared():
-            if os.environ.get("KERAS_STABILITY_NO_DOWNLOAD"):
-                raise DataError("downloads are disabled (KERAS_STABILITY_NO_DOWNLOAD is set)")
-            check_download_host()
-        builder.download_and_prepare()
-        train, test = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True))
-    except DataError:
-        raise
-    except Exception as error:  # tfds raises many kinds of network and file errors
-        raise DataError(f"tensorflow-datasets could not provide {name!r}: {type(error).__name__}: {error}") from None
-    to_arrays = lambda pair: (pair[0].astype(np.float32) / 255.0, pair[1].astype(np.int32))  # noqa: E731
-    return to_arrays(train), to_arrays(test)
 
 
 def how_to_get(name):
