@@ -204,6 +204,7 @@ def test_an_unbuilt_model_is_built_from_the_input_shape(user_models):
         ("hidden: [8]", "hidden: [8000000000]", "model.hidden.0: Input should be less than or equal to"),
         ("learning_rate: 0.1", 'learning_rate: "0.1"', "optimizer.learning_rate: Input should be a valid number"),
         ("batch_size: 100", "batch_size: true", "training.batch_size: Input should be a valid integer"),
+        ("learning_rate: 0.1", "learning_rate: .inf", "optimizer.learning_rate: Input should be a finite number"),
     ],
 )
 def test_schema_holes_are_one_line_and_nothing_is_coerced(tmp_path, old, new, message):

@@ -46,11 +46,11 @@ NOT_NAMES = (FACTORY, REGISTERED, UNKNOWN)  # union tags that are not names a fi
 
 
 class Strict(BaseModel):
-    """Validation is strict by choice, everywhere: no key the section does not declare, and no
-    coercion between types (`max_norm: "1.0"` is a string, refused; an integer is accepted where a
-    float is expected, as YAML writes `1` for 1.0)."""
+    """Validation is strict by choice, everywhere: no key the section does not declare, no coercion
+    between types (`max_norm: "1.0"` is a string, refused; an integer is accepted where a float is
+    expected, as YAML writes `1` for 1.0), and no infinite or NaN number (`.inf`, `.nan`, `1e400`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ZooModel(Strict):
