@@ -225,18 +225,34 @@ class FactoryDatasetConfig(FactorySection):
     train_size: PositiveCount | None = None
 
 
-class RegisteredModelConfig(Strict):
-    """A model that an installed package registers under `name` (entry point group `keras_stability.models`)."""
+class RegisteredSection(Strict):
+    """A model or dataset that an installed package registers under `name`, with `args` for it."""
 
     name: str
     args: dict[str, Any] = {}
 
+    @field_validator("args")
+    @classmethod
+    def fit_the_signature(cls, value, info: ValidationInfo):
+        entry = registered(cls.GROUP).get(info.data.get("name"))
+        if entry is not None:  # else the name's own error is the one reported
+            check_arguments(resolve_factory(entry.value), entry.value, cls.PASSED, value)
+        return value
 
-class RegisteredDatasetConfig(Strict):
-    """A dataset registered under `name` (entry point group `keras_stability.datasets`)."""
 
-    name: str
-    args: dict[str, Any] = {}
+class RegisteredModelConfig(RegisteredSection):
+    """A model registered in the entry point group `keras_stability.models`."""
+
+    GROUP: ClassVar[str] = ENTRY_POINT_GROUPS["model"]
+    PASSED: ClassVar[tuple[str, ...]] = FactoryModelConfig.PASSED
+
+
+class RegisteredDatasetConfig(RegisteredSection):
+    """A dataset registered in the entry point group `keras_stability.datasets`."""
+
+    GROUP: ClassVar[str] = ENTRY_POINT_GROUPS["dataset"]
+    PASSED: ClassVar[tuple[str, ...]] = FactoryDatasetConfig.PASSED
+
     train_size: PositiveCount | None = None
 
 
