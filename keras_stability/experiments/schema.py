@@ -20,11 +20,9 @@ from keras_stability.experiments.sections import (
     MODEL_SPECS,
     DatasetConfig,
     ModelConfig,
-    PositiveCount,
-    Strict,
-    count,
     is_builtin,
 )
+from keras_stability.experiments.strict import PositiveCount, Strict, count
 
 
 def directory_name(name):

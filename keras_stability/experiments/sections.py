@@ -11,7 +11,7 @@ dataset registry's `DATASETS` hold the same names in the same order (tests/test_
 the registries import TensorFlow, which validating a file must not).
 """
 
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -21,36 +21,22 @@ from pydantic import (
     Field,
     PositiveFloat,
     Tag,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from keras_stability.factories import ENTRY_POINT_GROUPS, check_arguments, registered, resolve_factory
+from keras_stability.experiments.factory_sections import (
+    FactoryDatasetConfig,
+    FactoryModelConfig,
+    RegisteredDatasetConfig,
+    RegisteredModelConfig,
+)
+from keras_stability.experiments.strict import NonNegativeFloat, PositiveCount, Strict, count
+from keras_stability.factories import ENTRY_POINT_GROUPS, registered
 
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-# Every count (epochs, sizes, widths, samples, trials) is at most a billion: far above any real use,
-# low enough that a typo such as 1e20 epochs is refused here, not an overflow deep in TensorFlow.
-MAX_COUNT = 10**9
-
-
-def count(minimum: int = 1):
-    """An integer count from `minimum` to `MAX_COUNT`."""
-    return Annotated[int, Field(ge=minimum, le=MAX_COUNT)]
-
-
-PositiveCount = Annotated[int, Field(gt=0, le=MAX_COUNT)]
 FACTORY, REGISTERED, UNKNOWN = "factory", "registered", "unknown"
 NOT_NAMES = (FACTORY, REGISTERED, UNKNOWN)  # union tags that are not names a file can use
-
-
-class Strict(BaseModel):
-    """Validation is strict by choice, everywhere: no key the section does not declare, no coercion
-    between types (`max_norm: "1.0"` is a string, refused; an integer is accepted where a float is
-    expected, as YAML writes `1` for 1.0), and no infinite or NaN number (`.inf`, `.nan`, `1e400`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ZooModel(Strict):
@@ -189,71 +175,6 @@ class ZipfTokensConfig(Strict):
     sequence_length: count(1) = 51
     token_samples: count(10) = 5000
     zipf_exponent: Annotated[float, Field(gt=1)] = 1.2
-
-
-class FactorySection(Strict):
-    """Your own model or data: `factory: "module:function"`, called with `args` as keyword arguments."""
-
-    factory: str
-    args: dict[str, Any] = {}
-
-    @field_validator("factory")
-    @classmethod
-    def importable(cls, value):
-        resolve_factory(value)
-        return value
-
-    @field_validator("args")
-    @classmethod
-    def fit_the_signature(cls, value, info: ValidationInfo):
-        if "factory" in info.data:  # else the factory's own error is the one reported
-            check_arguments(resolve_factory(info.data["factory"]), info.data["factory"], cls.PASSED, value)
-        return value
-
-
-class FactoryModelConfig(FactorySection):
-    """`factory(input_shape=..., num_classes=..., seed=..., **args)` returns an uncompiled Keras model."""
-
-    PASSED: ClassVar[tuple[str, ...]] = ("input_shape", "num_classes", "seed")
-
-
-class FactoryDatasetConfig(FactorySection):
-    """`factory(seed=..., **args)` returns the splits; `train_size` truncates the training split."""
-
-    PASSED: ClassVar[tuple[str, ...]] = ("seed",)
-
-    train_size: PositiveCount | None = None
-
-
-class RegisteredSection(Strict):
-    """A model or dataset that an installed package registers under `name`, with `args` for it."""
-
-    name: str
-    args: dict[str, Any] = {}
-
-    @field_validator("args")
-    @classmethod
-    def fit_the_signature(cls, value, info: ValidationInfo):
-        entry = registered(cls.GROUP).get(info.data.get("name"))
-        if entry is not None:  # else the name's own error is the one reported
-            check_arguments(resolve_factory(entry.value), entry.value, cls.PASSED, value)
-        return value
-
-
-class RegisteredModelConfig(RegisteredSection):
-    """A model registered in the entry point group `keras_stability.models`."""
-
-    GROUP: ClassVar[str] = ENTRY_POINT_GROUPS["model"]
-    PASSED: ClassVar[tuple[str, ...]] = FactoryModelConfig.PASSED
-
-
-class RegisteredDatasetConfig(RegisteredSection):
-    """A dataset registered in the entry point group `keras_stability.datasets`."""
-
-    GROUP: ClassVar[str] = ENTRY_POINT_GROUPS["dataset"]
-    PASSED: ClassVar[tuple[str, ...]] = FactoryDatasetConfig.PASSED
-
-    train_size: PositiveCount | None = None
 
 
 def by_name(*specs):
