@@ -48,6 +48,8 @@ _EXPORTS = {
     "TELEMETRY": "keras_stability.model",
     "stabilize": "keras_stability.model",
     "NONFINITE_POLICIES": "keras_stability.nonfinite",
+    "NonFiniteGradientError": "keras_stability.nonfinite",
+    "nonfinite_errors": "keras_stability.nonfinite",
     "GradientStats": "keras_stability.optimizer",
     "StabilizedOptimizer": "keras_stability.optimizer",
     "GlobalNormTransform": "keras_stability.transforms",

@@ -8,6 +8,7 @@ arrays stay device tensors and each step gathers its batch by index inside a `tf
 calls the model's own `train_step`, so every metric, loss scaling and telemetry of `fit` apply.
 """
 
+import logging
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,28 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_stability.nonfinite import nonfinite_errors
+
 _EPOCH_FUNCTIONS = weakref.WeakKeyDictionary()
+
+
+class ExpectedTracing(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls to <function> triggered tf.function retracing"
+    warning for the functions a model gets one of (`epoch_function`, `evaluation_function`).
+
+    Each model traces its own function once, as `fit` traces its own train function. TensorFlow's
+    detector counts traces per Python code object, across every function object made from it, so a
+    search or suite that builds a model per trial reads as retracing when nothing is traced twice.
+    Retracing of any other function is still reported."""
+
+    NAMES = ("epoch_function.<locals>.epoch", "evaluation_function.<locals>.evaluate")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "triggered tf.function retracing" not in message or not any(name in message for name in self.NAMES)
+
+
+tf.get_logger().addFilter(ExpectedTracing())
 
 
 def train_epoch(model: keras.Model, x: Any, y: Any, order: Any, batch_size: int) -> dict[str, float]:
@@ -59,7 +81,8 @@ def train_epoch(model: keras.Model, x: Any, y: Any, order: Any, batch_size: int)
     if key not in functions:
         functions[key] = epoch_function(weakref.ref(model), *key)
     model.reset_metrics()
-    logs = functions[key](x, y, order)
+    with nonfinite_errors():
+        logs = functions[key](x, y, order)
     return {name: float(value) for name, value in logs.items()}
 
 

@@ -23,6 +23,7 @@ returned values when the factory is called. `factory_provenance` records what tr
 import hashlib
 import importlib
 import importlib.metadata
+import inspect
 import reprlib
 import sys
 
@@ -53,6 +54,22 @@ def resolve_factory(text):
     if not callable(target):
         raise ValueError(f"{text!r} is not callable. Received: {described(target)} {reprlib.repr(target)}")
     return target
+
+
+def check_arguments(factory, text, passed, args):
+    """Raises a `ValueError` unless `factory` accepts the keywords `passed` (which the runner gives)
+    plus `args` (the file's): a misspelt or missing argument is found by `validate`, not by each run."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return  # a builtin or C function without a signature: its call will tell
+    try:
+        signature.bind(**dict.fromkeys(passed), **args)
+    except TypeError as error:
+        raise ValueError(
+            f"the arguments do not fit {text}{signature}: {error}. Received: args={args!r}; "
+            f"the runner passes {', '.join(passed)} and `args` as keyword arguments"
+        ) from None
 
 
 def factory_text(config, kind):
@@ -134,6 +151,16 @@ def build_factory_model(config, task, seed):
             f"The model factory {text!r} must return a keras.Model. Received: {described(model)}; "
             "return the model it builds (uncompiled)"
         )
+    if not model.built:  # e.g. a Sequential without keras.Input, which `fit` builds from its first batch
+        shape = (None, *task.input_shape)
+        try:
+            model.build(shape)
+        except Exception as error:
+            raise ValueError(
+                f"The model factory {text!r} returned an unbuilt model that cannot be built for inputs of "
+                f"shape {shape}: {type(error).__name__}: {error}. Received: {described(model)}; "
+                "start it with keras.Input(input_shape)"
+            ) from None
     return model
 
 

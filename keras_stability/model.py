@@ -5,7 +5,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-from keras_stability.nonfinite import check_policy
+from keras_stability.nonfinite import check_policy, nonfinite_errors
 from keras_stability.optimizer import StabilizedOptimizer
 from keras_stability.step_log import StepLog
 from keras_stability.transforms.base import PACKAGE, check_transform, deserialize, serialize
@@ -115,6 +115,10 @@ class StabilizedModel(keras.Model):
         if not self.model.built:
             self.model.build(input_shape)
         self.built = True
+
+    def fit(self, *args, **kwargs):
+        with nonfinite_errors():  # NonFiniteGradientError, not TensorFlow's "Graph execution error"
+            return super().fit(*args, **kwargs)
 
     def compile(
         self,

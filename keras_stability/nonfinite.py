@@ -4,11 +4,14 @@ The test is on the gradient's global norm, one scalar per step: it is non-finite
 entry is, or when the norm itself overflows float32 (entries beyond ~1e19, which
 `tf.clip_by_global_norm` would turn into NaN as well).
 
-- "raise": stop training with tf.errors.InvalidArgumentError;
+- "raise": stop training with `NonFiniteGradientError` (`StabilizedModel.fit`, `train_epoch` and the
+  runner raise it; around a plain model's `fit` with `StabilizedOptimizer`, `nonfinite_errors()` does);
 - "skip": leave variables and optimizer slots untouched this step;
 - "zero": apply an all-zero gradient (slots such as momentum still advance);
 - "propagate": apply the gradient as it is (what Keras does).
 """
+
+import contextlib
 
 import tensorflow as tf
 
@@ -26,12 +29,40 @@ def check_policy(policy: str) -> str:
     return policy
 
 
+MESSAGE = (
+    "A training step's gradient holds a NaN or an infinity, and nonfinite='raise' stops training there; "
+    "use nonfinite='skip' (or 'zero') to leave such steps out instead"
+)
+# What the graph's error carries, to tell it from TensorFlow's other InvalidArgumentErrors.
+MARKER = "keras_stability: non-finite gradient"
+
+
+class NonFiniteGradientError(tf.errors.InvalidArgumentError):
+    """A non-finite gradient under nonfinite='raise'. An `InvalidArgumentError`, as TensorFlow raises
+    from the graph, so code that catches that catches this; its message is the first line shown."""
+
+    def __init__(self, message: str = MESSAGE):
+        super().__init__(None, None, message)
+
+    def __reduce__(self):  # picklable, so that runner processes (--jobs) can return it
+        return type(self), (self.message,)
+
+
+@contextlib.contextmanager
+def nonfinite_errors():
+    """Turns the graph's error of a non-finite gradient under nonfinite='raise' (TensorFlow's
+    `InvalidArgumentError: Graph execution error`, the reason buried inside) into `NonFiniteGradientError`."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        if isinstance(error, NonFiniteGradientError) or MARKER not in str(error.message):
+            raise
+        raise NonFiniteGradientError() from None
+
+
 def raise_if_not_finite(finite: tf.Tensor) -> None:
-    """Fails the step with tf.errors.InvalidArgumentError when `finite` is false."""
-    tf.debugging.check_numerics(
-        tf.where(finite, 0.0, float("nan")),
-        "keras_stability: non-finite gradient with nonfinite='raise' (use nonfinite='skip' to skip such steps instead)",
-    )
+    """Fails the step when `finite` is false (`nonfinite_errors` turns it into `NonFiniteGradientError`)."""
+    tf.debugging.check_numerics(tf.where(finite, 0.0, float("nan")), f"{MARKER} with nonfinite='raise'")
 
 
 def zero_if_not_finite(gradients: Gradients, finite: tf.Tensor) -> Gradients:

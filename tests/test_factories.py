@@ -170,6 +170,14 @@ def test_entry_points_register_names(own_modules):
     assert status == "done"
     assert meta["model_factory"]["entry_point"] == "tiny_mlp"
     assert (meta["model_factory"]["package"], meta["model_factory"]["version"]) == ("fakepkg", "1.2.3")
+    path = own_modules / "misspelt.yaml"  # its args are checked against the registered function's signature
+    path.write_text(BASE + "model: {name: tiny_mlp, args: {widht: 16}}\n")
+    with pytest.raises(ConfigError) as error:
+        load_experiment(str(path))
+    assert error.value.lines[0].startswith(
+        f"{path}:5:31: model.args: the arguments do not fit fakepkg:build(input_shape, num_classes, seed, width=16): "
+        "got an unexpected keyword argument 'widht'"
+    )
     path = own_modules / "typo.yaml"
     path.write_text(BASE + "model: {name: tiny_mpl}\n")
     with pytest.raises(ConfigError) as error:

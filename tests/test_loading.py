@@ -81,7 +81,8 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
         (
             "  learning_rate: 0.1",
             "  learning_rate: fast",
-            "{path}:9:18: optimizer.learning_rate: Input should be a valid number, unable to parse string as a number",
+            "{path}:9:18: optimizer.learning_rate: Input should be a valid number. Received: the string 'fast'; "
+            "a string is never converted to another type",
         ),
         ("seeds: [0, 1]", "seeds: []", "{path}:2:8: seeds: List should have at least 1 item after validation, not 0"),
         (

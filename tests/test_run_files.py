@@ -56,7 +56,7 @@ def runs(tmp_path_factory):
     path.write_text(EXPERIMENT)
     ((variant, seed, config),) = load_experiment(str(path)).runs()
     assert run_one(str(root / "finished"), config, variant, seed, log=lambda _: None) == "done"
-    with pytest.raises(Interrupt):
+    with pytest.raises(KeyboardInterrupt):  # the runner's RunInterrupted, naming the run and its epoch
         run_one(str(root / "interrupted"), config, variant, seed, log=lambda _: None, on_epoch=stop_after(2))
     return root, config
 

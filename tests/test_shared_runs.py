@@ -7,6 +7,7 @@ import textwrap
 
 import yaml
 
+from keras_stability.experiments import run_store
 from keras_stability.experiments.loading import load_experiment
 from keras_stability.experiments.run_identity import resolved_config_text
 from keras_stability.experiments.run_store import share_finished_run, training_id
@@ -138,3 +139,26 @@ def test_a_link_made_by_an_earlier_version_stays_linked(tmp_path):
     (trained / "meta.json").write_text(json.dumps(meta))
     assert run_experiments([second], str(results), show_progress=False) == {"shared": 1, "skipped": 1}
     assert (results / "second" / "reference" / "seed-0" / "metrics.csv").is_symlink()
+
+
+def test_a_tree_copied_through_its_links_still_shares_and_the_index_is_rebuilt(tmp_path):
+    original = tmp_path / "results"
+    first, second = experiments(tmp_path)
+    assert run_experiments([first, second], str(original), show_progress=False) == {"done": 2, "shared": 1}
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)  # follows links: the index entries and shared files become copies
+    identity = json.loads((copy / "first" / "plain" / "seed-0" / "meta.json").read_text())["training_id"]
+    assert (copy / ".trainings" / identity).is_dir() and not (copy / ".trainings" / identity).is_symlink()
+    assert run_experiments([first, second], str(copy), show_progress=False) == {"skipped": 2, "shared": 1}
+    assert os.readlink(copy / ".trainings" / identity) == "../first/plain/seed-0"
+    assert os.readlink(copy / "second" / "reference" / "seed-0" / "metrics.csv") == (
+        "../../../first/plain/seed-0/metrics.csv"
+    )
+    # An index that is gone, or an entry that became a plain file, is rebuilt from the runs' meta.json.
+    for damage in (lambda: shutil.rmtree(copy / ".trainings"), lambda: (copy / ".trainings" / identity).unlink()):
+        damage()
+        (copy / ".trainings").mkdir(exist_ok=True)
+        (copy / ".trainings" / identity).write_text("not a link")
+        run_store._SCANS.clear()  # a new process
+        assert share_finished_run(str(copy), second.variants["reference"], "reference", 0, log=print)
+        assert os.readlink(copy / ".trainings" / identity) == "../first/plain/seed-0"

@@ -13,6 +13,14 @@ from keras_stability.cli.inputs import expand, load_all, print_problems
 from keras_stability.cli.studies import add_study_commands, command_search, command_sweep
 from keras_stability.cli.verification import add_verify_command, command_verify
 
+# What `main` returns, as the README's "Exit statuses, reruns and code changes" lists them.
+EXIT_STATUSES = {
+    0: "success (a report's damaged runs are listed, not an error)",
+    1: "some runs failed, or a file or directory could not be written or read",
+    2: "usage or configuration error (nothing was run)",
+    130: "interrupted (Ctrl-C); running the same command again resumes",
+}
+
 # The demo's choices; argparse needs them before anything imports TensorFlow.
 ONE_ARGUMENT_TRANSFORMS = ("clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient")
 
@@ -34,6 +42,14 @@ def build_parser():
         default=[],
         metavar="KEY=VALUE",
         help="override a setting in every run, e.g. --set optimizer.learning_rate=0.1 (repeatable)",
+    )
+    run.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="discard and retrain the runs whose experiment/variant/seed-N matches this glob, "
+        "e.g. 'quickstart/no_clip/*' (repeatable)",
     )
     run.add_argument("--jobs", type=int, default=1, help="parallel runner processes (default: 1)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -102,14 +118,22 @@ def command_run(args):
     if problems:
         print_problems(problems)
         return 2
-    from keras_stability.experiments.suite import run_experiments
+    from keras_stability.experiments.storage import check_writable
+    from keras_stability.experiments.suite import run_experiments, unmatched
 
+    missing = unmatched(experiments, args.rerun)  # a typo would retrain nothing, silently
+    for pattern in missing:
+        print(f"keras-stability run: --rerun {pattern}: matches no run (experiment/variant/seed-N)", file=sys.stderr)
+    if missing:
+        return 2
+    check_writable(args.results)
     outcomes = run_experiments(
         experiments,
         args.results,
         jobs=args.jobs,
         show_progress=not args.no_progress,
         tensorboard=not args.no_tensorboard,
+        rerun=args.rerun,
     )
     print("runs: " + ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items())))
     return 1 if outcomes.get("failed") else 0
@@ -157,6 +181,9 @@ def command_report(args):
         print(f"keras-stability report: no such directory: {args.results}", file=sys.stderr)
         return 2
     claims = args.claims or ("experiments/claims.yaml" if os.path.exists("experiments/claims.yaml") else None)
+    from keras_stability.experiments.storage import check_writable
+
+    check_writable(args.output or "reports")
     try:
         built = build_reports(args.results, args.output, claims)
     except ConfigError as error:
@@ -216,15 +243,49 @@ COMMANDS = {
 }
 
 
+# The commands that train or build models; the others do without TensorFlow (validate stays fast).
+TENSORFLOW_COMMANDS = ("run", "search", "sweep", "list", "demo")
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow and Keras, and probes for GPUs, with file descriptor 2 sent to /dev/null.
+
+    Their C++ libraries write to it while they load (absl's "before InitializeLog" warning, CUDA's
+    stub, oneDNN, `failed call to cuInit`), before any logging setting such as TF_CPP_MIN_LOG_LEVEL
+    applies. Descriptor 2 is restored after, so errors and Python's own warnings still show."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import keras  # noqa: F401  (imported now, while silenced)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe; it leaves the runtime unstarted
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def main(argv=None):
-    # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) buries the output.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    """Runs one command; returns its exit status (`EXIT_STATUSES`)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what TensorFlow logs once it runs
     # oneDNN's kernels give the same bits for any thread count (measured: README, "Verifying committed
     # results"), so `--jobs N` matches one process; TensorFlow turns them on by itself only on CPUs with
     # AVX512-VNNI, AVX512-BF16, AVX-VNNI or AMX. Set before TensorFlow loads; an explicit 0 is kept.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     args = build_parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    try:
+        if args.command in TENSORFLOW_COMMANDS:
+            import_tensorflow_quietly()
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt as interrupt:  # a run's says which run and where it resumes
+        print(f"keras-stability {args.command}: {str(interrupt) or 'interrupted'}", file=sys.stderr)
+        return 130
+    except OSError as error:  # a results or report directory that cannot be written or read
+        where = error.filename if error.filename is not None else "(unknown path)"
+        print(f"keras-stability {args.command}: {where}: {error.strerror or error}", file=sys.stderr)
+        return 1
 
 
 __all__ = ["build_parser", "expand", "load_all", "main", "print_problems"]

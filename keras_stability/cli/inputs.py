@@ -23,6 +23,9 @@ def load_all(paths, overrides):
     from keras_stability.experiments.loading import ConfigError, Location, Problem, load_experiment
 
     experiments, problems = [], []
+    for path in paths:
+        if os.path.isdir(path) and not expand([path]):
+            problems.append(Problem(Location(path), None, "no experiment files (*.yaml) in this directory"))
     for path in expand(paths):
         try:
             experiments.append(load_experiment(path, overrides))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_stability.datasets.download import load_tfds
 from keras_stability.datasets.idx import DataError, load_idx_pair, mnist_small
 from keras_stability.factories import described, factory_text, resolve_factory
 
@@ -98,25 +99,6 @@ def idx_directory(name, config):
     if name == "fashion_mnist" and os.path.isdir(DEBIAN_FASHION_MNIST):
         return DEBIAN_FASHION_MNIST
     return None
-
-
-def load_tfds(name):
-    """Both splits through tensorflow-datasets: downloads once, then reads its local copy."""
-    import tensorflow_datasets as tfds
-
-    data_dir = os.environ.get("TFDS_DATA_DIR")
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-        if os.environ.get("KERAS_STABILITY_NO_DOWNLOAD") and not builder.is_prepared():
-            raise DataError("downloads are disabled (KERAS_STABILITY_NO_DOWNLOAD is set)")
-        builder.download_and_prepare()
-        train, test = tfds.as_numpy(builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True))
-    except DataError:
-        raise
-    except Exception as error:  # tfds raises many kinds of network and file errors
-        raise DataError(f"tensorflow-datasets could not provide {name!r}: {type(error).__name__}: {error}") from None
-    to_arrays = lambda pair: (pair[0].astype(np.float32) / 255.0, pair[1].astype(np.int32))  # noqa: E731
-    return to_arrays(train), to_arrays(test)
 
 
 def how_to_get(name):

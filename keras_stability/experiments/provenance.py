@@ -36,6 +36,11 @@ VECTOR_FLAGS = (
     "amx_bf16",
 )
 
+# What "dirty" means: a tracked file that decides a run's numbers differs from the commit. Reports,
+# the README and tests do not, so rewriting a committed report leaves later runs clean.
+# experiments/reproduce.sh checks the same paths (tests/test_reruns.py ties them).
+CODE_PATHS = ("keras_stability", "experiments", "pyproject.toml")
+
 
 def git_state(directory):
     def git(*arguments):
@@ -44,7 +49,8 @@ def git_state(directory):
         ).stdout.strip()
 
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 

@@ -23,6 +23,7 @@ from keras_stability.datasets.registry import SEED_INDEPENDENT
 from keras_stability.experiments.schema import DatasetConfig, RunConfig
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
+from keras_stability.factories import factory_provenance, is_factory_section, section_provenance
 from keras_stability.model import StabilizedModel
 
 MODELS_KEPT = 4
@@ -65,7 +66,8 @@ def training_shape(config: RunConfig, steps_per_epoch: int, task: Task) -> str:
     trained = config.model_dump(mode="json", include={"model", "optimizer", "stabilizer", "training"})
     if learning_rate_is_variable(config):
         del trained["optimizer"]["learning_rate"]
-    return json.dumps([trained, steps_per_epoch, dataclasses.asdict(task)], sort_keys=True)
+    code = {kind: record["module_sha256"] for kind, record in factory_provenance(config).items()}  # edited code
+    return json.dumps([trained, code, steps_per_epoch, dataclasses.asdict(task)], sort_keys=True)
 
 
 class CachedModel:
@@ -123,6 +125,7 @@ def splits_for_run(dataset_config: DatasetConfig, seed: int) -> DeviceSplits:
     # A factory section has no `name`: its data may depend on the seed, so it is loaded per seed.
     key = (
         dataset_config.model_dump_json(),
+        section_provenance(dataset_config, "dataset")["module_sha256"] if is_factory_section(dataset_config) else None,
         None if getattr(dataset_config, "name", None) in SEED_INDEPENDENT else seed,
     )
     return _SPLITS.get(key, lambda: DeviceSplits(load_dataset(dataset_config, seed)))

@@ -13,17 +13,25 @@ run's directory, relative) and relative links to the trained run's `metrics.csv`
 `timing.csv`: reports read it like any run, git stores three links, and a ledger counts one training
 once by its `training_id`. The trained run's step log is compacted (`step_logs`) before it is linked,
 so that no link names the steps.csv that compaction removes.
+
+The index is derived data: each run's meta.json holds its `training_id`. An entry that is missing,
+dangling or no longer a link (a tool that follows links, such as `shutil.copytree`, a zip or a synced
+folder, copied the run into it) is rebuilt from the runs' meta.json files, never fatal; a shared run
+whose links became copies is linked again.
 """
 
 import hashlib
 import json
 import os
+import shutil
 
 import yaml
 
 from keras_stability.experiments import step_logs, storage
 from keras_stability.experiments.provenance import process_provenance
 from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
+from keras_stability.experiments.run_reuse import code_changes
+from keras_stability.factories import factory_provenance
 
 SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", "tensorboard")  # linked, never copied
 # What a shared run's directory may hold besides: its link to steps.csv, made before compaction.
@@ -40,12 +48,17 @@ def training_id(config_text: str) -> str:
     return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def same_code(meta: dict) -> bool:
+def same_code(meta: dict, factories: dict) -> bool:
     """Whether a run's meta.json names this process's code and libraries (git commit, dirty flag,
-    versions): a training from another version of them may give other numbers, so it is not shared,
-    and the index moves to the run this version trains."""
+    versions, and the factory code `factories`, `factory_provenance` now): a training from another
+    version of them may give other numbers, so it is not shared, and the index moves to the run this
+    version trains."""
     ours = process_provenance()
-    return meta.get("git") == ours["git"] and meta.get("versions") == ours["versions"]
+    return (
+        meta.get("git") == ours["git"]
+        and meta.get("versions") == ours["versions"]
+        and not code_changes(meta, factories)
+    )
 
 
 def readable_meta(directory):
@@ -57,21 +70,67 @@ def readable_meta(directory):
     return meta if meta is None or isinstance(meta, dict) else False
 
 
-def trained_run(results_root, identity):
-    """The directory that trains `identity` and its meta.json, or (None, {}) when there is none."""
-    link = os.path.join(results_root, INDEX, identity)
-    if not os.path.islink(link):
-        return None, {}
-    directory = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+def trains(directory, identity):
+    """`directory`'s meta.json if it trained `identity` itself (not shared), else None."""
     meta = readable_meta(directory) or {}
-    return (directory, meta) if meta.get("training_id") == identity and "shared_from" not in meta else (None, {})
+    return meta if meta.get("training_id") == identity and "shared_from" not in meta else None
+
+
+def trained_run(results_root, identity):
+    """The directory that trains `identity` and its meta.json, or (None, {}) when there is none.
+
+    The index entry is looked up first; where it is missing, dangling or not a link, the runs' own
+    meta.json files are (`scanned_trainings`) and the entry is made again."""
+    link = os.path.join(results_root, INDEX, identity)
+    if os.path.islink(link):
+        directory = os.path.normpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+        meta = trains(directory, identity)
+        if meta is not None:
+            return directory, meta
+    for directory in scanned_trainings(results_root).get(identity, []):
+        meta = trains(directory, identity)
+        if meta is not None:
+            claim(results_root, identity, directory)
+            return directory, meta
+    return None, {}
+
+
+_SCANS = {}  # results root → {training_id: [directories]}: read once per process, verified on use
+
+
+def scanned_trainings(results_root):
+    """{training_id: run directories that trained it} from every meta.json under `results_root`
+    (shared runs and the index left out), finished runs first."""
+    root = os.path.abspath(results_root)
+    if root not in _SCANS:
+        found = {}
+        for directory, subdirectories, files in os.walk(root):
+            subdirectories[:] = [d for d in subdirectories if not d.startswith(".") and d != "tensorboard"]
+            meta = readable_meta(directory) if "meta.json" in files else None
+            if meta and meta.get("training_id") and "shared_from" not in meta:
+                found.setdefault(meta["training_id"], []).append((meta.get("status") not in SHAREABLE, directory))
+        _SCANS[root] = {identity: [d for _, d in sorted(entries)] for identity, entries in found.items()}
+    return _SCANS[root]
+
+
+def remove_entry(path):
+    """Removes what is at `path`, a link or what a tool that followed it left there (a copy)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
 
 
 def claim(results_root, identity, directory):
     """Points the index entry of `identity` at `directory` (atomically: a link is replaced, never half-written)."""
     index = os.path.join(results_root, INDEX)
+    if os.path.lexists(index) and (os.path.islink(index) or not os.path.isdir(index)):
+        remove_entry(index)  # the index itself replaced by a link or a file: rebuilt entry by entry
     os.makedirs(index, exist_ok=True)
-    storage.atomic_symlink(os.path.relpath(directory, index), os.path.join(index, identity))
+    entry = os.path.join(index, identity)
+    if os.path.lexists(entry) and not os.path.islink(entry):
+        remove_entry(entry)  # a copy of the run that a link-following tool made: os.replace cannot replace it
+    storage.atomic_symlink(os.path.relpath(directory, index), entry)
 
 
 def link_to(directory, twin, twin_meta, config_text, identity, document):
@@ -80,8 +139,7 @@ def link_to(directory, twin, twin_meta, config_text, identity, document):
     step_logs.compact(twin)
     for name in (*SHARED_FILES, *REPLACED_LINKS):
         target = os.path.join(directory, name)
-        if os.path.lexists(target):
-            os.unlink(target)
+        remove_entry(target)  # a link, or the copy a link-following tool made of it
         if name in SHARED_FILES and os.path.exists(os.path.join(twin, name)):
             os.symlink(os.path.relpath(os.path.join(twin, name), directory), target)
     storage.atomic_write_text(os.path.join(directory, "config.yaml"), config_text)
@@ -101,9 +159,7 @@ def link_to(directory, twin, twin_meta, config_text, identity, document):
 def unshare(directory):
     """Removes a shared copy whose trained run is gone or changed, so that the run trains here."""
     for name in (*SHARED_FILES, *REPLACED_LINKS, "meta.json", "config.yaml"):
-        path = os.path.join(directory, name)
-        if os.path.lexists(path):
-            os.unlink(path)
+        remove_entry(os.path.join(directory, name))
 
 
 def holds_other_training(directory, config_text):
@@ -127,6 +183,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
     directory = storage.run_directory(results_root, config.name, variant, seed)
     text = resolved_config_text(config, variant, seed)
     identity = training_id(text)
+    factories = factory_provenance(config)
     with storage.run_lock(directory) as locked:
         if not locked:
             return False  # another process runs it; the runner says so
@@ -141,7 +198,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
         finished = twin is not None and twin_meta.get("status") in SHAREABLE
         already_shared = meta is not None and "shared_from" in meta
         # A link made by an earlier version stays: that version judged the two the same training.
-        shareable = finished and (already_shared or same_code(twin_meta))
+        shareable = finished and (already_shared or same_code(twin_meta, factories))
         if already_shared and not shareable:
             log(f"{label}: the run it shared ({meta['shared_from']}) is gone or changed; training it here")
             unshare(directory)
@@ -162,7 +219,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
             storage.atomic_write_json(meta_path, {**meta, "training_id": identity})
         if twin is None or (
             twin != os.path.normpath(directory)
-            and (twin_meta.get("status") not in (*SHAREABLE, "running") or not same_code(twin_meta))
+            and (twin_meta.get("status") not in (*SHAREABLE, "running") or not same_code(twin_meta, factories))
         ):
             claim(results_root, identity, directory)
         return False

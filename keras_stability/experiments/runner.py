@@ -18,7 +18,6 @@ same bytes as an uninterrupted run. Damaged files are found by `run_files.inspec
 """
 
 import dataclasses
-import glob
 import math
 import os
 import random
@@ -30,18 +29,22 @@ import numpy as np
 import tensorflow as tf
 
 from keras_stability.epoch_loop import train_epoch
-from keras_stability.experiments import checkpoint, run_store, step_logs, storage
+from keras_stability.experiments import run_store, step_logs, storage
 from keras_stability.experiments.divergence import EpochEnd, first_divergent_step
 from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
 from keras_stability.experiments.evaluation import evaluate_arrays
 from keras_stability.experiments.event_log import EventLog
 from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
-from keras_stability.experiments.run_files import CSV_COLUMNS, TERMINAL_STATUSES, Progress, inspect_run
-from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
+from keras_stability.experiments.run_directory import Run, restore, save_epoch
+from keras_stability.experiments.run_errors import RunInterrupted, epochs_saved, failure, failure_line
+from keras_stability.experiments.run_files import TERMINAL_STATUSES, RunFiles, inspect_run
+from keras_stability.experiments.run_identity import resolved_config_text
+from keras_stability.experiments.run_reuse import judge
 from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
+from keras_stability.nonfinite import nonfinite_errors
 from keras_stability.step_log import STEP_FIELDS
 
 __all__ = ["METRIC_COLUMNS", "STEP_COLUMNS", "TERMINAL_STATUSES", "fit_epoch", "run_one"]
@@ -66,31 +69,6 @@ def current_learning_rate(model):
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
-class Run:
-    """One run's directory."""
-
-    def __init__(self, results_root, config, variant, seed):
-        self.config, self.variant, self.seed = config, variant, seed
-        self.directory = storage.run_directory(results_root, config.name, variant, seed)
-        self.label = f"{config.name}/{variant}/seed-{seed}"
-
-    def path(self, name):
-        return os.path.join(self.directory, name)
-
-    def write_meta(self, meta):
-        storage.atomic_write_json(self.path("meta.json"), meta)
-
-    def checkpoints(self):
-        return sorted(glob.glob(self.path("checkpoint-epoch-*")))
-
-    def discard_training(self):
-        """Removes what training wrote (CSVs, progress, checkpoints), to train the run from scratch."""
-        trained = (*CSV_COLUMNS, step_logs.COMPACT, "progress.json")
-        for path in [*(self.path(name) for name in trained), *self.checkpoints()]:
-            if os.path.exists(path):
-                os.unlink(path)
-
-
 def run_one(
     results_root: str,
     config: RunConfig,
@@ -99,6 +77,7 @@ def run_one(
     log: Callable[[str], None] = print,
     on_epoch: Callable[[int, dict], str | None] | None = None,
     tensorboard: bool = True,
+    rerun: bool = False,
 ) -> str:
     """Runs (or resumes, or skips) one run.
 
@@ -107,14 +86,21 @@ def run_one(
             the epoch's metrics (`METRIC_COLUMNS` minus `epoch`); a returned reason stops the run as
             "pruned" (used by the search to prune trials).
         tensorboard: write TensorBoard event files into the run's `tensorboard/` (`event_log`).
+        rerun: discard what the directory holds (finished, shared or failed) and train from scratch.
 
     Returns:
         "done", "diverged", "pruned", "skipped", "shared" (another experiment's identical run, linked),
         "busy" or "failed".
     """
-    if run_store.share_finished_run(results_root, config, variant, seed, log):
-        return "shared"
     run = Run(results_root, config, variant, seed)
+    if rerun:
+        with storage.run_lock(run.directory) as locked:
+            if locked:  # else the runner's own lock says who holds it
+                log(f"{run.label}: --rerun: discarding its results and training it from scratch")
+                run_store.unshare(run.directory)
+                run.discard_training()
+    elif run_store.share_finished_run(results_root, config, variant, seed, log):
+        return "shared"
     with storage.run_lock(run.directory) as locked:
         if not locked:
             log(f"{run.label}: another process is running it; leaving it alone")
@@ -129,16 +115,19 @@ def locked_run(run, log, on_epoch, tensorboard):
     storage.remove_temporaries(run.directory)  # a killed run's half-written checkpoint or JSON
     text = resolved_config_text(run.config, run.variant, run.seed)
     files = inspect_run(run.directory)
+    factories = factory_provenance(run.config)
     if os.path.exists(run.path("config.yaml")) and files.damaged_file != "config.yaml":
         with open(run.path("config.yaml"), encoding="utf-8") as stream:
             existing = stream.read()
-        if what_the_run_trains(existing) != what_the_run_trains(text):
-            log(
-                f"{run.label}: {run.directory} holds a run of a different configuration; "
-                "delete it or choose another --results directory"
-            )
+        reuse = judge(run.label, existing, text, files.meta, factories)
+        if reuse.action == "refuse":
+            log(f"{run.label}: {run.directory} {reuse.reason}")
             return "failed"
-        if files.state == "finished":
+        if reuse.action == "retrain":
+            log(f"{run.label}: {reuse.reason}")
+            run.discard_training()
+            files = RunFiles("new")  # nothing of the old attempt is kept, its meta.json included
+        elif files.state == "finished":
             if existing != text:  # a new description, baseline or seed list, for the report
                 storage.atomic_write_text(run.path("config.yaml"), text)
             return "skipped"
@@ -150,22 +139,25 @@ def locked_run(run, log, on_epoch, tensorboard):
     meta = {
         **files.meta,
         **provenance(),
-        **factory_provenance(run.config),
+        **factories,
         "training_id": run_store.training_id(text),
         "experiment": run.config.name,
         "variant": run.variant,
         "seed": run.seed,
     }
     meta.update(status="running", started=meta.get("started", time.time()), error=None)
+    meta.pop("traceback", None)  # a failed attempt's
     run.write_meta(meta)
     try:
         meta.update(train(run, files.progress, log, on_epoch, tensorboard))
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
-        raise
+        raise RunInterrupted(run.label, epochs_saved(run.directory)) from None
     except Exception as error:  # recorded, so the other runs go on
-        meta.update(status="failed", error=f"{type(error).__name__}: {error}")
-        log(f"{run.label}: failed: {meta['error']}")
+        if isinstance(error, OSError) and error.errno in storage.UNWRITABLE:
+            raise  # every later run would fail the same way: the command stops here
+        meta.update(status="failed", **failure(error))
+        log(failure_line(run.label, error))
     finally:
         meta["finished"] = time.time()
         run.write_meta(meta)
@@ -181,13 +173,14 @@ def fit_epoch(model, training, x_train, y_train, order, epoch):
     one graph execution over the device tensors (`train_epoch`); otherwise Keras `fit` with `tf.data`."""
     if training.steps_per_execution == "auto" and training.distribute == "none":
         return train_epoch(model, x_train, y_train, order, training.batch_size)
-    history = model.fit(
-        epoch_dataset(x_train, y_train, order, training.batch_size),
-        epochs=epoch,
-        initial_epoch=epoch - 1,
-        shuffle=False,
-        verbose=0,
-    ).history
+    with nonfinite_errors():  # the runner's models are StabilizedModels; a Keras model's fit is wrapped too
+        history = model.fit(
+            epoch_dataset(x_train, y_train, order, training.batch_size),
+            epochs=epoch,
+            initial_epoch=epoch - 1,
+            shuffle=False,
+            verbose=0,
+        ).history
     return {name: values[-1] for name, values in history.items()}
 
 
@@ -224,44 +217,6 @@ def train_one_epoch(model, training, data, seed, epoch, steps_per_epoch):
     )
     steps = model.step_log.drain()
     return EpochRecord(epoch, (epoch - 1) * steps_per_epoch, metrics, steps, time.perf_counter() - started)
-
-
-def save_epoch(run, model, record, diverged_at):
-    """Appends the epoch's rows, checkpoints the state, then commits both with progress.json.
-
-    None of them is flushed to the disk (`storage.atomic_write_bytes`'s `durable`): the run's
-    config.yaml and meta.json are, and what an OS crash could damage here is found on resume."""
-    for name, rows in (
-        ("metrics.csv", [record.metric_row()]),
-        ("steps.csv", record.step_rows()),
-        ("timing.csv", [record.timing_row()]),
-    ):
-        storage.append_csv(run.path(name), CSV_COLUMNS[name], rows)
-    name = f"checkpoint-epoch-{record.epoch:04d}.npz"
-    checkpoint.save(run.path(name), model)
-    sizes = {csv_name: storage.file_size(run.path(csv_name)) for csv_name in CSV_COLUMNS}
-    progress = Progress(record.epoch, name, sizes, diverged_at)
-    storage.atomic_write_json(run.path("progress.json"), dataclasses.asdict(progress), durable=False)
-    for old in run.checkpoints():
-        if not old.endswith(name):
-            os.unlink(old)
-
-
-def restore(run, model, progress, log):
-    """Puts the model and the CSVs back to the state after `progress`; the progress resumed from, or
-    None (the run then starts from scratch) when there is none or its checkpoint is damaged."""
-    if progress is not None:
-        try:
-            checkpoint.load(run.path(progress.checkpoint), model)
-        except checkpoint.CheckpointError as error:
-            log(f"{run.label}: {error}; training the run again from scratch")
-        else:
-            for name, size in progress.csv_sizes.items():
-                storage.truncate(run.path(name), size)
-            log(f"{run.label}: resuming after epoch {progress.epochs_done}")
-            return progress
-    run.discard_training()
-    return None
 
 
 def train(run, progress, log, on_epoch=None, tensorboard=True):

@@ -12,7 +12,7 @@ import re
 import urllib.parse
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import AfterValidator, Field, PositiveFloat, field_validator, model_validator
 
 from keras_stability.experiments.database import mask_password
 from keras_stability.experiments.sections import (
@@ -20,9 +20,9 @@ from keras_stability.experiments.sections import (
     MODEL_SPECS,
     DatasetConfig,
     ModelConfig,
-    Strict,
     is_builtin,
 )
+from keras_stability.experiments.strict import PositiveCount, Strict, count
 
 
 def directory_name(name):
@@ -113,7 +113,7 @@ class AdaptiveClipSpec(Strict):
 class AutoClipSpec(Strict):
     name: Literal["autoclip"]
     percentile: Annotated[float, Field(ge=0, le=100)] = 10.0
-    history: PositiveInt = 1000
+    history: PositiveCount = 1000
 
 
 class ZClipSpec(Strict):
@@ -122,7 +122,7 @@ class ZClipSpec(Strict):
     name: Literal["zclip"]
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.97
     z_threshold: PositiveFloat = 2.5
-    warmup: PositiveInt = 25
+    warmup: PositiveCount = 25
     max_grad_norm: PositiveFloat | None = 1.0
     mode: Literal["zscore", "percentile"] = "zscore"
     clip_option: Literal["adaptive_scaling", "mean"] = "adaptive_scaling"
@@ -150,7 +150,7 @@ class RegularizeGradientSpec(Strict):
 class QuantizedEmaClipSpec(Strict):
     name: Literal["quantized_ema_clip"]
     limit: PositiveFloat
-    levels: PositiveInt = 127
+    levels: PositiveCount = 127
     decay: Annotated[float, Field(ge=0, lt=1)] = 0.9
 
 
@@ -180,13 +180,13 @@ class StabilizerConfig(Strict):
 class TrainingConfig(Strict):
     """`batch_size` is the global batch: under `distribute` each of N replicas gets batch_size / N."""
 
-    epochs: PositiveInt = 5
-    batch_size: PositiveInt = 100
+    epochs: PositiveCount = 5
+    batch_size: PositiveCount = 100
     jit_compile: bool = False
-    steps_per_execution: PositiveInt | Literal["auto"] = "auto"
+    steps_per_execution: PositiveCount | Literal["auto"] = "auto"
     stop_on_divergence: bool = True
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
-    logical_cpus: Annotated[int, Field(ge=0)] = 0
+    logical_cpus: count(0) = 0
 
     @model_validator(mode="after")
     def no_xla_with_distribution(self):
@@ -282,9 +282,9 @@ class SearchConfig(Strict):
     variant: str | None = None
     sampler: Literal["grid", "random", "tpe", "gp"] = "tpe"
     sampler_seed: int = 0
-    trials: PositiveInt = 20
+    trials: PositiveCount = 20
     # Random trials before a model-based sampler (tpe, gp) starts modelling; Optuna's default is 10.
-    startup_trials: PositiveInt | None = None
+    startup_trials: PositiveCount | None = None
     timeout_s: PositiveFloat | None = None
     seeds: Seeds | None = None
     objective: Literal["val_accuracy", "val_loss"] = "val_accuracy"

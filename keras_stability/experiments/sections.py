@@ -11,7 +11,7 @@ dataset registry's `DATASETS` hold the same names in the same order (tests/test_
 the registries import TensorFlow, which validating a file must not).
 """
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -20,22 +20,23 @@ from pydantic import (
     Discriminator,
     Field,
     PositiveFloat,
-    PositiveInt,
     Tag,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from keras_stability.factories import ENTRY_POINT_GROUPS, registered, resolve_factory
+from keras_stability.experiments.factory_sections import (
+    FactoryDatasetConfig,
+    FactoryModelConfig,
+    RegisteredDatasetConfig,
+    RegisteredModelConfig,
+)
+from keras_stability.experiments.strict import NonNegativeFloat, PositiveCount, Strict, count
+from keras_stability.factories import ENTRY_POINT_GROUPS, registered
 
-NonNegativeFloat = Annotated[float, Field(ge=0)]
 FACTORY, REGISTERED, UNKNOWN = "factory", "registered", "unknown"
 NOT_NAMES = (FACTORY, REGISTERED, UNKNOWN)  # union tags that are not names a file can use
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ZooModel(Strict):
@@ -71,14 +72,14 @@ Dropout = Annotated[float, Field(ge=0, lt=1)]
 
 class MlpConfig(ZooModel):
     name: Literal["mlp"] = "mlp"
-    hidden: list[PositiveInt] = [128, 64]
+    hidden: list[PositiveCount] = [128, 64]
     dropout: Dropout = 0.0
 
 
 class DeepMlpConfig(ZooModel):
     name: Literal["deep_mlp"] = "deep_mlp"
-    depth: PositiveInt = 8
-    width: PositiveInt = 128
+    depth: PositiveCount = 8
+    width: PositiveCount = 128
     dropout: Dropout = 0.0
 
 
@@ -107,7 +108,7 @@ class RnnConfig(ZooModel):
 
     name: Literal["rnn"] = "rnn"
     cell: Literal["simple_rnn", "lstm"] = "simple_rnn"
-    units: PositiveInt = 64
+    units: PositiveCount = 64
     recurrent_initializer: Literal["orthogonal", "random_normal"] = "orthogonal"
     recurrent_stddev: PositiveFloat = 0.1
 
@@ -116,8 +117,8 @@ class EmbeddingBagConfig(ZooModel):
     """Token ids → embedding → mean → logits; `vocabulary` must cover the dataset's ids."""
 
     name: Literal["embedding_bag"] = "embedding_bag"
-    vocabulary: PositiveInt = 1000
-    embedding_dim: PositiveInt = 16
+    vocabulary: PositiveCount = 1000
+    embedding_dim: PositiveCount = 16
 
 
 ValidationFraction = Annotated[float, Field(gt=0, lt=1)]
@@ -136,7 +137,7 @@ Classes = Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=2)
 class MnistSmallConfig(Strict):
     name: Literal["mnist_small"] = "mnist_small"
     validation_fraction: ValidationFraction = 0.1
-    train_size: PositiveInt | None = None
+    train_size: PositiveCount | None = None
     classes: Classes | None = None
 
 
@@ -146,7 +147,7 @@ class MnistConfig(Strict):
     name: Literal["mnist"] = "mnist"
     path: str | None = None
     validation_fraction: ValidationFraction = 0.1
-    train_size: PositiveInt | None = None
+    train_size: PositiveCount | None = None
     classes: Classes | None = None
 
 
@@ -159,8 +160,8 @@ class AddingProblemConfig(Strict):
 
     name: Literal["adding_problem"] = "adding_problem"
     validation_fraction: ValidationFraction = 0.1
-    sequence_length: Annotated[int, Field(ge=2)] = 50
-    adding_samples: Annotated[int, Field(ge=10)] = 2000
+    sequence_length: count(2) = 50
+    adding_samples: count(10) = 2000
 
 
 class ZipfTokensConfig(Strict):
@@ -169,49 +170,11 @@ class ZipfTokensConfig(Strict):
 
     name: Literal["zipf_tokens"] = "zipf_tokens"
     validation_fraction: ValidationFraction = 0.1
-    train_size: PositiveInt | None = None
-    vocabulary: Annotated[int, Field(ge=2)] = 1000
-    sequence_length: Annotated[int, Field(ge=1)] = 51
-    token_samples: Annotated[int, Field(ge=10)] = 5000
+    train_size: PositiveCount | None = None
+    vocabulary: count(2) = 1000
+    sequence_length: count(1) = 51
+    token_samples: count(10) = 5000
     zipf_exponent: Annotated[float, Field(gt=1)] = 1.2
-
-
-class FactorySection(Strict):
-    """Your own model or data: `factory: "module:function"`, called with `args` as keyword arguments."""
-
-    factory: str
-    args: dict[str, Any] = {}
-
-    @field_validator("factory")
-    @classmethod
-    def importable(cls, value):
-        resolve_factory(value)
-        return value
-
-
-class FactoryModelConfig(FactorySection):
-    """`factory(input_shape=..., num_classes=..., seed=..., **args)` returns an uncompiled Keras model."""
-
-
-class FactoryDatasetConfig(FactorySection):
-    """`factory(seed=..., **args)` returns the splits; `train_size` truncates the training split."""
-
-    train_size: PositiveInt | None = None
-
-
-class RegisteredModelConfig(Strict):
-    """A model that an installed package registers under `name` (entry point group `keras_stability.models`)."""
-
-    name: str
-    args: dict[str, Any] = {}
-
-
-class RegisteredDatasetConfig(Strict):
-    """A dataset registered under `name` (entry point group `keras_stability.datasets`)."""
-
-    name: str
-    args: dict[str, Any] = {}
-    train_size: PositiveInt | None = None
 
 
 def by_name(*specs):
@@ -262,9 +225,11 @@ def section(kind, specs, factory_spec, registered_spec):
                 return FACTORY
         else:
             return None
+        if not isinstance(name, str):
+            return UNKNOWN  # whose `name: str` says what is wrong (a mapping is not hashable, either)
         if name in specs:
             return name
-        return REGISTERED if isinstance(name, str) and name in registered(ENTRY_POINT_GROUPS[kind]) else UNKNOWN
+        return REGISTERED if name in registered(ENTRY_POINT_GROUPS[kind]) else UNKNOWN
 
     members = [Annotated[spec, Tag(name)] for name, spec in specs.items()]
     members += [Annotated[factory_spec, Tag(FACTORY)], Annotated[registered_spec, Tag(REGISTERED)]]

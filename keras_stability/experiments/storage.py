@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -9,11 +10,36 @@ import os
 import tempfile
 
 TEMPORARY_PREFIX = ".tmp-"  # .gitignore leaves these out too
+# Errors that say the results cannot be written at all, rather than that one run went wrong.
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR)
+
+
+def check_writable(directory: str) -> None:
+    """Raises the `OSError` (its filename `directory`) that writing into `directory` would raise,
+    before anything is written or created: a read-only or full disk, a missing permission or a file
+    in the way fails the command at once, not in its first run. A missing `directory` is judged by
+    the nearest folder above it that exists, where it would be created."""
+    existing = os.path.abspath(directory)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=TEMPORARY_PREFIX)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, directory) from None
 
 
 def run_directory(results_root, experiment, variant, seed):
     """results/<experiment>/<variant>/seed-<n>/"""
     return os.path.join(results_root, experiment, variant, f"seed-{seed}")
+
+
+def run_label(experiment, variant, seed):
+    """<experiment>/<variant>/seed-<n>: how the runner names a run, and what `--rerun` patterns match."""
+    return f"{experiment}/{variant}/seed-{seed}"
 
 
 def atomic_write_bytes(path, data, durable=True):

@@ -1,6 +1,7 @@
 """Running every (variant, seed) of one or more experiments, in one process or several."""
 
 import concurrent.futures
+import fnmatch
 import multiprocessing
 import os
 import sys
@@ -8,6 +9,7 @@ import sys
 from tqdm import tqdm
 
 from keras_stability.experiments.runner import run_one
+from keras_stability.experiments.storage import run_label
 
 
 def configure_threads(threads):
@@ -27,30 +29,57 @@ def threads_per_job(jobs):
 
 def print_line(text):
     tqdm.write(text, file=sys.stdout)
+    sys.stdout.flush()  # a log redirected to a file shows each epoch as it ends (`tail -f`)
 
 
-def worker_run(arguments, tensorboard):
+def worker_run(arguments, tensorboard, rerun):
     results_root, config, variant, seed = arguments
     return run_one(
-        results_root, config, variant, seed, log=lambda text: print(text, flush=True), tensorboard=tensorboard
+        results_root,
+        config,
+        variant,
+        seed,
+        log=lambda text: print(text, flush=True),
+        tensorboard=tensorboard,
+        rerun=rerun,
     )
 
 
-def run_experiments(experiments, results_root, jobs=1, show_progress=True, tensorboard=True):
+def selected(label, patterns):
+    """Whether a run's label (`storage.run_label`) matches one of the `--rerun` glob patterns."""
+    return any(fnmatch.fnmatchcase(label, pattern) for pattern in patterns)
+
+
+def unmatched(experiments, patterns):
+    """The `--rerun` patterns that select no run of `experiments` (a typo would retrain nothing)."""
+    labels = [run_label(e.name, variant, seed) for e in experiments for variant, seed, _ in e.runs()]
+    return [pattern for pattern in patterns if not any(fnmatch.fnmatchcase(label, pattern) for label in labels)]
+
+
+def run_experiments(experiments, results_root, jobs=1, show_progress=True, tensorboard=True, rerun=()):
     """Runs every run of `experiments` (a list of `Experiment`); returns {outcome: count}.
 
     With `jobs > 1` runs go to that many processes, each with cpus // jobs threads. Runs that are
     finished are skipped, runs that another process holds are left to it, interrupted ones resume.
-    `tensorboard=False` writes no TensorBoard event files.
+    `tensorboard=False` writes no TensorBoard event files. Runs whose label matches a glob pattern
+    of `rerun` (`selected`) are discarded and trained from scratch.
     """
     tasks = [
         (results_root, config, variant, seed)
         for experiment in experiments
         for variant, seed, config in experiment.runs()
     ]
+    reruns = [selected(run_label(task[1].name, task[2], task[3]), rerun) for task in tasks]
     outcomes = {}
+    # Only on a terminal: redirected into a log, the bar's carriage returns garble it; the runner's
+    # plain epoch lines say the same there.
     bar = tqdm(
-        total=len(tasks), unit="run", desc="runs", disable=not show_progress, file=sys.stderr, dynamic_ncols=True
+        total=len(tasks),
+        unit="run",
+        desc="runs",
+        disable=not show_progress or not sys.stderr.isatty(),
+        file=sys.stderr,
+        dynamic_ncols=True,
     )
 
     def record(task, outcome):
@@ -60,15 +89,15 @@ def run_experiments(experiments, results_root, jobs=1, show_progress=True, tenso
 
     if jobs <= 1:
         configure_threads(threads_per_job(1))
-        for task in tasks:
+        for task, again in zip(tasks, reruns):
             bar.set_postfix_str(f"{task[1].name}/{task[2]}/seed-{task[3]}: running")
-            record(task, run_one(*task, log=print_line, tensorboard=tensorboard))
+            record(task, run_one(*task, log=print_line, tensorboard=tensorboard, rerun=again))
     else:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(
             jobs, mp_context=context, initializer=configure_threads, initargs=(threads_per_job(jobs),)
         ) as pool:
-            futures = {pool.submit(worker_run, task, tensorboard): task for task in tasks}
+            futures = {pool.submit(worker_run, task, tensorboard, again): task for task, again in zip(tasks, reruns)}
             for future in concurrent.futures.as_completed(futures):
                 record(futures[future], future.result())
     bar.close()

@@ -148,6 +148,9 @@ def describe(error, schema, data, path):
         names = [tag for tag in tagged_members(field_annotation_at(schema, path))[1] if tag not in NOT_NAMES]
         factory = " or `factory: module:function`" if union_noun(path) in ENTRY_POINT_GROUPS else ""
         return f"a {union_noun(path)} needs `name:` (one of {', '.join(names)}){factory}. Received: {error['input']!r}"
+    if kind.endswith("_type") and isinstance(error.get("input"), str):
+        # Validation converts no type to another (`Strict`); say so where a quoted number meets it.
+        return f"{message}. Received: the string {error['input']!r}; a string is never converted to another type"
     return message[len("Value error, ") :] if message.startswith("Value error, ") else message
 
 

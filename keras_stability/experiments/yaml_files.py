@@ -10,6 +10,7 @@ recursively).
 """
 
 import dataclasses
+import re
 from collections.abc import Iterable
 
 import yaml
@@ -133,6 +134,15 @@ class StrictLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
+
+
+# YAML 1.2 floats without a dot (`1e-3`), which PyYAML's YAML 1.1 rules read as strings: validation
+# does not coerce strings to numbers, so a learning rate written so must be read as a number.
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def parse_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
