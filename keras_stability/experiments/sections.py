@@ -43,15 +43,23 @@ class ZooModel(Strict):
 
     `init_stddev` is the stddev of the `random_normal` and `truncated_normal` initialisers, for kernels
     and for `bias_initializer: random_normal`; `bias_value` is the constant of `bias_initializer: constant`.
+    `torch_default` is PyTorch's nn.Linear / nn.Conv2d default: U(±1/√fan_in) for kernels and biases.
     """
 
     name: str
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     initializer: Literal[
-        "glorot_uniform", "glorot_normal", "xavier", "he_normal", "he_uniform", "random_normal", "truncated_normal"
+        "glorot_uniform",
+        "glorot_normal",
+        "xavier",
+        "he_normal",
+        "he_uniform",
+        "random_normal",
+        "truncated_normal",
+        "torch_default",
     ] = "glorot_uniform"
     init_stddev: PositiveFloat = 0.05
-    bias_initializer: Literal["zeros", "random_normal", "constant"] = "zeros"
+    bias_initializer: Literal["zeros", "random_normal", "constant", "torch_default"] = "zeros"
     bias_value: float = 0.0
     l1: NonNegativeFloat = 0.0
     l2: NonNegativeFloat = 0.0
@@ -110,6 +118,16 @@ class RnnConfig(ZooModel):
     units: PositiveInt = 64
     recurrent_initializer: Literal["orthogonal", "random_normal"] = "orthogonal"
     recurrent_stddev: PositiveFloat = 0.1
+
+    @model_validator(mode="after")
+    def not_torch_default(self):
+        # PyTorch's nn.RNN draws every weight and bias from U(±1/√hidden_size): not its Linear's rule.
+        if "torch_default" in (self.initializer, self.bias_initializer):
+            raise ValueError(
+                "`torch_default` is PyTorch's nn.Linear / nn.Conv2d initialisation, not its nn.RNN's. Received: "
+                f"initializer={self.initializer!r}, bias_initializer={self.bias_initializer!r} on an rnn"
+            )
+        return self
 
 
 class EmbeddingBagConfig(ZooModel):
