@@ -3,7 +3,8 @@
 Besides the built-in names, a dataset section may name a factory (see `keras_stability.factories`);
 `load_dataset` reads what it returns into the same `Splits`. For every dataset, `train_size` keeps
 the first N examples of the training split after the test and validation splits are taken; on the
-digit and Fashion-MNIST datasets `classes: [a, b, ...]` first keeps those classes, relabelled 0, 1, ...
+digit and Fashion-MNIST datasets `classes: [a, b, ...]` first keeps those classes, relabelled 0, 1, ...,
+and `image_size` / `normalize` then resize and normalise the images (`images`).
 """
 
 import dataclasses
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_stability.datasets.idx import DataError, load_idx_pair, mnist_small
+from keras_stability.datasets.images import apply_image_options
 from keras_stability.factories import described, factory_text, resolve_factory
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -301,7 +303,8 @@ def load_factory_dataset(config, seed):
 
 
 def load_dataset(config, seed):
-    """The `Splits` of `config` (a dataset section) for run seed `seed`, `classes` then `train_size` applied."""
+    """The `Splits` of `config` (a dataset section) for run seed `seed`, `classes`, `train_size`, then
+    `image_size` and `normalize` applied."""
     name = getattr(config, "name", None)
     splits = (
         get_dataset(name)(config, seed)
@@ -311,8 +314,7 @@ def load_dataset(config, seed):
     if getattr(config, "classes", None):
         splits = keep_classes(splits, config.classes)
     size = getattr(config, "train_size", None)
-    return (
-        splits
-        if size is None
-        else dataclasses.replace(splits, x_train=splits.x_train[:size], y_train=splits.y_train[:size])
-    )
+    if size is not None:
+        splits = dataclasses.replace(splits, x_train=splits.x_train[:size], y_train=splits.y_train[:size])
+    # Last, so that only the images kept are resized.
+    return apply_image_options(splits, getattr(config, "image_size", None), getattr(config, "normalize", None))

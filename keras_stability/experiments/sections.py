@@ -151,21 +151,35 @@ def distinct_classes(classes):
 Classes = Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=2), AfterValidator(distinct_classes)]
 
 
+# torchvision's `Normalize((mean,), (std,))` after the [0, 1] scaling: (x − mean) / std.
+Normalize = tuple[float, PositiveFloat] | None
+# torchvision's bilinear `Resize(N)`: the 28×28 digits become N×N (doc 004's CNN implies 64).
+ImageSize = Annotated[int, Field(ge=8, le=512)] | None
+
+
 class MnistSmallConfig(Strict):
+    """`normalize: [mean, std]` and `image_size: N` preprocess the images as torchvision's `Normalize`
+    and bilinear `Resize` do (PyTorch documents' transforms), resizing first."""
+
     name: Literal["mnist_small"] = "mnist_small"
     validation_fraction: ValidationFraction = 0.1
     train_size: PositiveInt | None = None
     classes: Classes | None = None
+    normalize: Normalize = None
+    image_size: ImageSize = None
 
 
 class MnistConfig(Strict):
-    """`path` is a directory of the four IDX files (else the environment or tensorflow-datasets)."""
+    """`path` is a directory of the four IDX files (else the environment or tensorflow-datasets);
+    `normalize` and `image_size` as on `mnist_small`."""
 
     name: Literal["mnist"] = "mnist"
     path: str | None = None
     validation_fraction: ValidationFraction = 0.1
     train_size: PositiveInt | None = None
     classes: Classes | None = None
+    normalize: Normalize = None
+    image_size: ImageSize = None
 
 
 class FashionMnistConfig(MnistConfig):
