@@ -111,13 +111,26 @@ class Fmnist2c2dConfig(ZooModel):
 
 
 class RnnConfig(ZooModel):
-    """`activation` applies to `simple_rnn`; an LSTM keeps its tanh."""
+    """`activation` applies to `simple_rnn`; an LSTM keeps its tanh. `recurrent_stddev` is the stddev of
+    `recurrent_initializer: random_normal`; `sparse_spectral` (Pascanu et al.'s "smart tanh") keeps
+    `recurrent_nonzero` Gaussian entries a row and scales the kernel to `spectral_radius`."""
 
     name: Literal["rnn"] = "rnn"
     cell: Literal["simple_rnn", "lstm"] = "simple_rnn"
     units: PositiveInt = 64
-    recurrent_initializer: Literal["orthogonal", "random_normal"] = "orthogonal"
+    recurrent_initializer: Literal["orthogonal", "random_normal", "sparse_spectral"] = "orthogonal"
     recurrent_stddev: PositiveFloat = 0.1
+    recurrent_nonzero: PositiveInt = 15
+    spectral_radius: PositiveFloat = 0.95
+
+    @model_validator(mode="after")
+    def sparse_rows_fit(self):
+        if self.recurrent_initializer == "sparse_spectral" and self.recurrent_nonzero > self.units:
+            raise ValueError(
+                f"`recurrent_nonzero` entries a row cannot exceed `units`. Received: "
+                f"recurrent_nonzero={self.recurrent_nonzero}, units={self.units}"
+            )
+        return self
 
     @model_validator(mode="after")
     def not_torch_default(self):

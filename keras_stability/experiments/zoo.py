@@ -7,6 +7,7 @@ takes sequences of token ids. A model section naming a factory builds through `k
 
 import keras
 
+from keras_stability.experiments.sparse_init import SparseSpectral
 from keras_stability.experiments.torch_init import TorchBiasUniform, torch_kernel_uniform
 from keras_stability.factories import build_factory_model, is_factory_section
 
@@ -129,6 +130,8 @@ def fmnist_2c2d(config, classes, input_shape=DEFAULT_IMAGE_SHAPE):
 RECURRENT_INITIALIZERS = {
     "orthogonal": lambda config: keras.initializers.Orthogonal(),
     "random_normal": lambda config: keras.initializers.RandomNormal(stddev=config.recurrent_stddev),
+    # Pascanu et al.'s "smart tanh": `recurrent_nonzero` Gaussian entries a row, at `spectral_radius`.
+    "sparse_spectral": lambda config: SparseSpectral(config.recurrent_nonzero, config.spectral_radius),
 }
 
 
