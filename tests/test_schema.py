@@ -55,7 +55,7 @@ def test_readme_names_every_model_and_dataset():
     [
         (
             "dataset: {name: adding_problem, train_size: 100}\nmodel: {name: rnn}",
-            "{path}:1:33: dataset.train_size: unknown key (allowed keys: name, validation_fraction, sequence_length, adding_samples)",
+            "{path}:1:33: dataset.train_size: unknown key (allowed keys: name, validation_fraction, sequence_length, adding_samples, adding_task)",
         ),
         (
             "model: {name: mlp, units: 3}",

@@ -200,12 +200,15 @@ class FashionMnistConfig(MnistConfig):
 
 
 class AddingProblemConfig(Strict):
-    """Its size is `adding_samples` (split 10 % test, then `validation_fraction`), not `train_size`."""
+    """Its size is `adding_samples` (split 10 % test, then `validation_fraction`), not `train_size`;
+    `adding_task` places the markers and sets the target as Hochreiter & Schmidhuber (one marker in
+    each half, the sum) or Pascanu et al.'s code (first 10 %, next 40 %; the mean)."""
 
     name: Literal["adding_problem"] = "adding_problem"
     validation_fraction: ValidationFraction = 0.1
     sequence_length: Annotated[int, Field(ge=2)] = 50
     adding_samples: Annotated[int, Field(ge=10)] = 2000
+    adding_task: Literal["hochreiter", "pascanu"] = "hochreiter"
 
 
 class ZipfTokensConfig(Strict):
