@@ -113,8 +113,9 @@ def cnn4(config, classes, input_shape=DEFAULT_IMAGE_SHAPE):
 
 def cnn4_pool4(config, classes, input_shape=DEFAULT_IMAGE_SHAPE):
     """Doc 004's own CNN: conv64 → pool → conv64 → pool → conv128 → pool → conv128 → pool → fc512 →
-    classes (2 in the document), 3×3 kernels. Its `128 * 4 * 4` flatten implies 64×64 images; on 28×28
-    the four 2×2 pools give 14, 7, 3, 1, so fc512 reads 128 features."""
+    classes (2 in the document), 3×3 kernels. Its `128 * 4 * 4` flatten implies 64×64 images (the
+    dataset's `image_size: 64`: fc512 then reads 4×4×128); on 28×28 the four 2×2 pools give 14, 7, 3,
+    1, so fc512 reads 128 features."""
     layers = conv_stack([[64], [64], [128], [128]], 3, config, input_shape)
     return classifier_head(dense_stack(layers, [512], config), config, classes)
 
