@@ -82,6 +82,22 @@ def test_verdicts():
     assert judge(claim(metric="trained_rate"), stuck)["comparison"]["difference"] == 1.0
 
 
+def test_solved_rate_counts_runs_at_or_below_the_claims_test_mse():
+    def run(variant, seed, loss, diverged=False):
+        return record(variant, seed, 0.0, diverged=diverged, meta={"test": {"accuracy": 0.0, "loss": loss}})
+
+    # Clipped: 5 of 5 at or below 0.01; no_clip: a diverged run (non-finite loss) and four above it.
+    runs = [run("clipped", s, loss) for s, loss in enumerate([0.001, 0.004, 0.01, 0.002, 0.003])]
+    runs += [run("no_clip", 0, float("nan"), diverged=True)]
+    runs += [run("no_clip", s, loss) for s, loss in enumerate([0.011, 0.16, 0.17, 0.15], start=1)]
+    verdict = judge(claim(metric="solved_rate", solved_mse=0.01), {"synthetic": analysed(runs)})
+    # Fisher's exact test, 5/5 against 0/5: two-sided p = 2 / C(10, 5) = 2/252.
+    assert verdict["verdict"] == "confirmed" and verdict["comparison"]["difference"] == 1.0
+    assert verdict["comparison"]["p_value"] == pytest.approx(2 / 252)
+    stricter = judge(claim(metric="solved_rate", solved_mse=0.0035), {"synthetic": analysed(runs)})
+    assert stricter["comparison"]["difference"] == pytest.approx(3 / 5)
+
+
 def test_ledger_adjusts_for_testing_many_claims():
     analyses = analyses_with([0.90, 0.91, 0.92, 0.93, 0.94], [0.95, 0.96, 0.97, 0.98, 0.99])
     analyses["borderline"] = analyses_with([0.90, 0.91, 0.92, 0.93, 0.94], [0.92, 0.945, 0.95, 0.96, 0.97])["synthetic"]
@@ -193,6 +209,8 @@ def test_threshold_claims_compare_at_matched_clip_rates():
         (dict(analysis="threshold", metric=None), "`clip_rate` (0 < clip_rate < 1) is needed by `threshold` claims"),
         (dict(clip_rate=0.5), "Received: analysis='point', clip_rate=0.5"),
         (dict(analysis="sweep"), "unknown name 'sweep'"),
+        (dict(metric="solved_rate"), "`solved_mse` (> 0: the test MSE at or below which a run solved the task)"),
+        (dict(solved_mse=0.01), "Received: metric='final_val_accuracy', solved_mse=0.01"),
     ],
 )
 def test_claims_file_validation(tmp_path, fields, message):

@@ -121,3 +121,21 @@ def test_adding_problem_targets_are_the_sum_of_the_marked_values():
     np.testing.assert_allclose(y[:, 0], (x[..., 0] * markers).sum(axis=1), rtol=1e-6)
     again, _ = adding_problem(20, 50, np.random.default_rng(0))
     np.testing.assert_array_equal(x, again)
+
+
+def test_the_hochreiter_adding_problem_is_unchanged_and_pascanus_differs():
+    # The draws of every adding-problem run before `adding_task` existed: values, then the two markers.
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0.0, 1.0, (200, 20)).astype(np.float32)
+    first, second = rng.integers(0, 10, 200), rng.integers(10, 20, 200)
+    x, y = adding_problem(20, 200, np.random.default_rng(3))
+    np.testing.assert_array_equal(x[:, :, 0], values)
+    np.testing.assert_array_equal(y[:, 0], values[np.arange(200), first] + values[np.arange(200), second])
+    # Pascanu et al.'s: markers in [0, 0.1 T) and [0.1 T, 0.5 T), the target their values' mean.
+    x, y = adding_problem(200, 2000, np.random.default_rng(3), "pascanu")
+    first, second = np.nonzero(x[:, :, 1])[1].reshape(-1, 2).T
+    assert (first.min(), first.max(), second.min(), second.max()) == (0, 19, 20, 99)
+    np.testing.assert_allclose(y[:, 0], x[:, :, 0][x[:, :, 1] == 1].reshape(-1, 2).mean(axis=1), rtol=1e-6)
+    assert y.var() == pytest.approx(1 / 24, rel=0.1)  # the mean of two U(0, 1): variance 1/24
+    splits = load_dataset(DATASET_SPECS["adding_problem"](adding_task="pascanu", adding_samples=100), 0)
+    assert splits.task.input_shape == (50, 2) and "pascanu" in splits.source

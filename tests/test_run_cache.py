@@ -3,12 +3,13 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_stability.datasets.registry import DIGITS
+from keras_stability.datasets.registry import DIGITS, Task
 from keras_stability.epoch_loop import train_epoch
 from keras_stability.experiments import checkpoint
 from keras_stability.experiments.run_cache import forget_everything, model_for_run, training_shape
 from keras_stability.experiments.runner import configure_determinism
 from keras_stability.experiments.schema import RunConfig
+from keras_stability.experiments.training import compiled_model
 
 CONFIG = RunConfig(
     name="cache",
@@ -86,4 +87,32 @@ def test_a_model_reused_at_another_learning_rate_trains_as_one_built_for_it():
     assert rate == np.float32(0.3)
     for got, want in zip(weights, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+    forget_everything()
+
+
+def test_the_new_initializers_reinitialise_as_a_fresh_build():
+    # torch_default's bias holds its layer's fan-in and sparse_spectral its sparsity: both are drawn
+    # anew from the run's seed when the cached model is rebuilt as a template.
+    torch = {"initializer": "torch_default", "bias_initializer": "torch_default"}
+    cases = [
+        (RunConfig(name="t", model={"name": "mlp", "hidden": [8], **torch}), DIGITS),
+        (
+            RunConfig(
+                name="s",
+                dataset={"name": "adding_problem"},
+                model={"name": "rnn", "units": 20, "recurrent_initializer": "sparse_spectral", "recurrent_nonzero": 5},
+            ),
+            Task("regression", (50, 2), None),
+        ),
+    ]
+    for config, task in cases:
+        forget_everything()
+        configure_determinism(0)
+        model_for_run(config, 3, task, 0)
+        configure_determinism(5)
+        reused = model_for_run(config, 3, task, 5)
+        configure_determinism(5)
+        fresh = compiled_model(config, 3, task, 5)
+        for a, b in zip(reused.get_weights(), fresh.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
     forget_everything()

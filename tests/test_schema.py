@@ -55,7 +55,7 @@ def test_readme_names_every_model_and_dataset():
     [
         (
             "dataset: {name: adding_problem, train_size: 100}\nmodel: {name: rnn}",
-            "{path}:1:33: dataset.train_size: unknown key (allowed keys: name, validation_fraction, sequence_length, adding_samples)",
+            "{path}:1:33: dataset.train_size: unknown key (allowed keys: name, validation_fraction, sequence_length, adding_samples, adding_task)",
         ),
         (
             "model: {name: mlp, units: 3}",
@@ -64,7 +64,7 @@ def test_readme_names_every_model_and_dataset():
         ("model: {name: deep_mlp, widht: 3}", "{path}:1:25: model.widht: unknown key (did you mean 'width'?)"),
         (
             "model: {name: rnn, dropout: 0.1}\ndataset: {name: adding_problem}",
-            "{path}:1:20: model.dropout: unknown key (allowed keys: name, activation, initializer, init_stddev, bias_initializer, bias_value, l1, l2, cell, units, recurrent_initializer, recurrent_stddev)",
+            "{path}:1:20: model.dropout: unknown key (allowed keys: name, activation, initializer, init_stddev, bias_initializer, bias_value, l1, l2, cell, units, recurrent_initializer, recurrent_stddev, recurrent_nonzero, spectral_radius)",
         ),
         (
             "dataset: {name: mnst}",

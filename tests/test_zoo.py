@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from keras_stability.experiments.sections import MODEL_SPECS
+from keras_stability.experiments.sparse_init import SparseSpectral
 from keras_stability.experiments.zoo import build_model, get_model
 
 
@@ -64,3 +65,18 @@ def test_unknown_model_name():
         ),
     ):
         get_model("resnet")
+
+
+def test_sparse_spectral_is_pascanus_smart_tanh_recurrent_kernel():
+    keras.utils.set_random_seed(0)
+    config = MODEL_SPECS["rnn"](units=50, recurrent_initializer="sparse_spectral")
+    kernel = build_model(config).layers[0].cell.recurrent_kernel.numpy()
+    assert (kernel != 0).sum(axis=1).tolist() == [15] * 50  # 15 entries kept in each row
+    assert np.abs(np.linalg.eigvals(kernel)).max() == pytest.approx(0.95, rel=1e-5)
+    keras.utils.set_random_seed(0)
+    again = build_model(config).layers[0].cell.recurrent_kernel.numpy()
+    np.testing.assert_array_equal(kernel, again)  # reproducible from the global seed
+    restored = keras.initializers.deserialize(keras.initializers.serialize(SparseSpectral(4, 0.5, seed=1)))
+    np.testing.assert_array_equal(restored((8, 8)), SparseSpectral(4, 0.5, seed=1)((8, 8)))
+    with pytest.raises(ValueError, match="cannot exceed `units`"):
+        MODEL_SPECS["rnn"](units=10, recurrent_initializer="sparse_spectral")

@@ -3,7 +3,8 @@
 Besides the built-in names, a dataset section may name a factory (see `keras_stability.factories`);
 `load_dataset` reads what it returns into the same `Splits`. For every dataset, `train_size` keeps
 the first N examples of the training split after the test and validation splits are taken; on the
-digit and Fashion-MNIST datasets `classes: [a, b, ...]` first keeps those classes, relabelled 0, 1, ...
+digit and Fashion-MNIST datasets `classes: [a, b, ...]` first keeps those classes, relabelled 0, 1, ...,
+and `image_size` / `normalize` then resize and normalise the images (`images`).
 """
 
 import dataclasses
@@ -14,11 +15,12 @@ import numpy as np
 
 from keras_stability.datasets.download import load_tfds
 from keras_stability.datasets.idx import DataError, load_idx_pair, mnist_small
+from keras_stability.datasets.images import apply_image_options
+from keras_stability.datasets.synthetic import SPLIT_SEED, adding_problem, zipf_tokens
 from keras_stability.factories import described, factory_text, resolve_factory
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 ENVIRONMENT = {"mnist": "KERAS_STABILITY_MNIST_DIR", "fashion_mnist": "KERAS_STABILITY_FASHION_MNIST_DIR"}
-SPLIT_SEED = 20130216  # fixed: every run seed sees the same split, only the training order differs
 
 
 @dataclass(frozen=True)
@@ -138,40 +140,17 @@ def load_idx_dataset(name):
     return load
 
 
-def adding_problem(length, samples, rng):
-    """Inputs (samples, length, 2): a value in [0, 1] and a marker; the target is the sum of the two
-    marked values, one marked in each half of the sequence (Hochreiter & Schmidhuber 1997)."""
-    values = rng.uniform(0.0, 1.0, (samples, length)).astype(np.float32)
-    markers = np.zeros((samples, length), np.float32)
-    first = rng.integers(0, length // 2, samples)
-    second = rng.integers(length // 2, length, samples)
-    rows = np.arange(samples)
-    markers[rows, first] = 1.0
-    markers[rows, second] = 1.0
-    targets = values[rows, first] + values[rows, second]
-    return np.stack([values, markers], axis=-1), targets[:, None].astype(np.float32)
-
-
 def load_adding_problem(config, seed):
-    x, y = adding_problem(config.sequence_length, config.adding_samples, np.random.default_rng(seed))
+    x, y = adding_problem(
+        config.sequence_length, config.adding_samples, np.random.default_rng(seed), config.adding_task
+    )
     return fixed_splits(
         x,
         y,
         config.validation_fraction,
         Task("regression", x.shape[1:], None),
-        f"adding problem, T={config.sequence_length}, generated from seed {seed}",
+        f"adding problem ({config.adding_task}), T={config.sequence_length}, generated from seed {seed}",
     )
-
-
-def zipf_tokens(vocabulary, length, samples, exponent, rng):
-    """Token-id sequences (samples, length) with P(id k) ∝ (k + 1)^-exponent, so frequent ids repeat
-    within a sequence, and labels: whether the sum of the ids' ±1 signs exceeds its median over the
-    samples (about half the labels are 1). The signs are fixed (SPLIT_SEED): every seed poses one task."""
-    weights = np.arange(1, vocabulary + 1, dtype=np.float64) ** -exponent
-    ids = rng.choice(vocabulary, size=(samples, length), p=weights / weights.sum()).astype(np.int32)
-    signs = np.random.default_rng(SPLIT_SEED).choice([-1, 1], vocabulary)
-    totals = signs[ids].sum(axis=1)
-    return ids, (totals > np.median(totals)).astype(np.int32)
 
 
 def load_zipf_tokens(config, seed):
@@ -283,7 +262,8 @@ def load_factory_dataset(config, seed):
 
 
 def load_dataset(config, seed):
-    """The `Splits` of `config` (a dataset section) for run seed `seed`, `classes` then `train_size` applied."""
+    """The `Splits` of `config` (a dataset section) for run seed `seed`, `classes`, `train_size`, then
+    `image_size` and `normalize` applied."""
     name = getattr(config, "name", None)
     splits = (
         get_dataset(name)(config, seed)
@@ -293,8 +273,7 @@ def load_dataset(config, seed):
     if getattr(config, "classes", None):
         splits = keep_classes(splits, config.classes)
     size = getattr(config, "train_size", None)
-    return (
-        splits
-        if size is None
-        else dataclasses.replace(splits, x_train=splits.x_train[:size], y_train=splits.y_train[:size])
-    )
+    if size is not None:
+        splits = dataclasses.replace(splits, x_train=splits.x_train[:size], y_train=splits.y_train[:size])
+    # Last, so that only the images kept are resized.
+    return apply_image_options(splits, getattr(config, "image_size", None), getattr(config, "normalize", None))

@@ -44,15 +44,23 @@ class ZooModel(Strict):
 
     `init_stddev` is the stddev of the `random_normal` and `truncated_normal` initialisers, for kernels
     and for `bias_initializer: random_normal`; `bias_value` is the constant of `bias_initializer: constant`.
+    `torch_default` is PyTorch's nn.Linear / nn.Conv2d default: U(±1/√fan_in) for kernels and biases.
     """
 
     name: str
     activation: Literal["relu", "tanh", "sigmoid"] = "relu"
     initializer: Literal[
-        "glorot_uniform", "glorot_normal", "xavier", "he_normal", "he_uniform", "random_normal", "truncated_normal"
+        "glorot_uniform",
+        "glorot_normal",
+        "xavier",
+        "he_normal",
+        "he_uniform",
+        "random_normal",
+        "truncated_normal",
+        "torch_default",
     ] = "glorot_uniform"
     init_stddev: PositiveFloat = 0.05
-    bias_initializer: Literal["zeros", "random_normal", "constant"] = "zeros"
+    bias_initializer: Literal["zeros", "random_normal", "constant", "torch_default"] = "zeros"
     bias_value: float = 0.0
     l1: NonNegativeFloat = 0.0
     l2: NonNegativeFloat = 0.0
@@ -104,13 +112,36 @@ class Fmnist2c2dConfig(ZooModel):
 
 
 class RnnConfig(ZooModel):
-    """`activation` applies to `simple_rnn`; an LSTM keeps its tanh."""
+    """`activation` applies to `simple_rnn`; an LSTM keeps its tanh. `recurrent_stddev` is the stddev of
+    `recurrent_initializer: random_normal`; `sparse_spectral` (Pascanu et al.'s "smart tanh") keeps
+    `recurrent_nonzero` Gaussian entries a row and scales the kernel to `spectral_radius`."""
 
     name: Literal["rnn"] = "rnn"
     cell: Literal["simple_rnn", "lstm"] = "simple_rnn"
     units: PositiveCount = 64
-    recurrent_initializer: Literal["orthogonal", "random_normal"] = "orthogonal"
+    recurrent_initializer: Literal["orthogonal", "random_normal", "sparse_spectral"] = "orthogonal"
     recurrent_stddev: PositiveFloat = 0.1
+    recurrent_nonzero: PositiveCount = 15
+    spectral_radius: PositiveFloat = 0.95
+
+    @model_validator(mode="after")
+    def sparse_rows_fit(self):
+        if self.recurrent_initializer == "sparse_spectral" and self.recurrent_nonzero > self.units:
+            raise ValueError(
+                f"`recurrent_nonzero` entries a row cannot exceed `units`. Received: "
+                f"recurrent_nonzero={self.recurrent_nonzero}, units={self.units}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def not_torch_default(self):
+        # PyTorch's nn.RNN draws every weight and bias from U(±1/√hidden_size): not its Linear's rule.
+        if "torch_default" in (self.initializer, self.bias_initializer):
+            raise ValueError(
+                "`torch_default` is PyTorch's nn.Linear / nn.Conv2d initialisation, not its nn.RNN's. Received: "
+                f"initializer={self.initializer!r}, bias_initializer={self.bias_initializer!r} on an rnn"
+            )
+        return self
 
 
 class EmbeddingBagConfig(ZooModel):
@@ -134,21 +165,35 @@ def distinct_classes(classes):
 Classes = Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=2), AfterValidator(distinct_classes)]
 
 
+# torchvision's `Normalize((mean,), (std,))` after the [0, 1] scaling: (x − mean) / std.
+Normalize = tuple[float, PositiveFloat] | None
+# torchvision's bilinear `Resize(N)`: the 28×28 digits become N×N (doc 004's CNN implies 64).
+ImageSize = Annotated[int, Field(ge=8, le=512)] | None
+
+
 class MnistSmallConfig(Strict):
+    """`normalize: [mean, std]` and `image_size: N` preprocess the images as torchvision's `Normalize`
+    and bilinear `Resize` do (PyTorch documents' transforms), resizing first."""
+
     name: Literal["mnist_small"] = "mnist_small"
     validation_fraction: ValidationFraction = 0.1
     train_size: PositiveCount | None = None
     classes: Classes | None = None
+    normalize: Normalize = None
+    image_size: ImageSize = None
 
 
 class MnistConfig(Strict):
-    """`path` is a directory of the four IDX files (else the environment or tensorflow-datasets)."""
+    """`path` is a directory of the four IDX files (else the environment or tensorflow-datasets);
+    `normalize` and `image_size` as on `mnist_small`."""
 
     name: Literal["mnist"] = "mnist"
     path: str | None = None
     validation_fraction: ValidationFraction = 0.1
     train_size: PositiveCount | None = None
     classes: Classes | None = None
+    normalize: Normalize = None
+    image_size: ImageSize = None
 
 
 class FashionMnistConfig(MnistConfig):
@@ -156,12 +201,15 @@ class FashionMnistConfig(MnistConfig):
 
 
 class AddingProblemConfig(Strict):
-    """Its size is `adding_samples` (split 10 % test, then `validation_fraction`), not `train_size`."""
+    """Its size is `adding_samples` (split 10 % test, then `validation_fraction`), not `train_size`;
+    `adding_task` places the markers and sets the target as Hochreiter & Schmidhuber (one marker in
+    each half, the sum) or Pascanu et al.'s code (first 10 %, next 40 %; the mean)."""
 
     name: Literal["adding_problem"] = "adding_problem"
     validation_fraction: ValidationFraction = 0.1
     sequence_length: count(2) = 50
     adding_samples: count(10) = 2000
+    adding_task: Literal["hochreiter", "pascanu"] = "hochreiter"
 
 
 class ZipfTokensConfig(Strict):

@@ -27,7 +27,7 @@ ACCURACY_MEASURES = (
     "test accuracy at the tuned learning rate",
     "test accuracy at a matched clip rate",
 )
-RATE_MEASURES = ("divergence_rate", "trained_rate")
+RATE_MEASURES = ("divergence_rate", "trained_rate", "solved_rate")
 
 
 def colours():

@@ -2,7 +2,8 @@
 
 `analysis` picks how a claim is judged (default `point`):
 
-- `point`: `metric` of `variant` against `baseline` at the experiment's own settings;
+- `point`: `metric` of `variant` against `baseline` at the experiment's own settings (`solved_rate`:
+  the share of runs whose test MSE is at or below the claim's `solved_mse`, for regression tasks);
 - `boundary`: the ratio of `variant`'s critical learning rate to `baseline`'s ("X stabilises
   training": `expect: higher`);
 - `tuned`: test accuracy, each side at its best learning rate chosen on validation accuracy;
@@ -24,11 +25,11 @@ from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason
 from keras_stability.report.published import EntryId, PublishedResult
 from keras_stability.report.statistics import Comparison
-from keras_stability.report.summary import METRICS, compare
+from keras_stability.report.summary import METRICS, compare, compare_solved
 from keras_stability.report.tradeoff import MATCH_TOLERANCE, matched_comparison
 from keras_stability.report.tuned import tuned_comparison
 
-CLAIM_METRICS = tuple(METRICS) + ("divergence_rate", "trained_rate")
+CLAIM_METRICS = tuple(METRICS) + ("divergence_rate", "trained_rate", "solved_rate")
 ANALYSES = ("point", "boundary", "tuned", "threshold")
 MEASURED = {
     "boundary": "critical learning rate",
@@ -47,6 +48,7 @@ class Claim(BaseModel):
     analysis: Literal[ANALYSES] = "point"
     metric: Literal[CLAIM_METRICS] | None = None
     clip_rate: Annotated[float, Field(gt=0, lt=1)] | None = None
+    solved_mse: Annotated[float, Field(gt=0)] | None = None
     variant: str
     baseline: str | None = None
     expect: Literal["higher", "lower"]
@@ -60,6 +62,11 @@ class Claim(BaseModel):
             raise ValueError(
                 f"`metric` applies to `point` claims only; the {self.analysis} analysis measures "
                 f"{MEASURED[self.analysis]}. Received: metric={self.metric!r}; remove it"
+            )
+        if (self.metric == "solved_rate") != (self.solved_mse is not None):
+            raise ValueError(
+                "`solved_mse` (> 0: the test MSE at or below which a run solved the task) is needed by "
+                f"`metric: solved_rate` and only by it. Received: metric={self.metric!r}, solved_mse={self.solved_mse!r}"
             )
         if (self.analysis == "threshold") != (self.clip_rate is not None):
             raise ValueError(
@@ -95,6 +102,8 @@ def point_comparison(claim, analysis, baseline):
     missing = [name for name in (claim.variant, baseline) if name not in variants]
     if missing:
         return None, f"no results for variant {missing[0]!r}"
+    if claim.metric == "solved_rate":
+        return Comparison(**compare_solved(variants[claim.variant], variants[baseline], claim.solved_mse)), ""
     comparisons = compare(variants[claim.variant], variants[baseline])
     if claim.metric not in comparisons:
         return None, f"no {claim.metric} for {claim.experiment!r}: its dataset has no chance level"

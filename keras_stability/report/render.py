@@ -25,6 +25,7 @@ METRIC_TITLES = {
     "log10_max_grad_norm": "log10 max grad norm",
     "divergence_rate": "divergence rate",
     "trained_rate": "share of runs trained",
+    "solved_rate": "share of runs solved (test MSE at or below the claim's solved_mse)",
 }
 PLOT_TITLES = {
     "curves.png": "Learning curves",

@@ -128,6 +128,29 @@ def compare(variant, baseline):
     return result
 
 
+def solved_count(summary, solved_mse):
+    """How many of a variant's finished runs reached a test loss (MSE) at or below `solved_mse`: the
+    share of runs that solved a regression task such as the adding problem. A diverged run, whose test
+    loss is not finite, did not.
+
+    >>> solved_count({"metrics": {"test_loss": {"values": [0.004, 0.01, 0.16]}}}, 0.01)
+    2
+    """
+    return sum(value <= solved_mse for value in summary["metrics"]["test_loss"]["values"])
+
+
+def compare_solved(variant, baseline, solved_mse):
+    """The share of runs solved (`solved_count`) of `variant` against `baseline`, Fisher's exact test."""
+    return asdict(
+        compare_rates(
+            solved_count(variant, solved_mse),
+            variant["finished"],
+            solved_count(baseline, solved_mse),
+            baseline["finished"],
+        )
+    )
+
+
 def summarize(experiment):
     """The experiment's summary: every variant, and every non-baseline variant against the baseline."""
     variants = {name: summarize_variant(name, runs) for name, runs in experiment.variants.items()}
