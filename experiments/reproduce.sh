@@ -29,6 +29,7 @@ for sampler in grid random tpe; do
   keras-stability search experiments/e2_doc004_as_written.yaml --sampler "$sampler" --study "$sampler" \
     --results "$RESULTS" --report "$REPORTS"
 done
-run e2_doc000_as_written e2_adding_problem e2_deepobs_fmnist_2c2d
+run e2_doc000_as_written e2_adding_problem e2_deepobs_fmnist_2c2d e3_doc000_as_written e3_pascanu_adding \
+  e3_doc004_as_written
 # Every report, the claims ledger and the README's verdict table.
 keras-stability report "$RESULTS" --output "$REPORTS" --readme README.md

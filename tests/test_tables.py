@@ -1,6 +1,6 @@
-"""The report's table cells: wall times as median and range, non-finite steps with the runs that had them."""
+"""The report's table cells (`report.tables`): wall times as median and range, non-finite steps with the runs that had them."""
 
-from keras_stability.report.render import nonfinite_text, seed_list, spread_text
+from keras_stability.report.tables import nonfinite_text, seed_list, spread_text
 
 
 def test_epoch_times_are_median_and_range_not_mean_and_interval():
