@@ -10,6 +10,7 @@ from statsmodels.stats.proportion import confint_proportions_2indep, proportion_
 
 from keras_stability.report import statistics
 from keras_stability.report.statistics import (
+    Comparison,
     bootstrap_interval,
     compare_means,
     compare_rates,
@@ -148,3 +149,9 @@ def test_an_interval_that_disagrees_with_the_test_is_explained():
 def test_fisher_floor_is_the_most_extreme_table():
     assert compare_rates(2, 2, 0, 2).smallest_p == pytest.approx(stats.fisher_exact([[2, 0], [0, 2]]).pvalue)
     assert not compare_rates(2, 2, 0, 2).can_reach_significance and compare_rates(11, 11, 0, 11).can_reach_significance
+
+
+def test_a_censored_ratio_is_a_bound_not_an_interval_to_explain():
+    # "≥ ×507" with p = 1 (the bounding group diverged in most seeds at its grid's end): no caveat.
+    bound = Comparison(507.6, 507.6, math.inf, 1.0, "censored", measure="ratio")
+    assert bound.caveat() == ""

@@ -87,7 +87,8 @@ class Comparison:
         if not self.can_reach_significance:
             return f"this design cannot reach p < {self.alpha:g}: its smallest possible p is {self.smallest_p:.3g}"
         neutral = 1.0 if self.measure == "ratio" else 0.0
-        if not self.significant and math.isfinite(self.low) and not self.low <= neutral <= self.high:
+        bound = self.measure == "ratio" and (self.low == 0 or math.isinf(self.high))  # a censored bound
+        if not (self.significant or bound) and math.isfinite(self.low) and not self.low <= neutral <= self.high:
             return "the interval excludes no effect while the test does not reject it: with few seeds a percentile bootstrap is too narrow, and the test decides"
         return ""
 
