@@ -150,17 +150,25 @@ def forest_panel(verdict) -> str:
     return f"difference in {measured.replace('_', ' ')} (variant − baseline)"
 
 
+def arrow_ends(comparison) -> list[float]:
+    """Where the arrow of a ratio known only as a bound ends (none for an interval)."""
+    if comparison["measure"] != "ratio":
+        return []
+    if comparison["high"] is None or math.isinf(comparison["high"]):
+        return [comparison["difference"] * 4]
+    return [comparison["difference"] / 4] if comparison["low"] == 0 else []
+
+
 def draw_claim(axis, row, verdict):
     """One claim's effect and interval; a censored end (an unbounded ratio) is drawn as an arrow."""
     comparison, colour = verdict["comparison"], VERDICT_COLOURS[verdict["verdict"]]
     low, high, effect = comparison["low"], comparison["high"], comparison["difference"]
     fill = "white" if verdict["exploratory"] else colour
-    bounded_below = comparison["measure"] == "ratio" and (high is None or math.isinf(high))
-    bounded_above = comparison["measure"] == "ratio" and low == 0
-    if bounded_below or bounded_above:  # only a bound: the ratio lies beyond `effect`
+    ends = arrow_ends(comparison)
+    if ends:  # only a bound: the ratio lies beyond `effect`
         axis.annotate(
             "",
-            xy=(effect * (4 if bounded_below else 0.25), row),
+            xy=(ends[0], row),
             xytext=(effect, row),
             arrowprops={"arrowstyle": "->", "color": colour, "linewidth": 2},
         )
@@ -198,6 +206,10 @@ def forest(verdicts, path):
         axis.grid(axis="x", alpha=0.3)
         if ratio:
             axis.set_xscale("log")
+            # An arrow's head (4 × or ¼ × its bound) is an annotation, which autoscaling ignores.
+            ends = [x for v in group for x in arrow_ends(v["comparison"])]
+            low, high = axis.get_xlim()
+            axis.set_xlim(min([low, *ends]) / 1.5, max([high, *ends]) * 1.5)
         axis.set_xlabel(title, fontsize=9)
     handles = [plt.Line2D([], [], color=c, marker="o", linewidth=2, label=v) for v, c in VERDICT_COLOURS.items()]
     handles.append(
