@@ -4,7 +4,7 @@
 
     runs = ks.load_runs("results/quickstart")          # one row per run and epoch
     steps = ks.load_steps("results/quickstart")        # one row per run and training step
-    summary = ks.read_summary("reports/quickstart")    # summary.json as a `Summary`
+    summary = ks.read_summary("results/quickstart/report")  # summary.json as a `Summary`
     ledger = ks.read_ledger("reports")                 # claims.json as a list of `Verdict`
 
 Runs are read by the report's own reader (`report.collect`), so a frame holds exactly the runs a
