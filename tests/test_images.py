@@ -32,7 +32,7 @@ def test_normalize_is_torchvisions_and_maps_the_unit_interval_onto_minus_one_one
 
 def test_the_dataset_options_resize_normalise_and_set_the_task_shape():
     plain = load_dataset(DATASET_SPECS["mnist_small"](classes=[4, 9], train_size=50), 0)
-    config = DATASET_SPECS["mnist_small"](classes=[4, 9], train_size=50, image_size=64, normalize=(0.5, 0.5))
+    config = DATASET_SPECS["mnist_small"](classes=[4, 9], train_size=50, image_size=64, normalize=[0.5, 0.5])
     prepared = load_dataset(config, 0)
     assert prepared.task.input_shape == (64, 64, 1) and prepared.task.num_classes == 2
     assert prepared.x_train.shape == (50, 64, 64, 1) and prepared.x_test.shape[1:] == (64, 64, 1)
@@ -48,3 +48,17 @@ def test_without_the_options_nothing_changes():
     splits = load_dataset(config, 0)
     assert splits.x_train.shape == (20, 28, 28, 1) and splits.x_train.min() == 0.0 and splits.x_train.max() == 1.0
     assert "resized" not in splits.source and "normalised" not in splits.source
+
+
+def test_normalize_is_a_yaml_list_of_mean_and_positive_std(tmp_path):
+    from keras_stability.experiments.loading import ConfigError, load_experiment
+
+    def experiment(normalize):
+        path = tmp_path / "x.yaml"
+        path.write_text(f"name: x\ndataset: {{name: mnist_small, normalize: {normalize}}}\nvariants: {{a: {{}}}}\n")
+        return load_experiment(str(path))
+
+    assert experiment("[0.5, 0.5]").variants["a"].dataset.normalize == [0.5, 0.5]
+    for bad, message in (("[0.5, 0.0]", "std > 0"), ("[0.5]", "at least 2 items"), ("0.5", "valid list")):
+        with pytest.raises(ConfigError, match=message):
+            experiment(bad)

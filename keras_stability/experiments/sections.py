@@ -165,8 +165,15 @@ def distinct_classes(classes):
 Classes = Annotated[list[Annotated[int, Field(ge=0, le=9)]], Field(min_length=2), AfterValidator(distinct_classes)]
 
 
-# torchvision's `Normalize((mean,), (std,))` after the [0, 1] scaling: (x − mean) / std.
-Normalize = tuple[float, PositiveFloat] | None
+def positive_std(pair: list[float]) -> list[float]:
+    if pair[1] <= 0:
+        raise ValueError(f"`normalize` is [mean, std] with std > 0. Received: {pair}")
+    return pair
+
+
+# torchvision's `Normalize((mean,), (std,))` after the [0, 1] scaling: (x − mean) / std. A YAML list,
+# as every other sequence in a file (strict validation turns no list into a tuple).
+Normalize = Annotated[list[float], Field(min_length=2, max_length=2), AfterValidator(positive_std)] | None
 # torchvision's bilinear `Resize(N)`: the 28×28 digits become N×N (doc 004's CNN implies 64).
 ImageSize = Annotated[int, Field(ge=8, le=512)] | None
 
