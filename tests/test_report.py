@@ -165,7 +165,7 @@ def test_every_written_json_is_strict(results, tmp_path):
     assert strict({"a": math.nan, "b": (math.inf, np.float64(-math.inf), np.float32(0.5)), 1: Cell(0.1, 2, 1)}) == {
         "a": None,
         "b": [None, None, 0.5],
-        "1": {"learning_rate": 0.1, "runs": 2, "diverged": 1},
+        "1": {"learning_rate": 0.1, "runs": 2, "diverged": 1, "trained": None},
     }
 
 
