@@ -1,10 +1,11 @@
 """Reports over results: statistics across seeds, the analyses, plots, HTML, and the claims ledger.
 
 Where each part lives: `collect` reads runs; `outcomes` reduces them and groups sweeps by their
-resolved configuration; `statistics` holds the tests; `summary` the per-variant tables; `boundary`,
-`tuned`, `tradeoff` the analyses over swept settings; `analyses` bundles them per experiment;
-`provenance` the runs' commits and the claims' registration; `claims` the ledger; `published` the
-published results beside ours; `plots`, `analysis_plots`, `templates`, `render` (an experiment's
+resolved configuration; `statistics` holds the tests; `summary` the per-variant tables; `boundary`
+(with `profile`, the penalised likelihood and its profiles), `tuned`, `tradeoff` the analyses over
+swept settings; `analyses` bundles them per experiment; `provenance` the runs' commits and the claims'
+registration; `claims` the ledger and `judging` the rules it states; `published` the published
+results beside ours; `plots`, `analysis_plots`, `tables`, `templates`, `render` (an experiment's
 pages), `ledger_pages` (the ledger's) and `readme` (its README tables) the output; `search_report`
 an Optuna study's report.
 """
