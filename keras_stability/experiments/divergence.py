@@ -15,8 +15,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-# A loss ten times the untrained model's is a blow-up: cross-entropy from ln 10 ≈ 2.3 to 23 nats
-# means confidently wrong predictions, and no run in the suite recovered from it within an epoch.
+# A loss ten times the untrained model's is a blow-up: for ten-class cross-entropy, from ln 10 ≈ 2.3
+# to 23 nats, predictions confidently wrong on average (a stated bound, not a fitted one).
 LOSS_GROWTH = 10.0
 # More than one step in ten with a non-finite gradient is a run kept alive only by its policy.
 NONFINITE_SHARE = 0.1
