@@ -237,6 +237,16 @@ def test_the_cli_prints_no_tensorflow_start_up_lines_and_no_bar_into_a_log(tmp_p
     assert completed.returncode == 0
     assert completed.stderr == ""  # no absl, CUDA, oneDNN or cuInit lines; no progress bar's "\r"
     assert completed.stdout.splitlines()[0].startswith("tiny/base/seed-0 epoch 1/1  loss ")
+    # `verify` retrains too, with its own thread count, and is as quiet.
+    verified = subprocess.run(
+        [sys.executable, "-m", "keras_stability.cli", "verify", str(tmp_path / "r"), "--threads", "1"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert verified.returncode in (0, 1) and verified.stderr == ""
+    assert "(1 thread)" in verified.stdout.splitlines()[0]
 
 
 def test_a_new_model_per_trial_is_not_reported_as_retracing():

@@ -244,7 +244,7 @@ COMMANDS = {
 
 
 # The commands that train or build models; the others do without TensorFlow (validate stays fast).
-TENSORFLOW_COMMANDS = ("run", "search", "sweep", "list", "demo")
+TENSORFLOW_COMMANDS = ("run", "search", "sweep", "list", "demo", "verify")
 
 
 def import_tensorflow_quietly():

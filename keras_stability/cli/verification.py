@@ -148,7 +148,9 @@ def command_verify(args):
     threads = args.threads or recorded_threads(metas.values()) or threads_per_job(1)
     configure_threads(threads)
     how = "the named runs" if args.runs else f"a sample of {len(labels)} (--seed {args.seed})"
-    print(f"verifying {how} of the {len(runs)} finished runs under {args.results} ({threads} threads)")
+    print(
+        f"verifying {how} of the {len(runs)} finished runs under {args.results} ({threads} thread{'s' if threads != 1 else ''})"
+    )
     ours, reported, equal = provenance(), set(), True
     for label in labels:
         with tempfile.TemporaryDirectory(prefix="keras-stability-verify-") as scratch:
