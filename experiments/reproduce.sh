@@ -4,12 +4,12 @@
 # Finished runs and trials are skipped and interrupted ones resume from their last checkpoint, so
 # running it again after a crash continues the work. Cheap experiments first, so that a partial run
 # already answers most claims; the CNNs and the two published results (the adding problem, DeepOBS's
-# 100 epochs) last. Wall time on the project's 2-core machine: README, "What the documents claim".
+# 100 epochs) last. Wall time on the project's 2-core machine: docs/findings.md.
 # Usage: experiments/reproduce.sh [--jobs N]   (from any directory; uses .venv/ when present)
 #   RESULTS=DIR: the results root (default results/); REPORTS=DIR: the reports root (default reports/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PATH="$PWD/.venv/bin:$PATH"  # the README's virtualenv, when there is one
+PATH="$PWD/.venv/bin:$PATH"  # the set-up command's virtualenv, when there is one
 RESULTS="${RESULTS:-results}"
 REPORTS="${REPORTS:-reports}"
 # "Dirty" as the runner records it: keras_stability/experiments/provenance.py's CODE_PATHS (a test ties them).
@@ -31,5 +31,5 @@ for sampler in grid random tpe; do
 done
 run e2_doc000_as_written e2_adding_problem e2_deepobs_fmnist_2c2d e3_doc000_as_written e3_pascanu_adding \
   e3_doc004_as_written
-# Every report, the claims ledger and the README's verdict table.
-keras-stability report "$RESULTS" --output "$REPORTS" --readme README.md
+# Every report, the claims ledger and the findings page's tables.
+keras-stability report "$RESULTS" --output "$REPORTS" --findings docs/findings.md

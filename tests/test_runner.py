@@ -277,17 +277,18 @@ def test_cli_run_end_to_end_with_overrides_and_jobs(tmp_path):
     assert again.communicate(timeout=300)[0].strip().splitlines()[-1] == "runs: 2 skipped"
 
 
-def test_cli_help_matches_the_readme():
+def test_cli_help_matches_the_command_line_page():
     environment = {**os.environ, "COLUMNS": "100"}
-    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as stream:
-        readme = stream.read()
-    for arguments in (["--help"], ["run", "--help"]):
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "cli.md"), encoding="utf-8") as stream:
+        page = stream.read()
+    commands = ["run", "validate", "search", "sweep", "report", "verify", "compact", "list", "demo"]
+    for arguments in [["--help"]] + [[command, "--help"] for command in commands]:
         completed = subprocess.run(
             [sys.executable, "-m", "keras_stability.cli", *arguments], capture_output=True, text=True, env=environment
         )
         assert completed.returncode == 0
-        # The README quotes the help verbatim (argparse names the program after the command).
-        assert completed.stdout.replace("cli.py", "keras-stability") in readme
+        # docs/cli.md quotes every command's help verbatim (argparse names the program after the command).
+        assert f"```\n{completed.stdout.replace('cli.py', 'keras-stability')}```" in page, arguments
 
 
 def test_mirrored_training_equals_one_device(tmp_path, two_replicas):

@@ -38,12 +38,13 @@ def test_schema_names_are_the_registries_names():
     assert list(TRANSFORM_SPECS) == list(FACTORIES)
 
 
-def test_readme_names_every_model_and_dataset():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as stream:
-        readme = stream.read()
-    table_row = next(line for line in readme.splitlines() if line.startswith("| `model` |"))
-    zoo = readme.split("### Model zoo", 1)[1].split("##", 1)[0]
-    datasets = readme.split("### Datasets", 1)[1].split("###", 1)[0]
+def test_the_guides_name_every_model_and_dataset():
+    with open(os.path.join(ROOT, "docs", "guides", "experiments.md"), encoding="utf-8") as stream:
+        table_row = next(line for line in stream.read().splitlines() if line.startswith("| `model` |"))
+    with open(os.path.join(ROOT, "docs", "guides", "datasets-and-models.md"), encoding="utf-8") as stream:
+        page = stream.read()
+    zoo = page.split("\n## Model zoo\n", 1)[1].split("\n## ", 1)[0]
+    datasets = page.split("\n## Datasets\n", 1)[1].split("\n## ", 1)[0]
     for name in MODEL_SPECS:
         assert f"`{name}`" in table_row and f"`{name}`" in zoo, name
     for name in DATASET_SPECS:

@@ -13,7 +13,7 @@ from keras_stability.cli.inputs import expand, load_all, print_problems
 from keras_stability.cli.studies import add_study_commands, command_search, command_sweep
 from keras_stability.cli.verification import add_verify_command, command_verify
 
-# What `main` returns, as the README's "Exit statuses, reruns and code changes" lists them.
+# What `main` returns, as docs/guides/results.md's "Exit statuses, reruns and code changes" lists them.
 EXIT_STATUSES = {
     0: "success (a report's damaged runs are listed, not an error)",
     1: "some runs failed, or a file or directory could not be written or read",
@@ -77,9 +77,10 @@ def build_parser():
     report.add_argument("-o", "--output", help="output directory (default: reports/<experiment> or reports/)")
     report.add_argument("--claims", help="claims file to judge (default: experiments/claims.yaml if it exists)")
     report.add_argument(
-        "--readme",
+        "--findings",
         metavar="FILE",
-        help="also write the ledger's verdict table into FILE, between its ledger marker lines",
+        help="also write the experiments', verdict and published-results tables into FILE (the findings page, "
+        "docs/findings.md), between its marker lines",
     )
 
     add_verify_command(commands)
@@ -192,11 +193,11 @@ def command_report(args):
     except FileNotFoundError as error:
         print(f"keras-stability report: {error}", file=sys.stderr)
         return 2
-    if args.readme:
-        from keras_stability.report.readme import update_readme
+    if args.findings:
+        from keras_stability.report.findings import update_findings
 
         try:
-            update_readme(args.readme, built.verdicts, built.published, built.suite)
+            update_findings(args.findings, built.verdicts, built.published, built.suite)
         except (OSError, ValueError) as error:
             print(f"keras-stability report: {error}", file=sys.stderr)
             return 2
@@ -270,9 +271,10 @@ def import_tensorflow_quietly():
 def main(argv=None):
     """Runs one command; returns its exit status (`EXIT_STATUSES`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what TensorFlow logs once it runs
-    # oneDNN's kernels give the same bits for any thread count (measured: README, "Verifying committed
-    # results"), so `--jobs N` matches one process; TensorFlow turns them on by itself only on CPUs with
-    # AVX512-VNNI, AVX512-BF16, AVX-VNNI or AMX. Set before TensorFlow loads; an explicit 0 is kept.
+    # oneDNN's kernels give the same bits for any thread count (measured: docs/guides/results.md,
+    # "Verifying committed results"), so `--jobs N` matches one process; TensorFlow turns them on by
+    # itself only on CPUs with AVX512-VNNI, AVX512-BF16, AVX-VNNI or AMX. Set before TensorFlow loads;
+    # an explicit 0 is kept.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     args = build_parser().parse_args(argv)
     try:

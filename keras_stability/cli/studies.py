@@ -81,7 +81,7 @@ def command_search(args):
 
     experiments, problems = load_all([args.file], args.overrides)
     if not problems and experiments[0].search is None:
-        problems = [Problem(Location(args.file), None, "no `search:` section (see the README's Search section)")]
+        problems = [Problem(Location(args.file), None, "no `search:` section (see docs/guides/search-and-sweeps.md)")]
     if not problems and args.trials is not None and args.trials < 1:
         problems = [
             Problem(
@@ -143,7 +143,7 @@ def command_sweep(args):
 
     experiments, problems = load_all([args.file], args.overrides)
     if not problems and experiments[0].sweep is None:
-        problems = [Problem(Location(args.file), None, "no `sweep:` section (see the README's Sweeps section)")]
+        problems = [Problem(Location(args.file), None, "no `sweep:` section (see docs/guides/search-and-sweeps.md)")]
     if not problems and (args.heartbeat < 1 or args.jobs < 1):
         problems = [
             Problem(

@@ -6,7 +6,7 @@ resolved configuration; `statistics` holds the tests; `summary` the per-variant 
 swept settings; `analyses` bundles them per experiment; `provenance` the runs' commits and the claims'
 registration; `claims` the ledger and `judging` the rules it states; `published` the published
 results beside ours; `plots`, `analysis_plots`, `tables`, `templates`, `render` (an experiment's
-pages), `ledger_pages` (the ledger's) and `readme` (its README tables) the output; `search_report`
+pages), `ledger_pages` (the ledger's) and `findings` (the findings page's tables) the output; `search_report`
 an Optuna study's report.
 """
 

@@ -1,6 +1,6 @@
 """The ledger's judging rules as the pages state them: the family its p-values are adjusted over,
 the verdicts a claim can get, and every rule changed after a look at results — one source for
-claims.md, claims.html and the README."""
+claims.md, claims.html and the findings page."""
 
 from keras_stability.experiments.divergence import RULE as DIVERGENCE_RULE
 from keras_stability.report.outcomes import TRAINED_RULE

@@ -1,5 +1,5 @@
 """The claims ledger's pages: claims.md, claims.html (with the forest plot) and claims.json, the
-published results beside our measurements (published.json), and the Markdown the README embeds."""
+published results beside our measurements (published.json), and the Markdown the findings page embeds."""
 
 import os
 
@@ -24,7 +24,7 @@ def ledger_tally(verdicts):
 
 
 def ledger_markdown(verdicts):
-    """The ledger's tally, its judging rules and table in Markdown (claims.md, and the README's table)."""
+    """The ledger's tally, its judging rules and table in Markdown (claims.md, and the findings page's table)."""
     table = claims_markdown(claim_records(verdicts))
     return f"{ledger_tally(verdicts)}. {EXPLORATORY_RULE}\n\n{rules_markdown()}\n\n{table}"
 
@@ -58,13 +58,13 @@ def suite_rows(analyses) -> list[list[str]]:
 
 
 def suite_markdown(rows) -> str:
-    """The committed experiments with their counts (the README's suite table), and the total."""
+    """The committed experiments with their counts (the findings page's suite table), and the total."""
     total = sum(int(row[2]) for row in rows)
     return f"{markdown_table(SUITE_HEADER, rows)}\n\n{len(rows)} experiments, {total:,} finished runs."
 
 
 def published_markdown(published):
-    """The published results beside our measurements (claims.md, and the README's table)."""
+    """The published results beside our measurements (claims.md, and the findings page's table)."""
     return markdown_table(PUBLISHED_HEADER, published_cells(published))
 
 
