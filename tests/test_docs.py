@@ -1,7 +1,10 @@
 """What the README and the documentation site say is what the code does: the README's example trains as
-Keras's own clipping does, its table names every transform, every command and option the pages name
-exists, and the findings page holds the blocks `report --findings` writes."""
+Keras's own clipping does, its table names every transform, every command, option, module and file the
+pages name exists, the Python guide's session prints what it shows, and the findings page holds the
+blocks `report --findings` writes."""
 
+import doctest
+import glob
 import os
 import re
 import subprocess
@@ -9,6 +12,7 @@ import sys
 
 import keras
 import numpy as np
+import pandas as pd
 
 from keras_stability.report.findings import markers
 from keras_stability.transforms import FACTORIES
@@ -102,3 +106,30 @@ def test_the_layout_page_names_every_module_and_no_other():
     others = set(os.listdir(os.path.join(ROOT, "benchmarks"))) | set(os.listdir(os.path.join(ROOT, "tests")))
     assert modules - named == set()  # every module is on the page
     assert named - modules - others == set()  # and every name on it is a module, a benchmark or a test
+
+
+def test_the_python_guide_session_gives_what_it_shows(monkeypatch):
+    blocks = re.findall(r"```python\n(>>> .*?)```", read("docs", "guides", "python.md"), re.S)
+    test = doctest.DocTestParser().get_doctest("".join(blocks), {}, "python.md", None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    monkeypatch.chdir(ROOT)  # the session reads the committed results/ and reports/
+    with pd.option_context("display.width", 100, "display.max_columns", 20):
+        runner.run(test)
+    assert runner.tries > 0 and runner.failures == 0
+
+
+def test_every_file_the_pages_name_exists():
+    named = 0
+    for page in pages():
+        for path in set(
+            re.findall(
+                r"(?<![\w/.])((?:keras_stability|tests|benchmarks|experiments)/[\w/{},*.-]*\.(?:py|yaml|sh))(?!:\d)",
+                read(page),
+            )
+        ):
+            head, _, rest = path.partition("{")
+            alternatives, _, tail = rest.partition("}")
+            for expanded in [head + choice + tail for choice in alternatives.split(",")] if rest else [path]:
+                assert glob.glob(os.path.join(ROOT, expanded)), f"{page}: {expanded} does not exist"
+                named += 1
+    assert named > 10
