@@ -133,3 +133,11 @@ def test_every_file_the_pages_name_exists():
                 assert glob.glob(os.path.join(ROOT, expanded)), f"{page}: {expanded} does not exist"
                 named += 1
     assert named > 10
+
+
+def test_the_api_page_documents_every_name_the_package_exports():
+    import keras_stability
+
+    documented = set(re.findall(r"^::: [\w.]+\.(\w+)$", read("docs", "api", "library.md"), re.M))
+    renamed = keras_stability._RENAMED  # exported under another name than the module's
+    assert {renamed.get(name, name) for name in keras_stability.__all__} == documented
