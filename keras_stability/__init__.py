@@ -71,7 +71,7 @@ _EXPORTS = {
     "load_steps": "keras_stability.results",
     "read_ledger": "keras_stability.results",
     "read_summary": "keras_stability.results",
-    "write_event_logs": "keras_stability.experiments.event_log",
+    "write_event_logs": "keras_stability.runs.event_log",
 }
 _RENAMED = {"NONFINITE_POLICIES": "POLICIES"}
 

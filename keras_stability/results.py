@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import pydantic
 
-from keras_stability.config_columns import flat_config
+from keras_stability.config.columns import flat_config
 from keras_stability.report.boundary import Boundary
 from keras_stability.report.claims import Claim
 from keras_stability.report.collect import RunRecord, collect

@@ -31,7 +31,7 @@ def run_in_mode(fn, mode, *args):
 def two_replicas():
     # The runner's cached strategy: separate MirroredStrategy objects in one process reuse
     # collective instance keys and clash.
-    from keras_stability.experiments.schema import TrainingConfig
+    from keras_stability.config.schema import TrainingConfig
     from keras_stability.experiments.training import distribution_strategy
 
     strategy = distribution_strategy(TrainingConfig(distribute="mirrored"))

@@ -8,7 +8,7 @@ import pytest
 import statsmodels.api as sm
 from scipy import stats
 
-from keras_stability.experiments.sweep import file_variant
+from keras_stability.config.sweep import file_variant
 from keras_stability.report.boundary import (
     Cell,
     boundary,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from keras_stability.experiments.loading import ConfigError
+from keras_stability.config.loading import ConfigError
 from keras_stability.report import analyse, judge, judge_all, load_claims
 from keras_stability.report.claims import Claim
 from keras_stability.report.collect import ExperimentResults, RunRecord
@@ -284,7 +284,7 @@ def test_registration_from_git_marks_late_claims_exploratory(tmp_path):
 
 
 def test_every_transform_has_its_threshold_setting():
-    from keras_stability.experiments.schema import TRANSFORM_SPECS
+    from keras_stability.config.schema import TRANSFORM_SPECS
     from keras_stability.report.tradeoff import THRESHOLDS
 
     assert set(THRESHOLDS) == set(TRANSFORM_SPECS)

@@ -12,8 +12,8 @@ import pytest
 from test_search import SEARCH, postgres_server
 from test_sweep import SWEEP
 
-from keras_stability.experiments.database import hide_password, mask_password, storage_url
-from keras_stability.experiments.loading import ConfigError, load_experiment
+from keras_stability.config.credentials import hide_password, mask_password, storage_url
+from keras_stability.config.loading import ConfigError, load_experiment
 
 PASSWORD = "Secr3t-pass_word"  # distinctive, so that a grep finds every copy
 

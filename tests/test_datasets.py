@@ -8,10 +8,10 @@ import struct
 import numpy as np
 import pytest
 
+from keras_stability.config.sections import DATASET_SPECS
 from keras_stability.datasets import DataError, load_dataset, load_idx_pair, mnist_small
 from keras_stability.datasets.idx import read_idx
 from keras_stability.datasets.registry import DEBIAN_FASHION_MNIST, DIGITS, adding_problem, get_dataset
-from keras_stability.experiments.sections import DATASET_SPECS
 
 MNIST_TEST_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # shared/data/mnist/README.md
 

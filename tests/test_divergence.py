@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from keras_stability.experiments.divergence import (
+from keras_stability.runs.divergence import (
     LOSS_GROWTH,
     NONFINITE_SHARE,
     EpochEnd,

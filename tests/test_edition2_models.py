@@ -7,9 +7,9 @@ import pydantic
 import pytest
 import tensorflow as tf
 
+from keras_stability.config.sections import DATASET_SPECS, MODEL_SPECS
 from keras_stability.datasets import load_dataset
 from keras_stability.datasets.registry import SPLIT_SEED, zipf_tokens
-from keras_stability.experiments.sections import DATASET_SPECS, MODEL_SPECS
 from keras_stability.experiments.zoo import build_model
 from keras_stability.transforms import clip_by_global_norm, global_norm
 

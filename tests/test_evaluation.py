@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_stability.config.schema import RunConfig
 from keras_stability.experiments.evaluation import evaluate_arrays
-from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import compiled_model
 
 # 230 examples in batches of 100: two full batches and a remainder of 30.

@@ -12,11 +12,12 @@ from tensorboard.backend.event_processing import event_accumulator, plugin_event
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from keras_stability.cli import build_parser
-from keras_stability.experiments import run_identity, runner
-from keras_stability.experiments.event_log import NOT_HPARAMS, SUBDIRECTORY, EventLog, write_event_logs
-from keras_stability.experiments.loading import load_experiment
+from keras_stability.config.loading import load_experiment
+from keras_stability.experiments import runner
 from keras_stability.experiments.runner import run_one
-from keras_stability.experiments.storage import read_json
+from keras_stability.runs import run_identity
+from keras_stability.runs.event_log import NOT_HPARAMS, SUBDIRECTORY, EventLog, write_event_logs
+from keras_stability.runs.storage import read_json
 
 TINY = """\
 name: tiny

@@ -12,13 +12,13 @@ import tensorflow as tf
 
 from keras_stability import NonFiniteGradientError, stabilize, train_epoch
 from keras_stability.cli import main
+from keras_stability.config.loading import ConfigError, load_experiment
+from keras_stability.config.sections import DATASET_SPECS
 from keras_stability.datasets import download, load_dataset, registry
 from keras_stability.datasets.idx import DataError
 from keras_stability.experiments import suite
-from keras_stability.experiments.loading import ConfigError, load_experiment
 from keras_stability.experiments.run_errors import RunInterrupted
 from keras_stability.experiments.runner import run_one
-from keras_stability.experiments.sections import DATASET_SPECS
 from keras_stability.nonfinite import MESSAGE
 
 ONE_RUN = """\
@@ -288,7 +288,7 @@ def test_ctrl_c_outside_a_run_is_one_line_too_and_the_run_error_pickles(tmp_path
 def test_a_read_only_disk_is_named_and_nothing_is_created(tmp_path, monkeypatch, capsys):
     import errno
 
-    from keras_stability.experiments import storage
+    from keras_stability.runs import storage
 
     def read_only(*arguments, **options):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / ".tmp-probe"))

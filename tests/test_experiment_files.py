@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from keras_stability.experiments.loading import load_experiment
+from keras_stability.config.loading import load_experiment
 from keras_stability.report.claims import load_claims, load_claims_file
 from keras_stability.report.outcomes import holds
 

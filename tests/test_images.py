@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from keras_stability.config.sections import DATASET_SPECS
 from keras_stability.datasets import load_dataset
 from keras_stability.datasets.images import normalize_images, resize_images
-from keras_stability.experiments.sections import DATASET_SPECS
 
 
 def test_a_constant_image_stays_constant():
@@ -51,7 +51,7 @@ def test_without_the_options_nothing_changes():
 
 
 def test_normalize_is_a_yaml_list_of_mean_and_positive_std(tmp_path):
-    from keras_stability.experiments.loading import ConfigError, load_experiment
+    from keras_stability.config.loading import ConfigError, load_experiment
 
     def experiment(normalize):
         path = tmp_path / "x.yaml"

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from keras_stability import step_log
-from keras_stability.experiments import epoch_record, integrity, run_files, runner
-from keras_stability.experiments.integrity import check_run
-from keras_stability.experiments.loading import load_experiment
-from keras_stability.experiments.run_files import Damage, inspect_run
+from keras_stability.config.loading import load_experiment
+from keras_stability.experiments import runner
+from keras_stability.runs import epoch_record, integrity, run_files
+from keras_stability.runs.integrity import check_run
+from keras_stability.runs.run_files import Damage, inspect_run
 
 
 def make_finished_run(root):

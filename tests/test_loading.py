@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from keras_stability.experiments import loading, yaml_files
-from keras_stability.experiments.loading import ConfigError, Location, Problem, load_experiment, parse_override
+from keras_stability.config import loading, yaml_files
+from keras_stability.config.loading import ConfigError, Location, Problem, load_experiment
+from keras_stability.config.overrides import parse_override
 
 GOOD = """\
 name: tiny

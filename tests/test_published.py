@@ -6,7 +6,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from keras_stability.experiments.loading import ConfigError
+from keras_stability.config.loading import ConfigError
 from keras_stability.report import analyse
 from keras_stability.report.claims import load_claims_file
 from keras_stability.report.collect import ExperimentResults, RunRecord

@@ -15,12 +15,12 @@ from scipy import stats
 from test_claims import claim
 
 from keras_stability.experiments.runner import METRIC_COLUMNS, STEP_COLUMNS
-from keras_stability.experiments.storage import atomic_write_csv, atomic_write_json, atomic_write_text
 from keras_stability.report import build_reports, summarize
 from keras_stability.report.analyses import strict
 from keras_stability.report.boundary import Cell
 from keras_stability.report.collect import collect
 from keras_stability.report.summary import METRICS
+from keras_stability.runs.storage import atomic_write_csv, atomic_write_json, atomic_write_text
 
 # Test accuracies per variant and seed; "clipped" seed 3 diverged (its test accuracy is NaN).
 ACCURACY = {"no_clip": [0.90, 0.92, 0.91, 0.93], "clipped": [0.95, 0.96, 0.94, math.nan]}

@@ -9,9 +9,9 @@ import sys
 import pytest
 from test_integrity import make_finished_run
 
-from keras_stability.experiments.integrity import RERUN_ADVICE
 from keras_stability.report import build_reports, summarize
 from keras_stability.report.collect import collect
+from keras_stability.runs.integrity import RERUN_ADVICE
 
 
 def copy_as_seed(source, seed):

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from keras_stability.cli import main
-from keras_stability.experiments.loading import load_experiment
+from keras_stability.config.loading import load_experiment
 from keras_stability.experiments.runner import run_one
 
 EXPERIMENT = """\
@@ -111,7 +111,7 @@ def test_the_main_command_leaves_git_status_empty_and_dirty_means_one_thing():
     import re
     import subprocess
 
-    from keras_stability.experiments.provenance import CODE_PATHS
+    from keras_stability.runs.provenance import CODE_PATHS
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()

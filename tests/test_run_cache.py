@@ -3,12 +3,12 @@
 import numpy as np
 import tensorflow as tf
 
+from keras_stability.config.schema import RunConfig
 from keras_stability.datasets.registry import DIGITS, Task
 from keras_stability.epoch_loop import train_epoch
 from keras_stability.experiments import checkpoint
 from keras_stability.experiments.run_cache import forget_everything, model_for_run, training_shape
 from keras_stability.experiments.runner import configure_determinism
-from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import compiled_model
 
 CONFIG = RunConfig(

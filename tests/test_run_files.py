@@ -16,10 +16,11 @@ import sys
 import numpy as np
 import pytest
 
-from keras_stability.experiments import checkpoint, step_logs
-from keras_stability.experiments.loading import load_experiment
-from keras_stability.experiments.run_files import inspect_run
+from keras_stability.config.loading import load_experiment
+from keras_stability.experiments import checkpoint
 from keras_stability.experiments.runner import run_one
+from keras_stability.runs import step_logs
+from keras_stability.runs.run_files import inspect_run
 
 EXPERIMENT = """\
 name: tiny
@@ -159,7 +160,7 @@ def plain_step_log(directory):
 
 KILLED_COMPACTING = """\
 import os, signal, sys
-from keras_stability.experiments import step_logs
+from keras_stability.runs import step_logs
 
 os.unlink = lambda path: os.kill(os.getpid(), signal.SIGKILL)  # after the .gz, before steps.csv is removed
 step_logs.compact(sys.argv[1])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from keras_stability.experiments.loading import ConfigError, load_experiment
+from keras_stability.config.loading import ConfigError, load_experiment
 from keras_stability.experiments.runner import METRIC_COLUMNS, STEP_COLUMNS, run_one
 
 TINY = """\

@@ -6,14 +6,14 @@ import typing
 
 import pytest
 
+from keras_stability.config.loading import ConfigError, load_experiment
+from keras_stability.config.schema import TRANSFORM_SPECS, OptimizerConfig, RunConfig
+from keras_stability.config.sections import DATASET_SPECS, MODEL_SPECS
 from keras_stability.datasets import DATASETS
-from keras_stability.experiments.loading import ConfigError, load_experiment
-from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
 from keras_stability.experiments.runner import run_one
-from keras_stability.experiments.schema import TRANSFORM_SPECS, OptimizerConfig, RunConfig
-from keras_stability.experiments.sections import DATASET_SPECS, MODEL_SPECS
 from keras_stability.experiments.training import OPTIMIZERS
 from keras_stability.experiments.zoo import MODELS
+from keras_stability.runs.run_identity import resolved_config_text, what_the_run_trains
 from keras_stability.transforms import FACTORIES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

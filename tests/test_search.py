@@ -17,7 +17,7 @@ import time
 import optuna
 import pytest
 
-from keras_stability.experiments.loading import ConfigError, load_experiment
+from keras_stability.config.loading import ConfigError, load_experiment
 from keras_stability.experiments.search import make_sampler, run_search, suggest, with_sampler
 
 SEARCH = """\

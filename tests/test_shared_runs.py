@@ -7,12 +7,12 @@ import textwrap
 
 import yaml
 
-from keras_stability.experiments import run_store
-from keras_stability.experiments.loading import load_experiment
-from keras_stability.experiments.run_identity import resolved_config_text
-from keras_stability.experiments.run_store import share_finished_run, training_id
+from keras_stability.config.loading import load_experiment
 from keras_stability.experiments.suite import run_experiments
 from keras_stability.report.collect import collect
+from keras_stability.runs import run_store
+from keras_stability.runs.run_identity import resolved_config_text
+from keras_stability.runs.run_store import share_finished_run, training_id
 
 FIRST = """\
 name: first

@@ -10,9 +10,9 @@ from test_shared_runs import experiments
 
 import keras_stability as ks
 from keras_stability import cli
-from keras_stability.experiments import step_logs
 from keras_stability.experiments.suite import run_experiments
 from keras_stability.report.collect import collect
+from keras_stability.runs import step_logs
 
 STEPS = b"epoch,step,loss,grad_norm,clipped_norm\n1,1,2.3025851,0.5,0.5\n1,2,2.1,0.75,0.75\n"
 

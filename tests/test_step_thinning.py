@@ -11,10 +11,10 @@ import pytest
 from test_shared_runs import experiments
 
 from keras_stability import cli
-from keras_stability.experiments import step_thinning
 from keras_stability.experiments.suite import run_experiments
 from keras_stability.report.collect import collect
 from keras_stability.report.summary import log10_max_grad_norm, summarize_variant
+from keras_stability.runs import step_thinning
 
 
 def reference_kept(step, loss, grad_norm, every):

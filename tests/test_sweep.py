@@ -13,9 +13,9 @@ import pytest
 import yaml
 from test_search import postgres  # noqa: F401  (fixture)
 
-from keras_stability.experiments.loading import ConfigError, load_experiment
+from keras_stability.config.loading import ConfigError, load_experiment
+from keras_stability.config.sweep import short_keys, value_text
 from keras_stability.experiments.suite import run_experiments
-from keras_stability.experiments.sweep import short_keys, value_text
 from keras_stability.report.collect import collect
 
 SWEEP = """\

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_stability.config.sections import MODEL_SPECS
 from keras_stability.datasets.registry import Task
-from keras_stability.experiments.sections import MODEL_SPECS
 from keras_stability.experiments.torch_init import TorchBiasUniform, torch_kernel_uniform
 from keras_stability.experiments.zoo import build_model, output_shape
 

@@ -3,8 +3,8 @@ section (whose keys belong to the old member); otherwise mappings merge and list
 
 import pytest
 
-from keras_stability.experiments import loading
-from keras_stability.experiments.loading import load_experiment
+from keras_stability.config import overrides
+from keras_stability.config.loading import load_experiment
 
 
 def write(tmp_path, text, name="experiment.yaml"):
@@ -89,7 +89,7 @@ def test_set_naming_another_model_replaces_the_section(tmp_path):
     ],
 )
 def test_merge_replaces_a_model_section_that_selects_another_member(base, override, expected):
-    merged = loading.merge({"model": base, "seeds": [0]}, {"model": override})
+    merged = overrides.merge({"model": base, "seeds": [0]}, {"model": override})
     assert merged == {"model": expected, "seeds": [0]}
 
 
@@ -107,11 +107,11 @@ def test_merge_replaces_lists_and_merges_other_mappings():
         "optimizer": {"momentum": 0.9},
         "dataset": {"name": "fashion_mnist"},
     }
-    assert loading.merge(base, override) == {
+    assert overrides.merge(base, override) == {
         "stabilizer": {"transforms": [{"name": "zclip"}], "nonfinite": "skip"},
         "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9},
         "dataset": {"name": "fashion_mnist"},
     }
     # A `name` key anywhere else is an ordinary setting: the optimizer merges.
-    assert loading.merge(base, {"optimizer": {"name": "adam"}})["optimizer"] == {"name": "adam", "learning_rate": 0.1}
+    assert overrides.merge(base, {"optimizer": {"name": "adam"}})["optimizer"] == {"name": "adam", "learning_rate": 0.1}
     assert base["stabilizer"]["transforms"][1] == {"name": "clip_by_global_norm", "max_norm": 1.0}  # not mutated

@@ -9,7 +9,6 @@ import pytest
 
 from keras_stability.cli import main
 from keras_stability.cli.verification import recorded_threads
-from keras_stability.experiments.provenance import VECTOR_FLAGS, cpu_description, provenance
 from keras_stability.experiments.verify import (
     Difference,
     RunComparison,
@@ -18,6 +17,7 @@ from keras_stability.experiments.verify import (
     provenance_differences,
     sample_runs,
 )
+from keras_stability.runs.provenance import VECTOR_FLAGS, cpu_description, provenance
 
 
 def table(**columns):

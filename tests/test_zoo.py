@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_stability.experiments.sections import MODEL_SPECS
+from keras_stability.config.sections import MODEL_SPECS
 from keras_stability.experiments.sparse_init import SparseSpectral
 from keras_stability.experiments.zoo import build_model, get_model
 

@@ -18,9 +18,9 @@ import json
 
 import tensorflow as tf
 
+from keras_stability.config.schema import DatasetConfig, RunConfig
 from keras_stability.datasets import Task, load_dataset
 from keras_stability.datasets.registry import SEED_INDEPENDENT
-from keras_stability.experiments.schema import DatasetConfig, RunConfig
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
 from keras_stability.factories import factory_provenance, is_factory_section, section_provenance

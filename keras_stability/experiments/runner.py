@@ -28,23 +28,23 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_stability.config.schema import RunConfig
 from keras_stability.epoch_loop import train_epoch
-from keras_stability.experiments import run_store, step_logs, storage
-from keras_stability.experiments.divergence import EpochEnd, first_divergent_step
-from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
 from keras_stability.experiments.evaluation import evaluate_arrays
-from keras_stability.experiments.event_log import EventLog
-from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
 from keras_stability.experiments.run_directory import Run, restore, save_epoch
 from keras_stability.experiments.run_errors import RunInterrupted, epochs_saved, failure, failure_line
-from keras_stability.experiments.run_files import TERMINAL_STATUSES, RunFiles, inspect_run
-from keras_stability.experiments.run_identity import resolved_config_text
-from keras_stability.experiments.run_reuse import judge
-from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
 from keras_stability.nonfinite import nonfinite_errors
+from keras_stability.runs import run_store, step_logs, storage
+from keras_stability.runs.divergence import EpochEnd, first_divergent_step
+from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
+from keras_stability.runs.event_log import EventLog
+from keras_stability.runs.provenance import provenance
+from keras_stability.runs.run_files import TERMINAL_STATUSES, RunFiles, inspect_run
+from keras_stability.runs.run_identity import resolved_config_text
+from keras_stability.runs.run_reuse import judge
 from keras_stability.step_log import STEP_FIELDS
 
 __all__ = ["METRIC_COLUMNS", "STEP_COLUMNS", "TERMINAL_STATUSES", "fit_epoch", "run_one"]

@@ -14,7 +14,7 @@ import random
 
 import numpy as np
 
-from keras_stability.experiments.epoch_record import float32_text
+from keras_stability.runs.epoch_record import float32_text
 
 # Provenance that names the machine or the moment, not what decides the numbers.
 UNCOMPARED_HOST_KEYS = ("name",)

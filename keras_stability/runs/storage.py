@@ -32,16 +32,6 @@ def check_writable(directory: str) -> None:
         raise OSError(error.errno, error.strerror, directory) from None
 
 
-def run_directory(results_root, experiment, variant, seed):
-    """results/<experiment>/<variant>/seed-<n>/"""
-    return os.path.join(results_root, experiment, variant, f"seed-{seed}")
-
-
-def run_label(experiment, variant, seed):
-    """<experiment>/<variant>/seed-<n>: how the runner names a run, and what `--rerun` patterns match."""
-    return f"{experiment}/{variant}/seed-{seed}"
-
-
 def atomic_write_bytes(path, data, durable=True):
     """Writes `data` to `path` so that a reader (or a killed process) sees either the old file or the new one.
 

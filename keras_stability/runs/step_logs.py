@@ -29,9 +29,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from keras_stability.experiments import step_thinning, storage
-from keras_stability.experiments.epoch_record import STEP_COLUMNS
-from keras_stability.experiments.run_files import (
+from keras_stability.runs import step_thinning, storage
+from keras_stability.runs.epoch_record import STEP_COLUMNS
+from keras_stability.runs.run_files import (
     COMPACT_SUFFIX,
     TERMINAL_STATUSES,
     DamagedFileError,

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationInfo, field_validator
 
-from keras_stability.experiments.strict import PositiveCount, Strict
+from keras_stability.config.strict import PositiveCount, Strict
 from keras_stability.factories import ENTRY_POINT_GROUPS, check_arguments, registered, resolve_factory
 
 

@@ -27,11 +27,12 @@ import shutil
 
 import yaml
 
-from keras_stability.experiments import step_logs, storage
-from keras_stability.experiments.provenance import process_provenance
-from keras_stability.experiments.run_identity import resolved_config_text, what_the_run_trains
-from keras_stability.experiments.run_reuse import code_changes
 from keras_stability.factories import factory_provenance
+from keras_stability.runs import step_logs, storage
+from keras_stability.runs.key import RunKey
+from keras_stability.runs.provenance import process_provenance
+from keras_stability.runs.run_identity import resolved_config_text, what_the_run_trains
+from keras_stability.runs.run_reuse import code_changes
 
 SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", "tensorboard")  # linked, never copied
 # What a shared run's directory may hold besides: its link to steps.csv, made before compaction.
@@ -180,7 +181,8 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
     another run already trains it, makes this directory the one the index points to; returns False and
     the runner trains, resumes or skips the run as usual.
     """
-    directory = storage.run_directory(results_root, config.name, variant, seed)
+    key = RunKey(config.name, variant, seed)
+    directory = key.directory(results_root)
     text = resolved_config_text(config, variant, seed)
     identity = training_id(text)
     factories = factory_provenance(config)
@@ -194,7 +196,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
         if meta is not None and "shared_from" not in meta and holds_other_training(directory, text):
             return False  # the runner refuses the directory
         twin, twin_meta = trained_run(results_root, identity)
-        label = f"{config.name}/{variant}/seed-{seed}"
+        label = key.label
         finished = twin is not None and twin_meta.get("status") in SHAREABLE
         already_shared = meta is not None and "shared_from" in meta
         # A link made by an earlier version stays: that version judged the two the same training.

@@ -33,9 +33,10 @@ from typing import Literal
 
 import numpy as np
 
-from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, TIMING_COLUMNS
-from keras_stability.experiments.step_thinning import check_thinned, run_stride
-from keras_stability.experiments.yaml_files import ConfigError, parse_yaml
+from keras_stability.config.yaml_files import ConfigError, parse_yaml
+from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, TIMING_COLUMNS
+from keras_stability.runs.key import RunKey
+from keras_stability.runs.step_thinning import check_thinned, run_stride
 
 # A run in one of these states is never trained again.
 TERMINAL_STATUSES = ("done", "diverged", "pruned")
@@ -252,7 +253,7 @@ def parse_table(text: str, columns: tuple[str, ...], path: str) -> dict[str, np.
 
 
 def read_document(directory: str) -> dict:
-    """config.yaml, checked against the directory it lives in (results/<experiment>/<variant>/seed-<n>)."""
+    """config.yaml, checked against the directory it lives in (its `RunKey`'s)."""
     path = os.path.join(directory, "config.yaml")
     text = read_text(path)
     if text is None:
@@ -265,7 +266,7 @@ def read_document(directory: str) -> dict:
     if not isinstance(document, dict) or any(not isinstance(document.get(k), kind) for k, kind in keys.items()):
         raise DamagedFileError(path, "a mapping of experiment, variant, seed and config was expected")
     # A sweep cell's variant (`<variant>/<key=value,...>`) is two directories.
-    named = [document["experiment"], *document["variant"].split("/"), f"seed-{document['seed']}"]
+    named = RunKey(document["experiment"], document["variant"], document["seed"]).label.split("/")
     parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)[-len(named) :]
     if parts != named:
         raise DamagedFileError(path, f"it describes {'/'.join(named)}, but lies in {'/'.join(parts)}")

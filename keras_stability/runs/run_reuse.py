@@ -10,7 +10,7 @@ refused with the command that retrains it (`--rerun`).
 
 import dataclasses
 
-from keras_stability.experiments.run_identity import what_the_run_trains
+from keras_stability.runs.run_identity import what_the_run_trains
 
 FACTORY_KINDS = ("model_factory", "dataset_factory")
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import pydantic
 
-from keras_stability.experiments.schema import ExperimentFile
-from keras_stability.experiments.sections import NOT_NAMES
-from keras_stability.experiments.yaml_files import ConfigError, KeyPath, Location, Marks, Problem
+from keras_stability.config.schema import ExperimentFile
+from keras_stability.config.sections import NOT_NAMES
+from keras_stability.config.yaml_files import ConfigError, KeyPath, Location, Marks, Problem
 from keras_stability.factories import ENTRY_POINT_GROUPS
 
 __all__ = ["field_annotation", "locate", "suggestion", "tagged_members", "unwrap", "validate"]

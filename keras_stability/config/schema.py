@@ -14,15 +14,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, PositiveFloat, field_validator, model_validator
 
-from keras_stability.experiments.database import mask_password
-from keras_stability.experiments.sections import (
+from keras_stability.config.credentials import mask_password
+from keras_stability.config.sections import (
     DATASET_SPECS,
     MODEL_SPECS,
     DatasetConfig,
     ModelConfig,
     is_builtin,
 )
-from keras_stability.experiments.strict import PositiveCount, Strict, count
+from keras_stability.config.strict import PositiveCount, Strict, count
 
 
 def directory_name(name):

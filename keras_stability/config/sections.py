@@ -26,13 +26,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from keras_stability.experiments.factory_sections import (
+from keras_stability.config.factory_sections import (
     FactoryDatasetConfig,
     FactoryModelConfig,
     RegisteredDatasetConfig,
     RegisteredModelConfig,
 )
-from keras_stability.experiments.strict import NonNegativeFloat, PositiveCount, Strict, count
+from keras_stability.config.strict import NonNegativeFloat, PositiveCount, Strict, count
 from keras_stability.factories import ENTRY_POINT_GROUPS, registered
 
 FACTORY, REGISTERED, UNKNOWN = "factory", "registered", "unknown"

@@ -8,7 +8,7 @@
 - `final/test_loss`, `final/test_accuracy`, `final/diverged` (1 or 0) and, for a diverged run,
   `final/diverged_at_step`, written when the run ends;
 - the run as HParams: `experiment`, `variant`, `seed` and its configuration's `config.*` keys as
-  `keras_stability.config_columns.flat_config` names them (the experiment-level ones left out), so the
+  `keras_stability.config.columns.flat_config` names them (the experiment-level ones left out), so the
   HParams dashboard lists every run with the last value of each tag as its final metrics.
 
 The event files are a view of the CSVs (a finished run's steps.csv.gz as well, `step_logs`): nothing
@@ -29,11 +29,11 @@ import yaml
 from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
-from keras_stability.config_columns import flat_config
-from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
-from keras_stability.experiments.run_files import read_table
-from keras_stability.experiments.storage import read_json
-from keras_stability.report.collect import find_run_directories
+from keras_stability.config.columns import flat_config
+from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
+from keras_stability.runs.key import find_run_directories
+from keras_stability.runs.run_files import read_table
+from keras_stability.runs.storage import read_json
 
 SUBDIRECTORY = "tensorboard"
 # The experiment's settings, the same in all its runs (run_identity.EXPERIMENT_LEVEL, and the name).

@@ -22,9 +22,9 @@ import itertools
 import json
 import re
 
-from keras_stability.experiments.loading import ConfigError, Problem, apply_overrides
-from keras_stability.experiments.schema import RunConfig, SweepConfig
-from keras_stability.experiments.validation import (
+from keras_stability.config.overrides import apply_overrides
+from keras_stability.config.schema import RunConfig, SweepConfig
+from keras_stability.config.validation import (
     field_annotation,
     locate,
     suggestion,
@@ -32,6 +32,7 @@ from keras_stability.experiments.validation import (
     unwrap,
     validate,
 )
+from keras_stability.config.yaml_files import ConfigError, Problem
 
 # What a sweep may vary: the sections that decide what a run trains (not its name, seeds or description).
 # The run's sections (a settings class, or a tagged union of them, as `model` and `dataset` are).

@@ -8,8 +8,8 @@ what it compares to decide whether a directory holds the same run (to skip or re
 import pydantic
 import yaml
 
-from keras_stability.experiments.schema import RunConfig
-from keras_stability.experiments.validation import field_annotation, unwrap
+from keras_stability.config.schema import RunConfig
+from keras_stability.config.validation import field_annotation, unwrap
 
 # Settings of the experiment as a whole: editing them (adding seeds, say) leaves finished runs valid.
 EXPERIMENT_LEVEL = ("seeds", "description", "baseline")
