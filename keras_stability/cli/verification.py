@@ -10,12 +10,8 @@ import os
 import sys
 import tempfile
 
-from keras_stability.runs.run_files import (
-    DamagedFileError,
-    read_document,
-    read_json_object,
-    read_table,
-)
+from keras_stability.runs.readers import DamagedFileError, read_json_object, read_table
+from keras_stability.runs.run_files import read_document
 
 DEFAULT_SAMPLE = 3
 

@@ -7,7 +7,7 @@ registers through the entry point groups `keras_stability.models` / `keras_stabi
 take `args:`, passed to the factory as keyword arguments (the contract is in `factories`).
 
 The built-in names are the keys of `MODEL_SPECS` and `DATASET_SPECS`; the zoo's `MODELS` and the
-dataset registry's `DATASETS` hold the same names in the same order (tests/test_schema.py ties them:
+dataset registry's `DATASETS` hold the same names in the same order (tests/config/test_schema.py ties them:
 the registries import TensorFlow, which validating a file must not).
 """
 

@@ -14,7 +14,7 @@ from keras_stability.config.sweep import file_variant
 from keras_stability.runs.divergence import EpochEnd, divergence_step
 from keras_stability.runs.integrity import check_run
 from keras_stability.runs.key import RunKey, find_run_directories
-from keras_stability.runs.run_files import Damage
+from keras_stability.runs.readers import Damage
 from keras_stability.runs.step_thinning import run_stride, sampled
 
 # Statuses whose numbers a report averages: a pruned trial stopped where its search wanted.

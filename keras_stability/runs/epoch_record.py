@@ -22,7 +22,7 @@ class EpochMetrics:
 
 METRIC_COLUMNS = ("epoch",) + tuple(field.name for field in dataclasses.fields(EpochMetrics))
 # Written out rather than built from step_log.STEP_FIELDS: reading results must not import TensorFlow
-# (tests/test_integrity.py ties the two).
+# (tests/runs/test_integrity.py ties the two).
 STEP_COLUMNS = ("epoch", "step", "loss", "grad_norm", "clipped_norm")
 TIMING_COLUMNS = ("epoch", "seconds")
 

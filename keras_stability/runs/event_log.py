@@ -32,7 +32,7 @@ from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 from keras_stability.config.columns import flat_config
 from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
 from keras_stability.runs.key import find_run_directories
-from keras_stability.runs.run_files import read_table
+from keras_stability.runs.readers import read_table
 from keras_stability.runs.storage import read_json
 
 SUBDIRECTORY = "tensorboard"

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_stability.runs.run_files import Damage, inspect_run
+from keras_stability.runs.readers import Damage
+from keras_stability.runs.run_files import inspect_run
 
 RERUN_ADVICE = "rerun `keras-stability run <experiment file>`: the runner retrains a damaged run"
 

@@ -38,7 +38,7 @@ VECTOR_FLAGS = (
 
 # What "dirty" means: a tracked file that decides a run's numbers differs from the commit. Reports,
 # the README and tests do not, so rewriting a committed report leaves later runs clean.
-# experiments/reproduce.sh checks the same paths (tests/test_reruns.py ties them).
+# experiments/reproduce.sh checks the same paths (tests/experiments/test_reruns.py ties them).
 CODE_PATHS = ("keras_stability", "experiments", "pyproject.toml")
 
 

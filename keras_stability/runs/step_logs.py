@@ -6,7 +6,7 @@ that its thinning keeps (`step_thinning`): tens of thousands of steps take as fe
 run's. The runner compacts a run once its final meta.json is written (`runner.run_one`), and
 `keras-stability compact` compacts results written before (`compact_results`). An unfinished run
 keeps a plain steps.csv: resuming cuts it back by size. Readers take either form through
-`run_files.read_table`.
+`readers.read_table`.
 
 - Crash-safe: the .gz is written whole (a temporary file renamed over it) before steps.csv is
   removed, so a kill -9 at any point leaves steps.csv, a complete steps.csv.gz, or both; with both,
@@ -31,14 +31,8 @@ import numpy as np
 
 from keras_stability.runs import step_thinning, storage
 from keras_stability.runs.epoch_record import STEP_COLUMNS
-from keras_stability.runs.run_files import (
-    COMPACT_SUFFIX,
-    TERMINAL_STATUSES,
-    DamagedFileError,
-    parse_table,
-    read_document,
-    read_json_object,
-)
+from keras_stability.runs.readers import COMPACT_SUFFIX, DamagedFileError, parse_table, read_json_object
+from keras_stability.runs.run_files import TERMINAL_STATUSES, read_document
 
 PLAIN = "steps.csv"
 COMPACT = PLAIN + COMPACT_SUFFIX

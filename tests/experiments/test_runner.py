@@ -279,7 +279,7 @@ def test_cli_run_end_to_end_with_overrides_and_jobs(tmp_path):
 
 def test_cli_help_matches_the_readme():
     environment = {**os.environ, "COLUMNS": "100"}
-    with open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8") as stream:
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8") as stream:
         readme = stream.read()
     for arguments in (["--help"], ["run", "--help"]):
         completed = subprocess.run(

@@ -9,7 +9,7 @@ from keras_stability.config.loading import load_experiment
 from keras_stability.report.claims import load_claims, load_claims_file
 from keras_stability.report.outcomes import holds
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FILES = sorted(f for f in glob.glob(os.path.join(ROOT, "experiments", "*.yaml")) if not f.endswith("claims.yaml"))
 
 

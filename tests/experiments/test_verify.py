@@ -147,6 +147,7 @@ variants:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.retrains  # trains four 2-epoch MLP runs (seconds): the command end to end
 def test_verify_reproduces_a_run_of_this_machine_and_finds_a_changed_value(tmp_path, capsys):
     experiment = tmp_path / "verify_tiny.yaml"

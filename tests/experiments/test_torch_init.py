@@ -87,7 +87,7 @@ def test_matches_draws_of_pytorch_itself():
     # torch 2.13.0 (CPU), torch.manual_seed(0): the first 10,000 weights of nn.Conv2d(64, 128, 3) and the
     # bias of nn.Linear(576, 4096), both of fan-in 576, saved once (torch is not a dependency).
     scipy_stats = pytest.importorskip("scipy.stats")
-    reference = np.load(os.path.join(os.path.dirname(__file__), "data", "torch_default_reference.npz"))
+    reference = np.load(os.path.join(os.path.dirname(__file__), "..", "data", "torch_default_reference.npz"))
     keras.utils.set_random_seed(0)
     kernel = keras.ops.convert_to_numpy(torch_kernel_uniform()((3, 3, 64, 128))).ravel()
     bias = keras.ops.convert_to_numpy(TorchBiasUniform(576)((4096,)))

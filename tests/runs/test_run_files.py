@@ -223,6 +223,6 @@ def test_checkpoint_holds_weights_optimizer_transform_and_dropout_state(runs):
 
 def test_committed_results_are_sound():
     # Every finished run in the repository's results/ passes the check a rerun applies.
-    results = os.path.join(os.path.dirname(__file__), "..", "results")
+    results = os.path.join(os.path.dirname(__file__), "..", "..", "results")
     found = [inspect_run(os.path.join(d)) for d, _, files in os.walk(results) if "meta.json" in files]
     assert found and all(f.state == "finished" for f in found), [f for f in found if f.state != "finished"][:3]

@@ -11,6 +11,8 @@ from keras_stability.cli import main
 from keras_stability.config.loading import load_experiment
 from keras_stability.experiments.runner import run_one
 
+pytestmark = pytest.mark.slow  # trains many runs end to end
+
 EXPERIMENT = """\
 name: own
 seeds: [0]
@@ -113,7 +115,7 @@ def test_the_main_command_leaves_git_status_empty_and_dirty_means_one_thing():
 
     from keras_stability.runs.provenance import CODE_PATHS
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
     command = re.search(
         r"^python3 -m venv \.venv && .*keras-stability run experiments/quickstart\.yaml.*$", readme, re.M

@@ -5,6 +5,7 @@ import os
 import shutil
 import textwrap
 
+import pytest
 import yaml
 
 from keras_stability.config.loading import load_experiment
@@ -13,6 +14,8 @@ from keras_stability.report.collect import collect
 from keras_stability.runs import run_store
 from keras_stability.runs.run_identity import resolved_config_text
 from keras_stability.runs.run_store import share_finished_run, training_id
+
+pytestmark = pytest.mark.slow  # trains many runs end to end
 
 FIRST = """\
 name: first

@@ -16,7 +16,7 @@ from keras_stability.experiments.zoo import MODELS
 from keras_stability.runs.run_identity import resolved_config_text, what_the_run_trains
 from keras_stability.transforms import FACTORIES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write(tmp_path, text, name="experiment.yaml"):

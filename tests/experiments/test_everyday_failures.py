@@ -21,6 +21,8 @@ from keras_stability.experiments.run_errors import RunInterrupted
 from keras_stability.experiments.runner import run_one
 from keras_stability.nonfinite import MESSAGE
 
+pytestmark = pytest.mark.slow  # trains many runs end to end
+
 ONE_RUN = """\
 name: tiny
 seeds: [0]

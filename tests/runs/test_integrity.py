@@ -15,7 +15,8 @@ from keras_stability.config.loading import load_experiment
 from keras_stability.experiments import runner
 from keras_stability.runs import epoch_record, integrity, run_files
 from keras_stability.runs.integrity import check_run
-from keras_stability.runs.run_files import Damage, inspect_run
+from keras_stability.runs.readers import Damage
+from keras_stability.runs.run_files import inspect_run
 
 
 def make_finished_run(root):
@@ -305,6 +306,6 @@ def test_meta_fields_are_typed(run):
 
 def test_committed_results_are_sound():
     # The report reads the repository's results/ (first-edition runs, written by the old runner) as sound.
-    results = os.path.join(os.path.dirname(__file__), "..", "results")
+    results = os.path.join(os.path.dirname(__file__), "..", "..", "results")
     checks = [check_run(d) for d, _, files in os.walk(results) if "meta.json" in files]
     assert checks and all(check.sound for check in checks), [c.damage for c in checks if not c.sound][:3]

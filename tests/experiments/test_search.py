@@ -20,6 +20,8 @@ import pytest
 from keras_stability.config.loading import ConfigError, load_experiment
 from keras_stability.experiments.search import make_sampler, run_search, suggest, with_sampler
 
+pytestmark = pytest.mark.slow  # trains many runs end to end
+
 SEARCH = """\
 name: tiny
 seeds: [0]

@@ -37,8 +37,22 @@ def every_transform():
         "adaptive_clip": ks.adaptive_clip(0.01),
         "autoclip": ks.autoclip(percentile=50, history=8),
         "zclip": ks.zclip(warmup=2),
+        "clip_by_l1_norm": transforms.clip_by_l1_norm(5.0),
+        "regularize_gradient": transforms.regularize_gradient(l1=0.5, l2=0.1),
+        "quantized_ema_clip": transforms.quantized_ema_clip(0.5, levels=8),
         "chain": ks.chain(ks.adaptive_clip(0.05), ks.clip_by_global_norm(1.0)),
     }
+
+
+# Stateful: their output depends on the gradients seen before, so applying them twice is not one step.
+STATEFUL = ("autoclip", "zclip", "quantized_ema_clip")
+# Not projections: each application moves every entry towards zero again (soft-thresholding by l1,
+# then 1 / (1 + l2)), so a second application changes what the first returned.
+SHRINKING = ("regularize_gradient",)
+
+
+def test_every_registered_transform_is_tested():
+    assert set(every_transform()) == {*transforms.FACTORIES, "chain"}
 
 
 def apply(transform, gradients, variables, mode):
@@ -162,6 +176,12 @@ def test_every_transform_is_finite_and_bounded(name, mode):
     bounds = {"clip_by_global_norm": 1.0, "normalize_gradient": 0.5, "chain": 1.0}
     if name in bounds:
         assert float(ks.global_norm(out)) <= bounds[name] * (1 + RTOL)
+    if name == "clip_by_l1_norm":
+        assert sum(float(tf.reduce_sum(tf.abs(g))) for g in out) <= 5.0 * (1 + RTOL)
+    if name == "regularize_gradient":  # every entry moved towards zero: no norm grows
+        assert float(ks.global_norm(out)) <= float(ks.global_norm(gradients))
+    if name == "quantized_ema_clip":  # an average of entries clipped to [-limit, limit]
+        assert max(float(tf.reduce_max(tf.abs(g))) for g in out) <= 0.5 * (1 + RTOL)
     if name == "clip_by_norm":
         assert max(float(tf.norm(g)) for g in out) <= 1.0 * (1 + RTOL)
     if name == "clip_by_value":
@@ -190,9 +210,7 @@ def test_apply_measured_equals_calling_and_reports_the_new_norm(name, mode):
         np.testing.assert_allclose(float(new_norm), float(norms.global_norm(expected)), rtol=RTOL)
 
 
-@pytest.mark.parametrize(
-    "name", ["clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient", "adaptive_clip", "chain"]
-)
+@pytest.mark.parametrize("name", [name for name in every_transform() if name not in STATEFUL + SHRINKING])
 def test_stateless_transforms_are_idempotent(name):
     transform = every_transform()[name]
     gradients = random_gradients(seed=7, scale=10.0)
@@ -220,14 +238,15 @@ def test_sparse_norm_is_norm_of_dense_gradient():
     assert not np.isclose(float(tf_norm), float(tf.norm(dense)))
 
 
-@pytest.mark.parametrize(
-    "name", ["clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient", "adaptive_clip"]
-)
+@pytest.mark.parametrize("name", list(every_transform()))
 def test_sparse_gradients_transform_like_their_dense_tensor(name):
-    transform = every_transform()[name]
+    # A fresh transform for each: a stateful one's second call would see the first's state.
+    sparse_transform, dense_transform = every_transform()[name], every_transform()[name]
     variables = [keras.Variable(np.ones((4, 2), np.float32), name="embeddings")]
-    sparse_out, _ = transform([sparse_gradient_with_repeats()], variables)
-    dense_out, _ = transform([tf.convert_to_tensor(sparse_gradient_with_repeats())], variables)
+    sparse_transform.build(variables)
+    dense_transform.build(variables)
+    sparse_out, _ = sparse_transform([sparse_gradient_with_repeats()], variables)
+    dense_out, _ = dense_transform([tf.convert_to_tensor(sparse_gradient_with_repeats())], variables)
     np.testing.assert_allclose(tf.convert_to_tensor(sparse_out[0]), dense_out[0], rtol=RTOL)
 
 
