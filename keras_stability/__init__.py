@@ -17,7 +17,8 @@ Where each capability lives:
 - `config/`: experiment files (`schema`, `loading`; `sections`: the model and dataset sections,
   tagged unions on `name`; `yaml_files`: safe YAML and located errors; `validation`: located,
   explained problems; `overrides`: variants and `--set`; `sweep`: sweep grids; `credentials`: a
-  database URL's password; `columns`: a configuration as flat `config.*` names);
+  database URL's password; `columns`: a configuration as flat `config.*` names; `transform_specs`:
+  the `stabilizer` section);
 - `runs/`: the results store: where a run lies (`key`: `RunKey`, `find_run_directories`), crash-safe
   files (`storage`), a run's files read and checked (`readers`, `run_files`; the report reads through
   `integrity`), an epoch's rows (`epoch_record`), when a run diverged (`divergence`), a run's identity

@@ -109,7 +109,7 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
 def load_steps(path: str | os.PathLike) -> pd.DataFrame:
     """As `load_runs`, one row per run and training step: the steps.csv columns instead of metrics.csv's.
 
-    A finished long run's log keeps some of its steps (`experiments.step_thinning`): every k-th
+    A finished long run's log keeps some of its steps (`runs.step_thinning`): every k-th
     step and each block's peak; its `step` column says which."""
     return runs_frame(all_runs(path), "steps")
 

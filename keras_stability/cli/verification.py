@@ -12,6 +12,7 @@ import tempfile
 
 from keras_stability.runs.readers import DamagedFileError, read_json_object, read_table
 from keras_stability.runs.run_files import read_document
+from keras_stability.runs.status import FINISHED_STATUSES
 
 DEFAULT_SAMPLE = 3
 
@@ -38,10 +39,6 @@ def add_verify_command(commands):
     )
 
 
-# A pruned search trial stopped where its study wanted: retrained alone it would train on.
-REPRODUCIBLE = ("done", "diverged")
-
-
 def finished_runs(root):
     """{label: directory} of the done or diverged runs under `root` (shared ones too: read through their links)."""
     from keras_stability.runs.key import RunKey, find_run_directories
@@ -50,7 +47,7 @@ def finished_runs(root):
     for directory in find_run_directories(root):
         try:
             meta = read_json_object(os.path.join(directory, "meta.json")) or {}
-            if meta.get("status") in REPRODUCIBLE:
+            if meta.get("status") in FINISHED_STATUSES:  # a pruned trial, retrained alone, would train on
                 document = read_document(directory)  # a sweep's variant holds a "/": the path cannot say
                 runs[RunKey(document["experiment"], document["variant"], document["seed"]).label] = directory
         except DamagedFileError:
@@ -96,7 +93,7 @@ def rerun(directory, label, scratch):
         return RunComparison(label, problem=f"its config.yaml is not a valid run today: {error}")
     said = []
     status = run_one(scratch, config, document["variant"], document["seed"], log=said.append, tensorboard=False)
-    if status not in REPRODUCIBLE:
+    if status not in FINISHED_STATUSES:
         return RunComparison(label, problem=f"the rerun ended {status}: {' | '.join(said[-2:])}")
     copy = RunKey(config.name, document["variant"], document["seed"]).directory(scratch)
     tables = []

@@ -1,5 +1,5 @@
 """A run's configuration as flat `config.*` columns: one naming for the pandas frames (`results`)
-and TensorBoard's HParams (`experiments.event_log`). Kept apart from `results` so that a training
+and TensorBoard's HParams (`runs.event_log`). Kept apart from `results` so that a training
 process does not import pandas and the report's statistics to name its HParams."""
 
 import json

@@ -28,6 +28,7 @@ from keras_stability.experiments.database import (
     DEFAULT_HEARTBEAT_S,
     POLL_S,
     open_storage,
+    retried,
     retry_dead_workers,
 )
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
@@ -188,20 +189,17 @@ def open_study(name, storage, sampler, direction, attempts=4):
     the loser gets an SQL error and simply tries again."""
     import sqlalchemy.exc
 
-    for attempt in range(attempts):
-        try:
-            return optuna.create_study(
-                study_name=name,
-                storage=storage,
-                sampler=sampler,
-                direction=direction,
-                load_if_exists=True,
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-            )
-        except sqlalchemy.exc.SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    def study():
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=sampler,
+            direction=direction,
+            load_if_exists=True,
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        )
+
+    return retried(study, sqlalchemy.exc.SQLAlchemyError, attempts)
 
 
 def with_sampler(search, sampler):

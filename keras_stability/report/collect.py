@@ -15,10 +15,8 @@ from keras_stability.runs.divergence import EpochEnd, divergence_step
 from keras_stability.runs.integrity import check_run
 from keras_stability.runs.key import RunKey, find_run_directories
 from keras_stability.runs.readers import Damage
+from keras_stability.runs.status import FINISHED_STATUSES, RunStatus
 from keras_stability.runs.step_thinning import run_stride, sampled
-
-# Statuses whose numbers a report averages: a pruned trial stopped where its search wanted.
-FINISHED = ("done", "diverged")
 
 
 @dataclass
@@ -50,7 +48,7 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        return self.status in FINISHED_STATUSES
 
     @functools.cached_property
     def diverged_at_step(self) -> int | None:
@@ -65,7 +63,7 @@ class RunRecord:
             for epoch, (train, val, nonfinite) in enumerate(zip(*map(self.epoch_values, columns)), start=1)
         ]
         recorded = self.meta.get("diverged_at_step")
-        if recorded is None and self.status == "diverged":  # its runner said so without a step
+        if recorded is None and self.status == RunStatus.DIVERGED:  # its runner said so without a step
             recorded = max(1, len(ends) * steps_per_epoch)
         return divergence_step(recorded, ends, self.start_loss)
 

@@ -40,10 +40,9 @@ from keras_stability.runs.readers import (
     read_table,
     read_text,
 )
+from keras_stability.runs.status import TERMINAL_STATUSES
 from keras_stability.runs.step_thinning import check_thinned, run_stride
 
-# A run in one of these states is never trained again.
-TERMINAL_STATUSES = ("done", "diverged", "pruned")
 CSV_COLUMNS = {"metrics.csv": METRIC_COLUMNS, "steps.csv": STEP_COLUMNS, "timing.csv": TIMING_COLUMNS}
 
 

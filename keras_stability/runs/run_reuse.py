@@ -11,6 +11,7 @@ refused with the command that retrains it (`--rerun`).
 import dataclasses
 
 from keras_stability.runs.run_identity import what_the_run_trains
+from keras_stability.runs.status import RunStatus
 
 FACTORY_KINDS = ("model_factory", "dataset_factory")
 
@@ -41,7 +42,7 @@ def judge(label: str, existing_text: str, text: str, meta: dict, current_factori
     """Whether the finished or interrupted run described by `existing_text` (its config.yaml) and
     `meta` (its meta.json) may stand for the run `text` describes, trained by `current_factories`."""
     if what_the_run_trains(existing_text) != what_the_run_trains(text):
-        if meta.get("status") == "failed":
+        if meta.get("status") == RunStatus.FAILED:
             return Reuse("retrain", f"its last attempt failed ({meta.get('error')}); training the new configuration")
         return Reuse(
             "refuse",

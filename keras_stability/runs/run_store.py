@@ -33,12 +33,11 @@ from keras_stability.runs.key import RunKey
 from keras_stability.runs.provenance import process_provenance
 from keras_stability.runs.run_identity import resolved_config_text, what_the_run_trains
 from keras_stability.runs.run_reuse import code_changes
+from keras_stability.runs.status import FINISHED_STATUSES, RunStatus
 
 SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", "tensorboard")  # linked, never copied
 # What a shared run's directory may hold besides: its link to steps.csv, made before compaction.
 REPLACED_LINKS = (step_logs.PLAIN,)
-# Only a whole training is shared: a pruned search trial stopped where its study wanted.
-SHAREABLE = ("done", "diverged")
 INDEX = ".trainings"
 
 
@@ -109,7 +108,9 @@ def scanned_trainings(results_root):
             subdirectories[:] = [d for d in subdirectories if not d.startswith(".") and d != "tensorboard"]
             meta = readable_meta(directory) if "meta.json" in files else None
             if meta and meta.get("training_id") and "shared_from" not in meta:
-                found.setdefault(meta["training_id"], []).append((meta.get("status") not in SHAREABLE, directory))
+                found.setdefault(meta["training_id"], []).append(
+                    (meta.get("status") not in FINISHED_STATUSES, directory)
+                )
         _SCANS[root] = {identity: [d for _, d in sorted(entries)] for identity, entries in found.items()}
     return _SCANS[root]
 
@@ -197,7 +198,7 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
             return False  # the runner refuses the directory
         twin, twin_meta = trained_run(results_root, identity)
         label = key.label
-        finished = twin is not None and twin_meta.get("status") in SHAREABLE
+        finished = twin is not None and twin_meta.get("status") in FINISHED_STATUSES
         already_shared = meta is not None and "shared_from" in meta
         # A link made by an earlier version stays: that version judged the two the same training.
         shareable = finished and (already_shared or same_code(twin_meta, factories))
@@ -221,7 +222,10 @@ def share_finished_run(results_root, config, variant, seed, log=print) -> bool:
             storage.atomic_write_json(meta_path, {**meta, "training_id": identity})
         if twin is None or (
             twin != os.path.normpath(directory)
-            and (twin_meta.get("status") not in (*SHAREABLE, "running") or not same_code(twin_meta, factories))
+            and (
+                twin_meta.get("status") not in (*FINISHED_STATUSES, RunStatus.RUNNING)
+                or not same_code(twin_meta, factories)
+            )
         ):
             claim(results_root, identity, directory)
         return False

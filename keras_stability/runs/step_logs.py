@@ -38,6 +38,9 @@ PLAIN = "steps.csv"
 COMPACT = PLAIN + COMPACT_SUFFIX
 LEVEL = 9  # the smallest output; a run's step log takes milliseconds to compress even so
 # RFC 1952 header: magic, deflate, no flags (no file name), mtime 0, extra flags 2 (level 9), OS 255 (unknown).
+# Framed by hand because `gzip.compress(data, 9, mtime=0)` hands over to zlib's own gzip wrapper, which
+# writes the OS byte of the platform zlib was built for (3 on Linux, CPython 3.11): every committed
+# steps.csv.gz would differ from a recompaction of itself in byte 9.
 GZIP_HEADER = struct.pack("<BBBBLBB", 0x1F, 0x8B, 8, 0, 0, 2, 255)
 
 

@@ -7,8 +7,9 @@ import typing
 import pytest
 
 from keras_stability.config.loading import ConfigError, load_experiment
-from keras_stability.config.schema import TRANSFORM_SPECS, OptimizerConfig, RunConfig
+from keras_stability.config.schema import OptimizerConfig, RunConfig
 from keras_stability.config.sections import DATASET_SPECS, MODEL_SPECS
+from keras_stability.config.transform_specs import TRANSFORM_SPECS
 from keras_stability.datasets import DATASETS
 from keras_stability.experiments.runner import run_one
 from keras_stability.experiments.training import OPTIMIZERS

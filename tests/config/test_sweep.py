@@ -11,6 +11,7 @@ import time
 import optuna
 import pytest
 import yaml
+from conftest import SMALL_RUN
 from test_search import postgres  # noqa: F401  (fixture)
 
 from keras_stability.config.loading import ConfigError, load_experiment
@@ -18,14 +19,14 @@ from keras_stability.config.sweep import short_keys, value_text
 from keras_stability.experiments.suite import run_experiments
 from keras_stability.report.collect import collect
 
-SWEEP = """\
+SWEEP = (
+    """\
 name: tiny
 seeds: [0, 1]
 baseline: plain
-dataset: {name: mnist_small, train_size: 200}
-model: {name: mlp, hidden: [8]}
-optimizer: {name: sgd, learning_rate: 0.1}
-training: {epochs: 2, batch_size: 50}
+"""
+    + SMALL_RUN
+    + """\
 variants:
   plain: {}
   clip:
@@ -36,6 +37,7 @@ sweep:
     optimizer.learning_rate: [0.05, 0.5]
     stabilizer.transforms.0.max_norm: [0.5, 2]
 """
+)
 
 
 def write(tmp_path, text=SWEEP, name="tiny.yaml"):

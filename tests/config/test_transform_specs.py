@@ -11,7 +11,7 @@ import pydantic
 import pytest
 
 from keras_stability import transforms
-from keras_stability.config.schema import TRANSFORM_SPECS
+from keras_stability.config.transform_specs import TRANSFORM_SPECS
 
 # Values on either side of every bound the transforms have (0, 1, 100) and a few inside.
 PROBES = (-1.0, 0.0, 1e-3, 0.5, 0.97, 1.0, 2.0, 2.5, 100.0, 101.0, -1, 0, 1, 2, 127)

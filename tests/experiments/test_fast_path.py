@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 import keras_stability as ks
-from keras_stability.config.schema import TRANSFORM_SPECS, RunConfig
+from keras_stability.config.schema import RunConfig
+from keras_stability.config.transform_specs import TRANSFORM_SPECS
 from keras_stability.experiments.runner import fit_epoch
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model

@@ -58,12 +58,12 @@ def with_learning_rate(config, rate, schedule="constant"):
 
 
 def test_a_constant_learning_rate_is_not_part_of_the_training_shape_but_a_schedules_is():
-    assert training_shape(with_learning_rate(CONFIG, 0.5), 3, DIGITS) == training_shape(
-        with_learning_rate(CONFIG, 0.1), 3, DIGITS
-    )
-    assert training_shape(with_learning_rate(CONFIG, 0.5, "cosine"), 3, DIGITS) != training_shape(
-        with_learning_rate(CONFIG, 0.1, "cosine"), 3, DIGITS
-    )
+    constant = training_shape(with_learning_rate(CONFIG, 0.5), 3, DIGITS)
+    assert constant.key == training_shape(with_learning_rate(CONFIG, 0.1), 3, DIGITS).key
+    assert constant.learning_rate == 0.5  # set into the cached graph's variable for this run
+    cosine = training_shape(with_learning_rate(CONFIG, 0.5, "cosine"), 3, DIGITS)
+    assert cosine.key != training_shape(with_learning_rate(CONFIG, 0.1, "cosine"), 3, DIGITS).key
+    assert cosine.learning_rate is None  # the schedule's rate is a constant in its graph
 
 
 def trained_weights(config, seed, x, y):

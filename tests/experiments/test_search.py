@@ -16,19 +16,20 @@ import time
 
 import optuna
 import pytest
+from conftest import SMALL_RUN
 
 from keras_stability.config.loading import ConfigError, load_experiment
 from keras_stability.experiments.search import make_sampler, run_search, suggest, with_sampler
 
 pytestmark = pytest.mark.slow  # trains many runs end to end
 
-SEARCH = """\
+SEARCH = (
+    """\
 name: tiny
 seeds: [0]
-dataset: {name: mnist_small, train_size: 200}
-model: {name: mlp, hidden: [8]}
-optimizer: {name: sgd, learning_rate: 0.1}
-training: {epochs: 2, batch_size: 50}
+"""
+    + SMALL_RUN
+    + """\
 stabilizer:
   transforms: [{name: clip_by_global_norm, max_norm: 1.0}]
 search:
@@ -39,6 +40,7 @@ search:
     stabilizer.transforms.0.max_norm: {type: float, low: 0.5, high: 5.0, values: [1.0]}
     model.activation: {type: categorical, choices: [relu, tanh]}
 """
+)
 
 
 def experiment(tmp_path, text=SEARCH, sampler="tpe"):

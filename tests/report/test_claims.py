@@ -284,7 +284,7 @@ def test_registration_from_git_marks_late_claims_exploratory(tmp_path):
 
 
 def test_every_transform_has_its_threshold_setting():
-    from keras_stability.config.schema import TRANSFORM_SPECS
+    from keras_stability.config.transform_specs import TRANSFORM_SPECS
     from keras_stability.report.tradeoff import THRESHOLDS
 
     assert set(THRESHOLDS) == set(TRANSFORM_SPECS)

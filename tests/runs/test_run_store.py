@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 import yaml
+from conftest import SMALL_RUN
 
 from keras_stability.config.loading import load_experiment
 from keras_stability.experiments.suite import run_experiments
@@ -17,30 +18,32 @@ from keras_stability.runs.run_store import share_finished_run, training_id
 
 pytestmark = pytest.mark.slow  # trains many runs end to end
 
-FIRST = """\
+FIRST = (
+    """\
 name: first
 seeds: [0]
-dataset: {name: mnist_small, train_size: 200}
-model: {name: mlp, hidden: [8]}
-optimizer: {name: sgd, learning_rate: 0.1}
-training: {epochs: 2, batch_size: 50}
+"""
+    + SMALL_RUN
+    + """\
 variants:
   plain: {}
 """
+)
 # The same training under other names, with another description and seed list, beside a new one.
-SECOND = """\
+SECOND = (
+    """\
 name: second
 description: the plain MLP again, and a faster one
 seeds: [0]
 baseline: reference
-dataset: {name: mnist_small, train_size: 200}
-model: {name: mlp, hidden: [8]}
-optimizer: {name: sgd, learning_rate: 0.1}
-training: {epochs: 2, batch_size: 50}
+"""
+    + SMALL_RUN
+    + """\
 variants:
   reference: {}
   faster: {optimizer: {learning_rate: 0.3}}
 """
+)
 
 
 def experiments(tmp_path):

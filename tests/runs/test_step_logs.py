@@ -6,7 +6,7 @@ import os
 import zlib
 
 import pandas as pd
-from test_shared_runs import experiments
+from test_run_store import experiments
 
 import keras_stability as ks
 from keras_stability import cli

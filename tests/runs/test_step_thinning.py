@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from test_shared_runs import experiments
+from test_run_store import experiments
 
 from keras_stability import cli
 from keras_stability.experiments.suite import run_experiments

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from conftest import MODES, run_in_mode
 
-from keras_stability.config.schema import TRANSFORM_SPECS
+from keras_stability.config.transform_specs import TRANSFORM_SPECS
 from keras_stability.transforms import (
     FACTORIES,
     clip_by_l1_norm,

@@ -89,7 +89,7 @@ def test_zclip_matches_the_reference_implementation(options):
 def test_zclip_experiment_spec_takes_the_same_options():
     from typing import get_args
 
-    from keras_stability.config.schema import ZClipSpec
+    from keras_stability.config.transform_specs import ZClipSpec
     from keras_stability.transforms import zscore
 
     fields = ZClipSpec.model_fields
