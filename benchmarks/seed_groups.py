@@ -39,8 +39,8 @@ import numpy as np
 import tensorflow as tf
 from suite_throughput import HERE, raw_steps_per_second  # this script's directory is on sys.path
 
+from keras_stability.config.loading import load_experiment
 from keras_stability.epoch_loop import train_epoch
-from keras_stability.experiments.loading import load_experiment
 from keras_stability.experiments.run_cache import forget_everything, model_for_run, splits_for_run
 from keras_stability.experiments.runner import configure_determinism, epoch_order
 from keras_stability.experiments.training import compiled_model

@@ -35,7 +35,7 @@ sys.path.insert(0, HERE)
 RAW_EPOCHS = 7
 MEMORY_PROBE = """
 import os, sys
-from keras_stability.experiments.loading import load_experiment
+from keras_stability.config.loading import load_experiment
 from keras_stability.experiments.runner import run_one
 
 def peak_rss_mib():
@@ -118,8 +118,8 @@ def raw_steps_per_second(experiment, overrides):
     import keras
     import tensorflow as tf
 
+    from keras_stability.config.loading import load_experiment
     from keras_stability.datasets import load_dataset
-    from keras_stability.experiments.loading import load_experiment
     from keras_stability.experiments.zoo import build_model
 
     _, seed, config = load_experiment(experiment, overrides).runs()[0]

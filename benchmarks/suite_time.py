@@ -20,7 +20,7 @@ from collections import defaultdict
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 
-from keras_stability.report.collect import find_run_directories  # noqa: E402
+from keras_stability.runs.key import find_run_directories  # noqa: E402
 
 PAUSE_SECONDS = 60.0
 

@@ -44,16 +44,16 @@ import tensorflow as tf
 import yaml
 
 import keras_stability as ks
-from keras_stability.datasets import load_dataset
-from keras_stability.experiments.runner import fit_epoch
-from keras_stability.experiments.schema import (
+from keras_stability.config.schema import (
     ClipByGlobalNormSpec,
     OptimizerConfig,
     RunConfig,
     StabilizerConfig,
     TrainingConfig,
 )
-from keras_stability.experiments.sections import DATASET_SPECS, MODEL_SPECS
+from keras_stability.config.sections import DATASET_SPECS, MODEL_SPECS
+from keras_stability.datasets import load_dataset
+from keras_stability.experiments.runner import fit_epoch
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
 

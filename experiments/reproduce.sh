@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PATH="$PWD/.venv/bin:$PATH"  # the set-up command's virtualenv, when there is one
 RESULTS="${RESULTS:-results}"
 REPORTS="${REPORTS:-reports}"
-# "Dirty" as the runner records it: keras_stability/experiments/provenance.py's CODE_PATHS (a test ties them).
+# "Dirty" as the runner records it: keras_stability/runs/provenance.py's CODE_PATHS (a test ties them).
 if [ -n "$(git status --porcelain --untracked-files=no -- keras_stability experiments pyproject.toml)" ]; then
   echo "reproduce.sh: commit the code and experiment files first: every run records its commit" >&2
   exit 1

@@ -8,20 +8,27 @@ TensorFlow's logging before TensorFlow starts:
 Where each capability lives:
 
 - `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies;
-  `optimizer`: `StabilizedOptimizer` (`inner_step`: the wrapped optimizer's own `apply` steps, in
-  Keras's order); `model`: `StabilizedModel`, `stabilize`; `step_log`,
+  `optimizer`: `StabilizedOptimizer` (`optimizer_arguments`: what it refuses; `inner_step`: the
+  wrapped optimizer's own `apply` steps, in Keras's order); `model`: `StabilizedModel`, `stabilize`; `step_log`,
   `callbacks`: telemetry; `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
 - `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry (`Splits`, `Task`);
 - `factories`: your own model and data, named as `module:function` in a file or registered by an
   installed package (entry points), and the contract they are called with;
-- `experiments/`: experiment files (`schema`, `loading`; `sections`: the model and dataset sections,
-  tagged unions on `name`; `yaml_files`: safe YAML and located errors), the model zoo (`zoo`), a
-  compiled model from a configuration (`training`), one run (`runner`), crash-safe files and the
-  results layout (`storage`), where a run came from (`provenance`), whether a run's files are sound
-  (`run_files`; the report reads through `integrity`), all runs (`suite`), hyper-parameter search (`search`), sweep grids (`sweep`) and
-  their workers on a shared database (`sweep_workers`), database storage and credentials
-  (`database`), runs shared between experiments (`run_store`), a run's TensorBoard event files
-  (`event_log`: `EventLog`, `write_event_logs`), a finished run's steps.csv gzipped (`step_logs`);
+- `config/`: experiment files (`schema`, `loading`; `sections`: the model and dataset sections,
+  tagged unions on `name`; `yaml_files`: safe YAML and located errors; `validation`: located,
+  explained problems; `overrides`: variants and `--set`; `sweep`: sweep grids; `credentials`: a
+  database URL's password; `columns`: a configuration as flat `config.*` names; `transform_specs`:
+  the `stabilizer` section);
+- `runs/`: the results store: where a run lies (`key`: `RunKey`, `find_run_directories`), crash-safe
+  files (`storage`), a run's files read and checked (`readers`, `run_files`; the report reads through
+  `integrity`), an epoch's rows (`epoch_record`), when a run diverged (`divergence`), a run's identity
+  (`run_identity`, `run_reuse`), runs shared between experiments (`run_store`), where a run came from
+  (`provenance`), TensorBoard event files (`event_log`), a finished run's steps.csv gzipped and
+  thinned (`step_logs`, `step_thinning`);
+- `experiments/`: running them: the model zoo (`zoo`), a compiled model from a configuration
+  (`training`), models and data kept between runs (`run_cache`), one run (`runner`), all runs
+  (`suite`), hyper-parameter search (`search`), sweep workers on a shared database (`sweep_workers`,
+  `database`), reruns compared with committed runs (`verify`);
 - `results`: runs as pandas DataFrames (`load_runs`, `load_steps`), a report's summary.json and the
   claims ledger as typed records (`read_summary`, `read_ledger`);
 - `report/`: reading runs (`collect`), outcomes and sweep groups (`outcomes`), statistics over seeds
@@ -31,7 +38,7 @@ Where each capability lives:
   plots (`plots`, `analysis_plots`), pages from Jinja2 templates (`templates`, `render`), every report
   at once (`build`: `build_reports`), an Optuna study's report (`search_report`); `cli`: the
   `keras-stability` command (`cli.studies`: search and sweep; `cli.inputs`: reading experiment files;
-  `demo`: its end-to-end training run); `config_columns`: a configuration as flat `config.*` names.
+  `demo`: its end-to-end training run).
 """
 
 import importlib
@@ -71,7 +78,7 @@ _EXPORTS = {
     "load_steps": "keras_stability.results",
     "read_ledger": "keras_stability.results",
     "read_summary": "keras_stability.results",
-    "write_event_logs": "keras_stability.experiments.event_log",
+    "write_event_logs": "keras_stability.runs.event_log",
 }
 _RENAMED = {"NONFINITE_POLICIES": "POLICIES"}
 

@@ -3,8 +3,8 @@
 import keras
 import numpy as np
 
+from keras_stability.config.sections import MlpConfig
 from keras_stability.datasets import mnist_small
-from keras_stability.experiments.sections import MlpConfig
 from keras_stability.experiments.zoo import build_model
 from keras_stability.model import stabilize
 from keras_stability.transforms import FACTORIES

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 import pydantic
 
-from keras_stability.config_columns import flat_config
+from keras_stability.config.columns import flat_config
 from keras_stability.report.boundary import Boundary
 from keras_stability.report.claims import Claim
 from keras_stability.report.collect import RunRecord, collect
@@ -109,7 +109,7 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
 def load_steps(path: str | os.PathLike) -> pd.DataFrame:
     """As `load_runs`, one row per run and training step: the steps.csv columns instead of metrics.csv's.
 
-    A finished long run's log keeps some of its steps (`experiments.step_thinning`): every k-th
+    A finished long run's log keeps some of its steps (`runs.step_thinning`): every k-th
     step and each block's peak; its `step` column says which."""
     return runs_frame(all_runs(path), "steps")
 

@@ -17,6 +17,15 @@ tf.config.set_logical_device_configuration(
     _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
 
+# The settings of a small experiment's runs, shared by the tests' experiment files: an MLP on 200
+# mnist_small examples for 2 epochs (seconds a run). Files name the experiment, seeds and variants.
+SMALL_RUN = """\
+dataset: {name: mnist_small, train_size: 200}
+model: {name: mlp, hidden: [8]}
+optimizer: {name: sgd, learning_rate: 0.1}
+training: {epochs: 2, batch_size: 50}
+"""
+
 MODES = ("eager", "function", "jit")
 
 
@@ -31,7 +40,7 @@ def run_in_mode(fn, mode, *args):
 def two_replicas():
     # The runner's cached strategy: separate MirroredStrategy objects in one process reuse
     # collective instance keys and clash.
-    from keras_stability.experiments.schema import TrainingConfig
+    from keras_stability.config.schema import TrainingConfig
     from keras_stability.experiments.training import distribution_strategy
 
     strategy = distribution_strategy(TrainingConfig(distribute="mirrored"))

@@ -9,6 +9,8 @@ import tensorflow as tf
 
 import keras_stability as ks
 
+pytestmark = pytest.mark.slow  # trains many runs end to end
+
 SINGLE = tf.distribute.get_strategy
 
 

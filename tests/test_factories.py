@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from keras_stability.experiments.loading import ConfigError, load_experiment
+from keras_stability.config.loading import ConfigError, load_experiment
+from keras_stability.config.sections import known_names
 from keras_stability.experiments.runner import run_one
-from keras_stability.experiments.sections import known_names
 
 # The zoo's mlp with hidden [16], written outside the package: with the same seed it must train to
 # the same bytes as the zoo's model, which makes the zoo run the factory run's reference.
@@ -36,7 +36,7 @@ DATA = """
 import tensorflow as tf
 
 from keras_stability.datasets import load_dataset
-from keras_stability.experiments.sections import MnistSmallConfig
+from keras_stability.config.sections import MnistSmallConfig
 
 
 def load(seed, pipeline=False):

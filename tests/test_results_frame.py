@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import keras_stability as ks
-from keras_stability.experiments.loading import load_experiment
+from keras_stability.config.loading import load_experiment
 from keras_stability.experiments.runner import run_one
 from keras_stability.results import IDENTITY_COLUMNS, flat_config
 

@@ -119,8 +119,8 @@ def command_run(args):
     if problems:
         print_problems(problems)
         return 2
-    from keras_stability.experiments.storage import check_writable
     from keras_stability.experiments.suite import run_experiments, unmatched
+    from keras_stability.runs.storage import check_writable
 
     missing = unmatched(experiments, args.rerun)  # a typo would retrain nothing, silently
     for pattern in missing:
@@ -153,7 +153,7 @@ def command_validate(args):
 
 
 def command_list(args):
-    from keras_stability.experiments.sections import known_names
+    from keras_stability.config.sections import known_names
     from keras_stability.experiments.training import OPTIMIZERS
     from keras_stability.nonfinite import POLICIES
     from keras_stability.transforms import FACTORIES
@@ -175,14 +175,14 @@ def command_list(args):
 
 
 def command_report(args):
-    from keras_stability.experiments.loading import ConfigError
+    from keras_stability.config.loading import ConfigError
     from keras_stability.report import build_reports
 
     if not os.path.isdir(args.results):
         print(f"keras-stability report: no such directory: {args.results}", file=sys.stderr)
         return 2
     claims = args.claims or ("experiments/claims.yaml" if os.path.exists("experiments/claims.yaml") else None)
-    from keras_stability.experiments.storage import check_writable
+    from keras_stability.runs.storage import check_writable
 
     check_writable(args.output or "reports")
     try:
@@ -205,8 +205,8 @@ def command_report(args):
 
 
 def command_compact(args):
-    from keras_stability.experiments.step_logs import compact_results
-    from keras_stability.report.collect import find_run_directories
+    from keras_stability.runs.key import find_run_directories
+    from keras_stability.runs.step_logs import compact_results
 
     if not os.path.isdir(args.results):
         print(f"keras-stability compact: no such directory: {args.results}", file=sys.stderr)

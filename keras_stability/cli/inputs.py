@@ -20,7 +20,7 @@ def expand(paths):
 
 def load_all(paths, overrides):
     """The experiments of `paths` that are valid, and a `Problem` for everything wrong with the rest."""
-    from keras_stability.experiments.loading import ConfigError, Location, Problem, load_experiment
+    from keras_stability.config.loading import ConfigError, Location, Problem, load_experiment
 
     experiments, problems = [], []
     for path in paths:

@@ -75,9 +75,9 @@ def add_study_commands(commands):
 
 
 def command_search(args):
-    from keras_stability.experiments.loading import ConfigError, Location, Problem
-    from keras_stability.experiments.schema import SearchConfig, with_sampler_document
-    from keras_stability.experiments.validation import validate
+    from keras_stability.config.loading import ConfigError, Location, Problem
+    from keras_stability.config.schema import SearchConfig, with_sampler_document
+    from keras_stability.config.validation import validate
 
     experiments, problems = load_all([args.file], args.overrides)
     if not problems and experiments[0].search is None:
@@ -138,8 +138,9 @@ def command_search(args):
 
 
 def command_sweep(args):
-    from keras_stability.experiments.database import StorageError, storage_url
-    from keras_stability.experiments.loading import Location, Problem
+    from keras_stability.config.credentials import storage_url
+    from keras_stability.config.loading import Location, Problem
+    from keras_stability.experiments.database import StorageError
 
     experiments, problems = load_all([args.file], args.overrides)
     if not problems and experiments[0].sweep is None:

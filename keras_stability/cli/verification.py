@@ -10,12 +10,9 @@ import os
 import sys
 import tempfile
 
-from keras_stability.experiments.run_files import (
-    DamagedFileError,
-    read_document,
-    read_json_object,
-    read_table,
-)
+from keras_stability.runs.readers import DamagedFileError, read_json_object, read_table
+from keras_stability.runs.run_files import read_document
+from keras_stability.runs.status import FINISHED_STATUSES
 
 DEFAULT_SAMPLE = 3
 
@@ -42,21 +39,17 @@ def add_verify_command(commands):
     )
 
 
-# A pruned search trial stopped where its study wanted: retrained alone it would train on.
-REPRODUCIBLE = ("done", "diverged")
-
-
 def finished_runs(root):
     """{label: directory} of the done or diverged runs under `root` (shared ones too: read through their links)."""
-    from keras_stability.report.collect import find_run_directories
+    from keras_stability.runs.key import RunKey, find_run_directories
 
     runs = {}
     for directory in find_run_directories(root):
         try:
             meta = read_json_object(os.path.join(directory, "meta.json")) or {}
-            if meta.get("status") in REPRODUCIBLE:
+            if meta.get("status") in FINISHED_STATUSES:  # a pruned trial, retrained alone, would train on
                 document = read_document(directory)  # a sweep's variant holds a "/": the path cannot say
-                runs[f"{document['experiment']}/{document['variant']}/seed-{document['seed']}"] = directory
+                runs[RunKey(document["experiment"], document["variant"], document["seed"]).label] = directory
         except DamagedFileError:
             continue  # `report` lists damaged runs; there is nothing here to reproduce
     return runs
@@ -85,11 +78,12 @@ def chosen(runs, args):
 
 def rerun(directory, label, scratch):
     """Trains the run in `directory` again under `scratch`; returns its `RunComparison`."""
-    from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
-    from keras_stability.experiments.run_identity import what_the_run_trains
+    from keras_stability.config.schema import RunConfig
     from keras_stability.experiments.runner import run_one
-    from keras_stability.experiments.schema import RunConfig
     from keras_stability.experiments.verify import RunComparison, compare_tables
+    from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
+    from keras_stability.runs.key import RunKey
+    from keras_stability.runs.run_identity import what_the_run_trains
 
     with open(os.path.join(directory, "config.yaml"), encoding="utf-8") as stream:
         document = what_the_run_trains(stream.read())
@@ -99,9 +93,9 @@ def rerun(directory, label, scratch):
         return RunComparison(label, problem=f"its config.yaml is not a valid run today: {error}")
     said = []
     status = run_one(scratch, config, document["variant"], document["seed"], log=said.append, tensorboard=False)
-    if status not in REPRODUCIBLE:
+    if status not in FINISHED_STATUSES:
         return RunComparison(label, problem=f"the rerun ended {status}: {' | '.join(said[-2:])}")
-    copy = os.path.join(scratch, config.name, document["variant"], f"seed-{document['seed']}")
+    copy = RunKey(config.name, document["variant"], document["seed"]).directory(scratch)
     tables = []
     # The step log first: its first difference is the earliest one.
     for name, columns, key in (("steps.csv", STEP_COLUMNS, "step"), ("metrics.csv", METRIC_COLUMNS, "epoch")):
@@ -140,9 +134,9 @@ def command_verify(args):
     except ValueError as error:
         print(f"keras-stability verify: {error}", file=sys.stderr)
         return 2
-    from keras_stability.experiments.provenance import provenance
     from keras_stability.experiments.suite import configure_threads, threads_per_job
     from keras_stability.experiments.verify import provenance_differences
+    from keras_stability.runs.provenance import provenance
 
     metas = {label: read_json_object(os.path.join(runs[label], "meta.json")) for label in labels}
     threads = args.threads or recorded_threads(metas.values()) or threads_per_job(1)

@@ -12,7 +12,7 @@ import zipfile
 import keras
 import numpy as np
 
-from keras_stability.experiments import storage
+from keras_stability.runs import storage
 
 
 class CheckpointError(ValueError):

@@ -1,19 +1,16 @@
-"""Optuna storage shared by workers: where its URL comes from, its password kept out of sight, heartbeats.
-
-The URL is `--storage` if given, else the environment variable `KERAS_STABILITY_STORAGE`, else the
-experiment file's `search.storage` (which may not hold a password). A PostgreSQL URL without a password
-lets libpq's own sources supply it: `PGPASSWORD`, or a line in `~/.pgpass` (psycopg reads both).
+"""Optuna storage shared by workers, and heartbeats (the URL and its password: `config.credentials`).
 
 Every worker records a heartbeat while it runs a trial; a trial whose worker stops beating for the
 grace period (killed, machine lost) is failed by the next worker that looks and put back in the queue
 once more as a new waiting trial (Optuna's `RetryHeartbeatStaleTrialCallback`).
 """
 
-import os
 import time
-import urllib.parse
+from collections.abc import Callable
+from typing import TypeVar
 
-STORAGE_VARIABLE = "KERAS_STABILITY_STORAGE"
+from keras_stability.config.credentials import hide_password, mask_password
+
 DEFAULT_HEARTBEAT_S = 30
 # How often a worker with nothing to take looks again at trials running elsewhere.
 POLL_S = 2
@@ -21,35 +18,24 @@ POLL_S = 2
 GRACE_HEARTBEATS = 4
 # A cell that kills its worker every time (out of memory, say) is given up after this many retries.
 MAX_RETRIES = 3
+T = TypeVar("T")
 
 
 class StorageError(ValueError):
     """The database cannot be opened; the message names the URL without its password."""
 
 
-def mask_password(url: str) -> str:
-    """`url` with its password, if any, shown as `***` (for messages and logs)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def hide_password(text: str, url: str | None) -> str:
-    """`text` (an error message, say) with `url`'s password replaced by `***` wherever it appears."""
-    password = urllib.parse.urlsplit(url).password if url else None
-    if not password:
-        return text
-    for form in {password, urllib.parse.quote(password, safe=""), urllib.parse.unquote(password)}:
-        text = text.replace(form, "***")
-    return text
-
-
-def storage_url(given: str | None, from_file: str | None = None, environment: dict | None = None) -> str | None:
-    """The storage URL to use: `given` (the command line), else $KERAS_STABILITY_STORAGE, else `from_file`."""
-    environment = os.environ if environment is None else environment
-    return given or environment.get(STORAGE_VARIABLE) or from_file or None
+def retried(make: Callable[[], T], retry_on: type[Exception] | tuple[type[Exception], ...], attempts: int = 4) -> T:
+    """`make()`, called again after 0.5 s, 1 s, 1.5 s, … while it raises `retry_on`, `attempts` times at
+    most; the last attempt's error propagates."""
+    for attempt in range(attempts):
+        try:
+            return make()
+        except retry_on:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise ValueError(f"`attempts` must be at least 1. Received: attempts={attempts}.")
 
 
 def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: int = 4):
@@ -67,29 +53,27 @@ def open_storage(url: str, heartbeat_s: float = DEFAULT_HEARTBEAT_S, attempts: i
         raise ValueError(f"The heartbeat interval must be > 0 seconds. Received: {heartbeat_s}.")
     # SQLite serialises writers; two workers' heartbeats and trials wait for each other instead of failing.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    for attempt in range(attempts):
-        try:
-            with warnings.catch_warnings():
-                # Heartbeats and their retry callback are marked experimental; they are the recovery we want.
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url,
-                    engine_kwargs=engine,
-                    heartbeat_interval=int(max(1, heartbeat_s)),
-                    grace_period=int(max(1, heartbeat_s) * GRACE_HEARTBEATS),
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=MAX_RETRIES
-                    ),
-                )
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-            # Workers starting together race to create the tables; the losers try again.
-            if attempt < attempts - 1 and isinstance(error, sqlalchemy.exc.DatabaseError):
-                time.sleep(0.5 * (attempt + 1))
-                continue
-            raise StorageError(
-                f"Cannot open the Optuna storage {mask_password(url)}: {hide_password(str(error).splitlines()[0], url)}. "
-                "Check the URL, that the server is reachable, and the password (PGPASSWORD or ~/.pgpass)."
-            ) from None
+
+    def storage():
+        with warnings.catch_warnings():
+            # Heartbeats and their retry callback are marked experimental; they are the recovery we want.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=int(max(1, heartbeat_s)),
+                grace_period=int(max(1, heartbeat_s) * GRACE_HEARTBEATS),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+            )
+
+    try:
+        # Workers starting together race to create the tables; the losers try again.
+        return retried(storage, sqlalchemy.exc.DatabaseError, attempts)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+        raise StorageError(
+            f"Cannot open the Optuna storage {mask_password(url)}: {hide_password(str(error).splitlines()[0], url)}. "
+            "Check the URL, that the server is reachable, and the password (PGPASSWORD or ~/.pgpass)."
+        ) from None
 
 
 def retry_dead_workers(study) -> None:

@@ -18,9 +18,9 @@ import json
 
 import tensorflow as tf
 
+from keras_stability.config.schema import DatasetConfig, RunConfig
 from keras_stability.datasets import Task, load_dataset
 from keras_stability.datasets.registry import SEED_INDEPENDENT
-from keras_stability.experiments.schema import DatasetConfig, RunConfig
 from keras_stability.experiments.training import compiled_model
 from keras_stability.experiments.zoo import build_model
 from keras_stability.factories import factory_provenance, is_factory_section, section_provenance
@@ -52,22 +52,30 @@ _MODELS = LeastRecentlyUsed(MODELS_KEPT)
 _SPLITS = LeastRecentlyUsed(SPLITS_KEPT)
 
 
-def learning_rate_is_variable(config: RunConfig) -> bool:
-    """Whether the compiled graph reads the learning rate from the optimizer's variable (a constant
-    rate) rather than holding it as a constant (a schedule's initial rate)."""
-    schedule = config.optimizer.schedule
-    return schedule.name == "constant" and not schedule.warmup_steps
+@dataclasses.dataclass(frozen=True)
+class TrainingShape:
+    """What decides a run's compiled graph (`key`), and the learning rate the run sets into it.
+
+    `learning_rate` is the run's constant rate, which the graph reads from the optimizer's variable
+    and which is therefore not in `key` (a learning-rate sweep trains one graph); None when the graph
+    holds the rate itself (a schedule's), which `key` then includes.
+    """
+
+    key: str
+    learning_rate: float | None
 
 
-def training_shape(config: RunConfig, steps_per_epoch: int, task: Task) -> str:
-    """What decides a run's compiled graph: everything but its seed, experiment name and dataset,
-    and a constant learning rate, which the graph reads from the optimizer's `learning_rate`
-    variable (a learning-rate sweep trains one graph; a schedule's rate is a constant in it)."""
+def training_shape(config: RunConfig, steps_per_epoch: int, task: Task) -> TrainingShape:
+    """The run's `TrainingShape`: everything but its seed, experiment name and dataset, and a constant
+    learning rate, decides its graph."""
     trained = config.model_dump(mode="json", include={"model", "optimizer", "stabilizer", "training"})
-    if learning_rate_is_variable(config):
-        del trained["optimizer"]["learning_rate"]
+    schedule = config.optimizer.schedule
+    rate = None
+    if schedule.name == "constant" and not schedule.warmup_steps:
+        rate = trained["optimizer"].pop("learning_rate")
     code = {kind: record["module_sha256"] for kind, record in factory_provenance(config).items()}  # edited code
-    return json.dumps([trained, code, steps_per_epoch, dataclasses.asdict(task)], sort_keys=True)
+    key = json.dumps([trained, code, steps_per_epoch, dataclasses.asdict(task)], sort_keys=True)
+    return TrainingShape(key, rate)
 
 
 class CachedModel:
@@ -80,8 +88,9 @@ class CachedModel:
         self.initial_optimizer_state = [v.numpy() for v in self.model.optimizer.variables]
         self.fresh = True
 
-    def reinitialise(self, config, task, seed):
-        """Sets every variable as `compiled_model` would after `keras.utils.set_random_seed`."""
+    def reinitialise(self, config, task, seed, learning_rate):
+        """Sets every variable as `compiled_model` would after `keras.utils.set_random_seed`, the
+        learning rate to `learning_rate` unless it is None (`TrainingShape`)."""
         if self.fresh:  # just built from the run's seed and learning rate
             self.fresh = False
             return
@@ -90,8 +99,8 @@ class CachedModel:
             variable.assign(value)
         for variable, value in zip(self.model.optimizer.variables, self.initial_optimizer_state, strict=True):
             variable.assign(value)
-        if learning_rate_is_variable(config):  # the one setting `training_shape` leaves out
-            self.model.optimizer.learning_rate = config.optimizer.learning_rate
+        if learning_rate is not None:
+            self.model.optimizer.learning_rate = learning_rate
         self.model.reset_metrics()
         if self.model.step_log is not None:
             self.model.step_log.drain()  # rows a failed run left behind
@@ -104,9 +113,9 @@ def model_for_run(config: RunConfig, steps_per_epoch: int, task: Task, seed: int
     Call `keras.utils.set_random_seed(seed)` first, as for `compiled_model`; under a distribution
     strategy, call it inside the strategy's scope.
     """
-    key = training_shape(config, steps_per_epoch, task)
-    cached = _MODELS.get(key, lambda: CachedModel(config, steps_per_epoch, task, seed))
-    cached.reinitialise(config, task, seed)
+    shape = training_shape(config, steps_per_epoch, task)
+    cached = _MODELS.get(shape.key, lambda: CachedModel(config, steps_per_epoch, task, seed))
+    cached.reinitialise(config, task, seed, shape.learning_rate)
     return cached.model
 
 

@@ -8,8 +8,10 @@ import dataclasses
 import glob
 import os
 
-from keras_stability.experiments import checkpoint, step_logs, storage
-from keras_stability.experiments.run_files import CSV_COLUMNS, Progress
+from keras_stability.experiments import checkpoint
+from keras_stability.runs import step_logs, storage
+from keras_stability.runs.key import RunKey
+from keras_stability.runs.run_files import CSV_COLUMNS, Progress
 
 
 class Run:
@@ -17,8 +19,9 @@ class Run:
 
     def __init__(self, results_root, config, variant, seed):
         self.config, self.variant, self.seed = config, variant, seed
-        self.directory = storage.run_directory(results_root, config.name, variant, seed)
-        self.label = storage.run_label(config.name, variant, seed)
+        self.key = RunKey(config.name, variant, seed)
+        self.directory = self.key.directory(results_root)
+        self.label = self.key.label
 
     def path(self, name):
         return os.path.join(self.directory, name)

@@ -3,7 +3,7 @@ one line ending at the frame that raised, with the whole traceback kept in meta.
 
 import traceback
 
-from keras_stability.experiments import storage
+from keras_stability.runs import storage
 
 
 class RunInterrupted(KeyboardInterrupt):

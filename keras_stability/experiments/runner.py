@@ -28,23 +28,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_stability.config.schema import RunConfig
 from keras_stability.epoch_loop import train_epoch
-from keras_stability.experiments import run_store, step_logs, storage
-from keras_stability.experiments.divergence import EpochEnd, first_divergent_step
-from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
 from keras_stability.experiments.evaluation import evaluate_arrays
-from keras_stability.experiments.event_log import EventLog
-from keras_stability.experiments.provenance import provenance
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
 from keras_stability.experiments.run_directory import Run, restore, save_epoch
 from keras_stability.experiments.run_errors import RunInterrupted, epochs_saved, failure, failure_line
-from keras_stability.experiments.run_files import TERMINAL_STATUSES, RunFiles, inspect_run
-from keras_stability.experiments.run_identity import resolved_config_text
-from keras_stability.experiments.run_reuse import judge
-from keras_stability.experiments.schema import RunConfig
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
 from keras_stability.nonfinite import nonfinite_errors
+from keras_stability.runs import run_store, step_logs, storage
+from keras_stability.runs.divergence import EpochEnd, first_divergent_step
+from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
+from keras_stability.runs.event_log import EventLog
+from keras_stability.runs.provenance import provenance
+from keras_stability.runs.run_files import TERMINAL_STATUSES, RunFiles, inspect_run
+from keras_stability.runs.run_identity import resolved_config_text
+from keras_stability.runs.run_reuse import judge
+from keras_stability.runs.status import RunStatus
 from keras_stability.step_log import STEP_FIELDS
 
 __all__ = ["METRIC_COLUMNS", "STEP_COLUMNS", "TERMINAL_STATUSES", "fit_epoch", "run_one"]
@@ -63,6 +64,33 @@ def configure_determinism(seed):
     random.seed(seed)
     np.random.seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+@dataclasses.dataclass
+class RunState:
+    """A run under training: where it is written, what trains it, how far it has got.
+
+    Attributes:
+        run: the run's directory (`Run`).
+        model: its compiled `StabilizedModel`, restored to the end of epoch `epochs_done`.
+        data: its dataset splits on the device (`run_cache.DeviceSplits`).
+        steps_per_epoch: training steps in one epoch.
+        epochs_done: epochs already trained (0 for a new run).
+        diverged_at: the step a resumed run diverged at, else None.
+        log: receives one line per epoch and per event.
+        on_epoch: called after each epoch with its metrics; a non-empty return prunes the run.
+        events: the run's TensorBoard event files, or None when none are written.
+    """
+
+    run: Run
+    model: keras.Model
+    data: object
+    steps_per_epoch: int
+    epochs_done: int = 0
+    diverged_at: int | None = None
+    log: Callable[[str], None] = print
+    on_epoch: Callable[[int, dict], str | None] | None = None
+    events: EventLog | None = None
 
 
 def current_learning_rate(model):
@@ -145,18 +173,18 @@ def locked_run(run, log, on_epoch, tensorboard):
         "variant": run.variant,
         "seed": run.seed,
     }
-    meta.update(status="running", started=meta.get("started", time.time()), error=None)
+    meta.update(status=RunStatus.RUNNING.value, started=meta.get("started", time.time()), error=None)
     meta.pop("traceback", None)  # a failed attempt's
     run.write_meta(meta)
     try:
         meta.update(train(run, files.progress, log, on_epoch, tensorboard))
     except KeyboardInterrupt:
-        meta["status"] = "interrupted"
+        meta["status"] = RunStatus.INTERRUPTED.value
         raise RunInterrupted(run.label, epochs_saved(run.directory)) from None
     except Exception as error:  # recorded, so the other runs go on
         if isinstance(error, OSError) and error.errno in storage.UNWRITABLE:
             raise  # every later run would fail the same way: the command stops here
-        meta.update(status="failed", **failure(error))
+        meta.update(status=RunStatus.FAILED.value, **failure(error))
         log(failure_line(run.label, error))
     finally:
         meta["finished"] = time.time()
@@ -231,7 +259,7 @@ def train(run, progress, log, on_epoch=None, tensorboard=True):
     done, diverged_at = (progress.epochs_done, progress.diverged_at_step) if progress else (0, None)
     events = EventLog(run.directory, done) if tensorboard else None
     try:
-        return train_epochs(run, model, data, steps_per_epoch, done, diverged_at, log, on_epoch, events)
+        return train_epochs(RunState(run, model, data, steps_per_epoch, done, diverged_at, log, on_epoch, events))
     finally:
         if events is not None:
             events.close()
@@ -243,8 +271,10 @@ def first_step_loss(run):
     return float(rows[0][STEP_COLUMNS.index("loss")]) if rows else None
 
 
-def train_epochs(run, model, data, steps_per_epoch, done, diverged_at, log, on_epoch, events):
-    """Trains the epochs after `done`, then tests; returns what meta.json gets at the end."""
+def train_epochs(state: RunState) -> dict:
+    """Trains the epochs after `state.epochs_done`, then tests; returns what meta.json gets at the end."""
+    run, model, data, steps_per_epoch, log = state.run, state.model, state.data, state.steps_per_epoch, state.log
+    done, diverged_at, on_epoch, events = state.epochs_done, state.diverged_at, state.on_epoch, state.events
     config, training = run.config, run.config.training
     applies_nonfinite = nonfinite_policy(config.stabilizer) == "propagate"
     pruned = None
@@ -274,11 +304,11 @@ def train_epochs(run, model, data, steps_per_epoch, done, diverged_at, log, on_e
 
     test = evaluate(model, training, data.x_test, data.y_test)
     seconds = [float(row[1]) for row in storage.read_csv_rows(run.path("timing.csv"))]
-    status = "diverged" if diverged_at is not None else "pruned" if pruned else "done"
+    status = RunStatus.DIVERGED if diverged_at is not None else RunStatus.PRUNED if pruned else RunStatus.DONE
     if events is not None:
         events.finish(status, {"loss": float(test["loss"]), "accuracy": float(test["accuracy"])}, diverged_at)
     return {
-        "status": status,
+        "status": status.value,
         "epochs_done": done,
         "pruned_reason": pruned or None,
         "diverged_at_step": diverged_at,

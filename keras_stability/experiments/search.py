@@ -19,18 +19,21 @@ import time
 import numpy as np
 import optuna
 
+from keras_stability.config.credentials import storage_url
+from keras_stability.config.loading import ConfigError
+from keras_stability.config.overrides import apply_overrides
+from keras_stability.config.schema import RunConfig, SearchConfig, with_sampler_document
+from keras_stability.config.validation import validate
 from keras_stability.experiments.database import (
     DEFAULT_HEARTBEAT_S,
     POLL_S,
     open_storage,
+    retried,
     retry_dead_workers,
-    storage_url,
 )
-from keras_stability.experiments.loading import ConfigError, apply_overrides
 from keras_stability.experiments.runner import METRIC_COLUMNS, run_one
-from keras_stability.experiments.schema import RunConfig, SearchConfig, with_sampler_document
-from keras_stability.experiments.storage import read_csv_rows, read_json, run_directory
-from keras_stability.experiments.validation import validate
+from keras_stability.runs.key import RunKey
+from keras_stability.runs.storage import read_csv_rows, read_json
 
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
@@ -159,15 +162,15 @@ def objective_for(experiment, search, study_name, results_root, log):
 
             outcome = run_one(results_root, config, variant, seed, log=log, on_epoch=on_epoch)
             if outcome == "shared":  # the same training, finished by another experiment or trial
-                directory = run_directory(results_root, config.name, variant, seed)
+                directory = RunKey(config.name, variant, seed).directory(results_root)
                 outcome = read_json(os.path.join(directory, "meta.json"), {}).get("status")
             if outcome in ("diverged", "pruned"):
                 trial.set_user_attr("outcome", outcome)
                 if outcome == "diverged":
                     trial.set_user_attr("diverged", True)
-                raise optuna.TrialPruned(f"{variant}/seed-{seed} {outcome}")
+                raise optuna.TrialPruned(f"{RunKey(config.name, variant, seed).within_experiment} {outcome}")
             if outcome not in ("done", "skipped"):
-                raise RuntimeError(f"{variant}/seed-{seed}: run {outcome}")
+                raise RuntimeError(f"{RunKey(config.name, variant, seed).within_experiment}: run {outcome}")
             scores.append(final_metric(results_root, config.name, variant, seed, search.objective))
         value = sum(scores) / len(scores)
         trial.set_user_attr("seeds", list(seeds))
@@ -177,7 +180,7 @@ def objective_for(experiment, search, study_name, results_root, log):
 
 
 def final_metric(results_root, experiment, variant, seed, column):
-    rows = read_csv_rows(os.path.join(run_directory(results_root, experiment, variant, seed), "metrics.csv"))
+    rows = read_csv_rows(os.path.join(RunKey(experiment, variant, seed).directory(results_root), "metrics.csv"))
     return float(rows[-1][METRIC_COLUMNS.index(column)])
 
 
@@ -186,20 +189,17 @@ def open_study(name, storage, sampler, direction, attempts=4):
     the loser gets an SQL error and simply tries again."""
     import sqlalchemy.exc
 
-    for attempt in range(attempts):
-        try:
-            return optuna.create_study(
-                study_name=name,
-                storage=storage,
-                sampler=sampler,
-                direction=direction,
-                load_if_exists=True,
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-            )
-        except sqlalchemy.exc.SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    def study():
+        return optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=sampler,
+            direction=direction,
+            load_if_exists=True,
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+        )
+
+    return retried(study, sqlalchemy.exc.SQLAlchemyError, attempts)
 
 
 def with_sampler(search, sampler):

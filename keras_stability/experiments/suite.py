@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from keras_stability.experiments.runner import run_one
-from keras_stability.experiments.storage import run_label
+from keras_stability.runs.key import RunKey
 
 
 def configure_threads(threads):
@@ -46,13 +46,18 @@ def worker_run(arguments, tensorboard, rerun):
 
 
 def selected(label, patterns):
-    """Whether a run's label (`storage.run_label`) matches one of the `--rerun` glob patterns."""
+    """Whether a run's label (`RunKey.label`) matches one of the `--rerun` glob patterns."""
     return any(fnmatch.fnmatchcase(label, pattern) for pattern in patterns)
+
+
+def task_key(task) -> RunKey:
+    """The run of a (results_root, config, variant, seed) task."""
+    return RunKey(task[1].name, task[2], task[3])
 
 
 def unmatched(experiments, patterns):
     """The `--rerun` patterns that select no run of `experiments` (a typo would retrain nothing)."""
-    labels = [run_label(e.name, variant, seed) for e in experiments for variant, seed, _ in e.runs()]
+    labels = [RunKey(e.name, variant, seed).label for e in experiments for variant, seed, _ in e.runs()]
     return [pattern for pattern in patterns if not any(fnmatch.fnmatchcase(label, pattern) for label in labels)]
 
 
@@ -69,7 +74,7 @@ def run_experiments(experiments, results_root, jobs=1, show_progress=True, tenso
         for experiment in experiments
         for variant, seed, config in experiment.runs()
     ]
-    reruns = [selected(run_label(task[1].name, task[2], task[3]), rerun) for task in tasks]
+    reruns = [selected(task_key(task).label, rerun) for task in tasks]
     outcomes = {}
     # Only on a terminal: redirected into a log, the bar's carriage returns garble it; the runner's
     # plain epoch lines say the same there.
@@ -84,13 +89,13 @@ def run_experiments(experiments, results_root, jobs=1, show_progress=True, tenso
 
     def record(task, outcome):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        bar.set_postfix_str(f"{task[1].name}/{task[2]}/seed-{task[3]}: {outcome}")
+        bar.set_postfix_str(f"{task_key(task).label}: {outcome}")
         bar.update()
 
     if jobs <= 1:
         configure_threads(threads_per_job(1))
         for task, again in zip(tasks, reruns):
-            bar.set_postfix_str(f"{task[1].name}/{task[2]}/seed-{task[3]}: running")
+            bar.set_postfix_str(f"{task_key(task).label}: running")
             record(task, run_one(*task, log=print_line, tensorboard=tensorboard, rerun=again))
     else:
         context = multiprocessing.get_context("spawn")

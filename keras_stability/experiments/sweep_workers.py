@@ -18,6 +18,7 @@ import optuna
 from keras_stability.experiments.database import DEFAULT_HEARTBEAT_S, POLL_S, open_storage, retry_dead_workers
 from keras_stability.experiments.runner import run_one
 from keras_stability.experiments.search import final_metric, open_study
+from keras_stability.runs.key import RunKey
 
 HOLDING = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
 
@@ -32,7 +33,7 @@ class SweepRun:
 
     @property
     def label(self):
-        return f"{self.variant}/seed-{self.seed}"
+        return RunKey(self.config.name, self.variant, self.seed).within_experiment
 
 
 def sweep_runs(experiment) -> dict:

@@ -14,7 +14,7 @@ import random
 
 import numpy as np
 
-from keras_stability.experiments.epoch_record import float32_text
+from keras_stability.runs.epoch_record import float32_text
 
 # Provenance that names the machine or the moment, not what decides the numbers.
 UNCOMPARED_HOST_KEYS = ("name",)
@@ -101,7 +101,7 @@ def as_float32(values: np.ndarray) -> np.ndarray:
 def compare_tables(
     file: str, key: str, committed: dict[str, np.ndarray], rerun: dict[str, np.ndarray]
 ) -> TableComparison:
-    """Compares two tables of one file (as `run_files.read_table` reads them) value by value as float32.
+    """Compares two tables of one file (as `readers.read_table` reads them) value by value as float32.
 
     Args:
         file: the file's name, for the report.

@@ -3,7 +3,6 @@
 import os
 from dataclasses import dataclass
 
-from keras_stability.experiments.integrity import RERUN_ADVICE
 from keras_stability.report.analyses import analyse
 from keras_stability.report.claims import judge_all, load_claims_file
 from keras_stability.report.collect import collect
@@ -12,6 +11,7 @@ from keras_stability.report.plots import draw_all
 from keras_stability.report.provenance import registrations
 from keras_stability.report.published import measure_all
 from keras_stability.report.render import draw_analyses, write_experiment_report
+from keras_stability.runs.integrity import RERUN_ADVICE
 
 
 @dataclass(frozen=True)

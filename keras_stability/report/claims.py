@@ -17,9 +17,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 
-from keras_stability.experiments.loading import read_yaml
-from keras_stability.experiments.sweep import file_variant
-from keras_stability.experiments.validation import validate
+from keras_stability.config.loading import read_yaml
+from keras_stability.config.sweep import file_variant
+from keras_stability.config.validation import validate
 from keras_stability.report.boundary import Boundary, boundary_ratio
 from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason

@@ -6,21 +6,17 @@ listed but never averaged.
 """
 
 import functools
-import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from keras_stability.experiments.divergence import EpochEnd, divergence_step
-from keras_stability.experiments.integrity import check_run
-from keras_stability.experiments.run_files import Damage
-from keras_stability.experiments.step_thinning import run_stride, sampled
-from keras_stability.experiments.sweep import CELL_SEPARATOR, file_variant
-
-# Statuses whose numbers a report averages: a pruned trial stopped where its search wanted.
-FINISHED = ("done", "diverged")
-RUN_DIRECTORY = re.compile(r"seed-(\d+)")
+from keras_stability.config.sweep import file_variant
+from keras_stability.runs.divergence import EpochEnd, divergence_step
+from keras_stability.runs.integrity import check_run
+from keras_stability.runs.key import RunKey, find_run_directories
+from keras_stability.runs.readers import Damage
+from keras_stability.runs.status import FINISHED_STATUSES, RunStatus
+from keras_stability.runs.step_thinning import run_stride, sampled
 
 
 @dataclass
@@ -52,7 +48,7 @@ class RunRecord:
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        return self.status in FINISHED_STATUSES
 
     @functools.cached_property
     def diverged_at_step(self) -> int | None:
@@ -67,7 +63,7 @@ class RunRecord:
             for epoch, (train, val, nonfinite) in enumerate(zip(*map(self.epoch_values, columns)), start=1)
         ]
         recorded = self.meta.get("diverged_at_step")
-        if recorded is None and self.status == "diverged":  # its runner said so without a step
+        if recorded is None and self.status == RunStatus.DIVERGED:  # its runner said so without a step
             recorded = max(1, len(ends) * steps_per_epoch)
         return divergence_step(recorded, ends, self.start_loss)
 
@@ -88,23 +84,13 @@ class RunRecord:
         return int(counts[-1]) if len(counts) and np.isfinite(counts[-1]) else 0
 
 
-def names_from_path(directory: str) -> tuple[str, str, int]:
-    """(experiment, variant, seed) of a run directory; a sweep cell's directory (`key=value,…`, no
-    variant name holds "=") lies one level below its variant's."""
-    parts = os.path.normpath(os.path.abspath(directory)).split(os.sep)
-    seed = int(RUN_DIRECTORY.fullmatch(parts[-1]).group(1))
-    if "=" in parts[-2]:
-        return parts[-4], f"{parts[-3]}{CELL_SEPARATOR}{parts[-2]}", seed
-    return parts[-3], parts[-2], seed
-
-
 def read_run(directory: str) -> RunRecord:
     """The run in `directory` (…/<experiment>/<variant>/seed-<n>, a sweep cell's variant two directories
     deep); only its damage when it is damaged."""
     check = check_run(directory)
     if not check.sound:  # config.yaml may be the damage: the names come from the directories
-        experiment, variant, seed = names_from_path(directory)
-        return RunRecord(experiment, variant, seed, check.status, {}, {}, damage=check.damage)
+        key = RunKey.parse(directory)
+        return RunRecord(key.experiment, key.variant, key.seed, check.status, {}, {}, damage=check.damage)
     document = check.document  # sound: it names the directory it lies in
     return RunRecord(
         document["experiment"],
@@ -130,14 +116,6 @@ class ExperimentResults:
 
     def damaged(self) -> list[RunRecord]:
         return [run for runs in self.variants.values() for run in runs if run.damage is not None]
-
-
-def find_run_directories(root: str) -> list[str]:
-    found = []
-    for directory, _, files in os.walk(root):
-        if "config.yaml" in files and RUN_DIRECTORY.fullmatch(os.path.basename(directory)):
-            found.append(directory)
-    return sorted(found)
 
 
 def collect(root: str) -> dict[str, ExperimentResults]:

@@ -1,8 +1,8 @@
 """The findings page's generated tables (the committed experiments, the verdicts, the published results),
 written from the reports so that no number in them is copied by hand."""
 
-from keras_stability.experiments.storage import atomic_write_text
 from keras_stability.report.ledger_pages import ledger_markdown, published_markdown, suite_markdown
+from keras_stability.runs.storage import atomic_write_text
 
 COMMAND = "keras-stability report results/ --findings docs/findings.md"
 

@@ -2,8 +2,8 @@
 the verdicts a claim can get, and every rule changed after a look at results — one source for
 claims.md, claims.html and the findings page."""
 
-from keras_stability.experiments.divergence import RULE as DIVERGENCE_RULE
 from keras_stability.report.outcomes import TRAINED_RULE
+from keras_stability.runs.divergence import RULE as DIVERGENCE_RULE
 
 VERDICTS = ("confirmed", "refuted", "stable but does not train", "unanswerable", "inconclusive")
 

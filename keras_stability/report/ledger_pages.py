@@ -3,13 +3,13 @@ published results beside our measurements (published.json), and the Markdown the
 
 import os
 
-from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
 from keras_stability.report import analysis_plots
 from keras_stability.report.analyses import strict
 from keras_stability.report.judging import FAMILY, RULE_CHANGES, VERDICT_RULES, VERDICTS, rules_markdown
 from keras_stability.report.published import PUBLISHED_HEADER, published_cells
 from keras_stability.report.render import PLOT_TITLES, claim_records, claims_markdown, inline_image, markdown_table
 from keras_stability.report.templates import render
+from keras_stability.runs.storage import atomic_write_json, atomic_write_text
 
 EXPLORATORY_RULE = (
     "Exploratory: registered after the experiment's first result (or marked so); their verdicts "

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_stability.experiments.sweep import file_variant
+from keras_stability.config.sweep import file_variant
 from keras_stability.report.collect import RunRecord
 
 # The sections that define a training (experiment-level keys such as seeds or baseline do not).

@@ -5,8 +5,6 @@ import base64
 import datetime
 import os
 
-from keras_stability.experiments.divergence import RULE as DIVERGENCE_RULE
-from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
 from keras_stability.report import analysis_plots
 from keras_stability.report.analyses import as_json
 from keras_stability.report.tables import (
@@ -18,6 +16,8 @@ from keras_stability.report.tables import (
     variant_rows,
 )
 from keras_stability.report.templates import render
+from keras_stability.runs.divergence import RULE as DIVERGENCE_RULE
+from keras_stability.runs.storage import atomic_write_json, atomic_write_text
 
 PLOT_TITLES = {
     "curves.png": "Learning curves",

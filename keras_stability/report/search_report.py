@@ -10,10 +10,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import optuna
 
-from keras_stability.experiments.storage import atomic_write_json, atomic_write_text
 from keras_stability.report.analyses import strict
 from keras_stability.report.render import inline_image, markdown_table
 from keras_stability.report.templates import render
+from keras_stability.runs.storage import atomic_write_json, atomic_write_text
 
 
 def trial_rows(study, limit=10):
