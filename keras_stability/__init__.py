@@ -10,7 +10,8 @@ Where each capability lives:
 - `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies;
   `optimizer`: `StabilizedOptimizer` (`inner_step`: the wrapped optimizer's own `apply` steps, in
   Keras's order); `model`: `StabilizedModel`, `stabilize`; `step_log`,
-  `callbacks`: telemetry; `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
+  `callbacks`: telemetry; `sharpness`: curvature telemetry (`top_hessian_eigenvalue`,
+  `SharpnessMonitor`); `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
 - `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry (`Splits`, `Task`);
 - `factories`: your own model and data, named as `module:function` in a file or registered by an
   installed package (entry points), and the contract they are called with;
@@ -72,6 +73,10 @@ _EXPORTS = {
     "read_ledger": "keras_stability.results",
     "read_summary": "keras_stability.results",
     "write_event_logs": "keras_stability.experiments.event_log",
+    "SharpnessMonitor": "keras_stability.sharpness",
+    "adam_preconditioner": "keras_stability.sharpness",
+    "stability_limit": "keras_stability.sharpness",
+    "top_hessian_eigenvalue": "keras_stability.sharpness",
 }
 _RENAMED = {"NONFINITE_POLICIES": "POLICIES"}
 
