@@ -55,6 +55,7 @@ _EXPORTS = {
     "StabilizedOptimizer": "keras_stability.optimizer",
     "GlobalNormTransform": "keras_stability.transforms",
     "GradientTransform": "keras_stability.transforms",
+    "adagc": "keras_stability.transforms",
     "adaptive_clip": "keras_stability.transforms",
     "autoclip": "keras_stability.transforms",
     "chain": "keras_stability.transforms",
