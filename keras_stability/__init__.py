@@ -7,7 +7,7 @@ TensorFlow's logging before TensorFlow starts:
 
 Where each capability lives:
 
-- `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies;
+- `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies; `spikes`: spike skipping (`skip_spikes`);
   `optimizer`: `StabilizedOptimizer` (`inner_step`: the wrapped optimizer's own `apply` steps, in
   Keras's order); `model`: `StabilizedModel`, `stabilize`; `step_log`,
   `callbacks`: telemetry; `sharpness`: curvature telemetry (`top_hessian_eigenvalue`,
@@ -75,6 +75,9 @@ _EXPORTS = {
     "read_summary": "keras_stability.results",
     "write_event_logs": "keras_stability.experiments.event_log",
     "SharpnessMonitor": "keras_stability.sharpness",
+    "SkipStreakError": "keras_stability.spikes",
+    "SpikeSkipping": "keras_stability.spikes",
+    "skip_spikes": "keras_stability.spikes",
     "adam_preconditioner": "keras_stability.sharpness",
     "stability_limit": "keras_stability.sharpness",
     "top_hessian_eigenvalue": "keras_stability.sharpness",
