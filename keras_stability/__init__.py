@@ -7,7 +7,7 @@ TensorFlow's logging before TensorFlow starts:
 
 Where each capability lives:
 
-- `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies; `spikes`: spike skipping (`skip_spikes`);
+- `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies; `spikes`: spike skipping (`skip_spikes`); `rollback`: `RollbackOnSpike`;
   `optimizer`: `StabilizedOptimizer` (`inner_step`: the wrapped optimizer's own `apply` steps, in
   Keras's order); `model`: `StabilizedModel`, `stabilize`; `step_log`,
   `callbacks`: telemetry; `sharpness`: curvature telemetry (`top_hessian_eigenvalue`,
@@ -74,6 +74,7 @@ _EXPORTS = {
     "read_ledger": "keras_stability.results",
     "read_summary": "keras_stability.results",
     "write_event_logs": "keras_stability.experiments.event_log",
+    "RollbackOnSpike": "keras_stability.rollback",
     "SharpnessMonitor": "keras_stability.sharpness",
     "SkipStreakError": "keras_stability.spikes",
     "SpikeSkipping": "keras_stability.spikes",

@@ -88,19 +88,22 @@ class SpikeSkipping:
         self.statistics = state_variable("spike_statistics", (len(STATISTICS),))
         self.skipped_steps = state_variable("spike_skipped_steps", (), "int64")
         self.streak = state_variable("skip_streak", (), "int64")
+        # Steps still to leave out on purpose (set by `RollbackOnSpike` to skip batches after a rollback).
+        self.pause = state_variable("spike_pause", (), "int64")
         self.built = True
 
     @property
     def variables(self) -> list[keras.Variable]:
         if not self.built:
             return []
-        return [self.history, self.counts, self.statistics, self.skipped_steps, self.streak]
+        return [self.history, self.counts, self.statistics, self.skipped_steps, self.streak, self.pause]
 
     def judge(self, loss: tf.Tensor | None, grad_norm: tf.Tensor) -> tf.Tensor:
         """Whether the step may proceed; records its finite loss and norm in the window.
 
         A value is a spike when value − mean > threshold·std over the window before it (Bessel's
-        std), once the window and the current step hold `min_samples` values.
+        std), once the window and the current step hold `min_samples` values. While `pause` > 0 every
+        step is left out and changes nothing else (see `count_outcome`).
         """
         missing = loss is None
         loss = tf.constant(float("nan")) if missing else tf.cast(tf.reshape(loss, []), tf.float32)
@@ -118,8 +121,9 @@ class SpikeSkipping:
         passes = values - mean <= self.threshold * std
         judged = tf.constant([not missing, True])
         proceed = tf.reduce_all(tf.logical_or(tf.logical_not(tf.logical_and(active, judged)), passes))
+        paused = self.pause > 0
 
-        recorded = tf.logical_and(judged, tf.math.is_finite(values))
+        recorded = tf.logical_and(tf.logical_and(judged, tf.math.is_finite(values)), tf.logical_not(paused))
         slots = tf.one_hot(counts % self.window, self.window, on_value=True, off_value=False)
         writes = tf.logical_and(slots, recorded[:, None])
         self.history.assign(tf.where(writes, values[:, None], history))
@@ -127,14 +131,18 @@ class SpikeSkipping:
         z = tf.math.divide_no_nan(values - mean, std)
         statistics = tf.stack([mean, std, tf.where(tf.math.is_finite(z), z, 0.0)], axis=1)  # (2, 3)
         self.statistics.assign(tf.reshape(tf.where(judged[:, None], statistics, 0.0), [-1]))
-        self.skipped_steps.assign_add(tf.cast(tf.logical_not(proceed), tf.int64))
-        return proceed
+        self.skipped_steps.assign_add(
+            tf.cast(tf.logical_and(tf.logical_not(proceed), tf.logical_not(paused)), tf.int64)
+        )
+        return tf.logical_and(proceed, tf.logical_not(paused))
 
     def count_outcome(self, applied: tf.Tensor) -> None:
-        """Updates the streak of steps left out; raises `SkipStreakError` past `max_consecutive`
-        (with `on_streak="raise"`)."""
-        streak = tf.where(applied, tf.constant(0, tf.int64), self.streak + 1)
+        """Updates the streak of steps left out (a paused step counts as neither), and the pause;
+        raises `SkipStreakError` past `max_consecutive` (with `on_streak="raise"`)."""
+        paused = self.pause > 0
+        streak = tf.where(applied, tf.constant(0, tf.int64), self.streak + tf.cast(tf.logical_not(paused), tf.int64))
         self.streak.assign(streak)
+        self.pause.assign(tf.maximum(self.pause - 1, 0))
         if self.max_consecutive is not None and self.on_streak == "raise":
             exceeded = streak >= self.max_consecutive
             tf.debugging.check_numerics(
