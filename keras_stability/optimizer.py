@@ -258,10 +258,12 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         if replica_context is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
             return self._step(grads, variables, strategy=None, loss=loss)
         present = [i for i, g in enumerate(grads) if g is not None]
-        reduced = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+        # The spike policy's loss (the replicas' shares summed) travels in the gradients' all-reduce.
+        shares = [] if loss is None or self.spikes is None else [tf.cast(loss, tf.float32)]
+        reduced = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present] + shares)
+        judged_loss = tuple(reduced[len(present) :])
         for i, g in zip(present, reduced):
             grads[i] = g
-        judged_loss = () if loss is None or self.spikes is None else (replica_context.all_reduce("sum", loss),)
 
         def step_once(strategy, *per_replica):
             # After the all-reduce every replica holds the same gradient (and loss): use the first copy.

@@ -231,3 +231,26 @@ def test_skip_spikes_refuses_bad_arguments(arguments, message):
 def test_optimizer_refuses_a_spikes_argument_that_is_no_policy():
     with pytest.raises(TypeError, match="Received: spikes=6"):
         ks.StabilizedOptimizer(keras.optimizers.SGD(0.1), spikes=6)
+
+
+def mirrored_spike_fit(strategy, x, y):
+    with strategy.scope():
+        inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, kernel_initializer="ones")])
+        model = ks.stabilize(inner, ks.clip_by_global_norm(5.0), spikes=ks.skip_spikes(window=8, min_samples=6))
+        model.compile(keras.optimizers.SGD(0.05), "mse")
+    history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0).history
+    return model.get_weights(), history, model.optimizer.spikes
+
+
+def test_two_replicas_take_the_one_device_decisions(two_replicas):
+    # Each replica holds half of every batch; the spike in batch 8 lies in one replica's half only.
+    x, y = spiky_regression()
+    y[64:72] -= 200.0
+    y[64:68] += 400.0
+    single_weights, single, single_policy = mirrored_spike_fit(tf.distribute.get_strategy(), x, y)
+    weights, mirrored, policy = mirrored_spike_fit(two_replicas, x, y)
+    assert single["spike_skipped_steps"] == mirrored["spike_skipped_steps"] == [1.0]
+    for ours, theirs in zip(weights, single_weights):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    # The window holds the whole batch's loss and norm, as on one device.
+    np.testing.assert_allclose(policy.history.numpy(), single_policy.history.numpy(), rtol=1e-5)
