@@ -127,11 +127,12 @@ class RollbackOnSpike(keras.callbacks.Callback):
                 "RollbackOnSpike(trigger='streak') needs a streak length: set max_skip_streak, or "
                 "max_consecutive of skip_spikes. Received: neither."
             )
-        if self.learning_rate_factor != 1.0 and not isinstance(self._learning_rate_variable(), keras.Variable):
+        # Keras keeps a schedule, or a variable for a number, in `_learning_rate`.
+        schedule = self._core()._learning_rate
+        if self.learning_rate_factor != 1.0 and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(
                 "RollbackOnSpike scales the learning rate, which must then be a number, not a schedule. "
-                f"Received: learning_rate_factor={self.learning_rate_factor} with a "
-                f"{type(self._core()._learning_rate).__name__} learning rate."
+                f"Received: learning_rate_factor={self.learning_rate_factor} with a {type(schedule).__name__}."
             )
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
@@ -140,9 +141,6 @@ class RollbackOnSpike(keras.callbacks.Callback):
     def _core(self):
         optimizer = self.model.optimizer
         return getattr(optimizer, "core_optimizer", optimizer)
-
-    def _learning_rate_variable(self):
-        return self._core()._learning_rate
 
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
@@ -199,8 +197,8 @@ class RollbackOnSpike(keras.callbacks.Callback):
         step = self._step()
         self._restore_state()
         if self.learning_rate_factor != 1.0:
-            variable = self._learning_rate_variable()
-            variable.assign(variable * self.learning_rate_factor)
+            core = self._core()
+            core.learning_rate = float(core.learning_rate) * self.learning_rate_factor
         self.spikes.pause.assign(self.skip_batches)
         # Counters restored with the state would make the next batch look like a new spike.
         self._previous = {}

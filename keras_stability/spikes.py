@@ -43,6 +43,15 @@ class SkipStreakError(tf.errors.InvalidArgumentError):
         return type(self), (self.message,)
 
 
+def window_statistics(history: tf.Tensor, filled: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and Bessel-corrected std of each row's first `filled` entries (0 where undefined)."""
+    valid = tf.range(history.shape[1], dtype=filled.dtype)[None, :] < filled[:, None]
+    n = tf.cast(filled, history.dtype)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(tf.where(valid, history, 0.0), axis=1), n)
+    squares = tf.reduce_sum(tf.where(valid, tf.square(history - mean[:, None]), 0.0), axis=1)
+    return mean, tf.sqrt(tf.math.divide_no_nan(squares, n - 1.0))
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class SpikeSkipping:
     """The rolling-window spike test and its state; see `skip_spikes`."""
@@ -111,11 +120,7 @@ class SpikeSkipping:
         history = tf.convert_to_tensor(self.history)
         counts = tf.convert_to_tensor(self.counts)
         filled = tf.minimum(counts, self.window)
-        valid = tf.range(self.window, dtype=tf.int64)[None, :] < filled[:, None]
-        n = tf.cast(filled, tf.float32)
-        mean = tf.math.divide_no_nan(tf.reduce_sum(tf.where(valid, history, 0.0), axis=1), n)
-        squares = tf.reduce_sum(tf.where(valid, tf.square(history - mean[:, None]), 0.0), axis=1)
-        std = tf.sqrt(tf.math.divide_no_nan(squares, n - 1.0))
+        mean, std = window_statistics(history, filled)
         active = filled + 1 >= self.min_samples
         # NaN compares False: a non-finite value is a spike once the test is active.
         passes = values - mean <= self.threshold * std
