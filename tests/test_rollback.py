@@ -124,10 +124,3 @@ def test_rollback_refuses_bad_arguments(arguments, message):
     with pytest.raises(ValueError) as error:
         ks.RollbackOnSpike(**arguments)
     assert message in str(error.value)
-
-
-def test_keras_keeps_the_learning_rate_or_its_schedule_in_a_private_attribute():
-    # RollbackOnSpike reads `_learning_rate` to refuse schedules (tests/test_private_api.py checks the others).
-    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
-    assert keras.optimizers.SGD(schedule)._learning_rate is schedule
-    assert isinstance(keras.optimizers.SGD(0.1)._learning_rate, keras.Variable)

@@ -201,10 +201,3 @@ def test_monitor_preconditions_for_adam():
 def test_monitor_refuses_a_bad_interval():
     with pytest.raises(ValueError, match="Received: every_n_steps=0"):
         ks.SharpnessMonitor(np.ones((1, 1)), np.ones((1, 1)), every_n_steps=0)
-
-
-def test_keras_adam_keeps_its_private_moments():
-    # `adam_preconditioner` reads Adam's `_velocities` (tests/test_private_api.py checks the others).
-    optimizer = keras.optimizers.Adam()
-    optimizer.build([keras.Variable(np.zeros(2))])
-    assert len(optimizer._velocities) == 1 and len(optimizer._momentums) == 1
