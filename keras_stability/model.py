@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_stability.nonfinite import check_policy, nonfinite_errors
 from keras_stability.optimizer import StabilizedOptimizer
+from keras_stability.spikes import TELEMETRY as SPIKE_TELEMETRY
 from keras_stability.step_log import StepLog
 from keras_stability.transforms.base import PACKAGE, check_transform, deserialize, serialize
 
@@ -195,7 +196,8 @@ class StabilizedModel(keras.Model):
 
     def _flatten_metrics_in_order(self, logs):
         # `train_on_batch`'s list (or float) is Keras's: the telemetry is only in the dict and the logs.
-        return super()._flatten_metrics_in_order({k: v for k, v in logs.items() if k not in TELEMETRY})
+        hidden = TELEMETRY + SPIKE_TELEMETRY
+        return super()._flatten_metrics_in_order({k: v for k, v in logs.items() if k not in hidden})
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -4,10 +4,10 @@ Keras 3 clips (`clipnorm`, `clipvalue`, `global_clipnorm`) inside `apply`, on ea
 gradient, before the cross-replica sum; under `MirroredStrategy` that clips the wrong tensor. This
 wrapper runs, per step:
 
-    unscale (loss scaling) → all-reduce across replicas (once) → non-finite policy
+    unscale (loss scaling) → all-reduce across replicas (once) → non-finite policy → spike policy
     → the inner optimizer's own `apply`, with the transform where Keras would clip (`inner_step`)
 
-The policy and the transform run once, in cross-replica context, on the all-reduced gradient, so
+The policies and the transform run once, in cross-replica context, on the all-reduced gradient, so
 every replica takes the same decision, and the inner update is applied once per variable. Under
 gradient accumulation the transform sees the averaged gradient once per update; everything else
 (step counts, learning-rate schedules, weight decay, EMA, `overwrite_with_gradient` variables) is

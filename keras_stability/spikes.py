@@ -20,6 +20,8 @@ from keras_stability.transforms.base import PACKAGE, state_variable
 STREAK_ACTIONS = ("raise", "rollback")
 # The statistics of the last decision, in this order, as the telemetry names them.
 STATISTICS = ("loss_mean", "loss_std", "loss_z", "grad_norm_mean", "grad_norm_std", "grad_norm_z")
+# Every log the policy adds to `StabilizedModel`'s training logs.
+TELEMETRY = (*(f"spike_{name}" for name in STATISTICS), "spike_skipped_steps", "skip_streak")
 STREAK_MESSAGE = (
     "Training left out {count} steps in a row (loss or gradient-norm spikes, or non-finite gradients), "
     "the most skip_spikes(max_consecutive=...) allows; lower the learning rate, or use "

@@ -146,6 +146,8 @@ def test_fit_skips_the_spiking_batch_and_logs_the_telemetry(jit_compile):
     plain.fit(x[keep], y[keep], batch_size=8, epochs=1, shuffle=False, verbose=0)
     for ours, theirs in zip(model.get_weights(), plain.get_weights()):
         np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    # train_on_batch's value stays Keras's: the loss alone for a loss-only model.
+    assert isinstance(model.train_on_batch(x[:8], y[:8]), float)
 
 
 def escalating_spikes():
@@ -254,3 +256,17 @@ def test_two_replicas_take_the_one_device_decisions(two_replicas):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5)
     # The window holds the whole batch's loss and norm, as on one device.
     np.testing.assert_allclose(policy.history.numpy(), single_policy.history.numpy(), rtol=1e-5)
+
+
+def test_with_loss_scaling_a_spike_neither_lowers_nor_grows_the_loss_scale():
+    w = keras.Variable([0.0])
+    scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1), initial_scale=8.0, dynamic_growth_steps=100)
+    optimizer = ks.StabilizedOptimizer(scaled, spikes=ks.skip_spikes(window=4, min_samples=3))
+    for g in [1.0, 1.1, 0.9, 50.0]:  # scaled gradients: the wrapper unscales them by 8
+        optimizer.apply([tf.constant([8.0 * g])], [w])
+    # The spike (the 4th step) is left out: three updates, the growth counter at 3, the scale kept.
+    np.testing.assert_allclose(w.numpy(), [-0.1 * (1.0 + 1.1 + 0.9)], rtol=1e-6)
+    assert int(scaled.step_counter.numpy()) == 3 and float(scaled.dynamic_scale.numpy()) == 8.0
+    assert int(optimizer.spikes.skipped_steps.numpy()) == 1 and int(optimizer.iterations.numpy()) == 3
+    optimizer.apply([tf.constant([float("inf")])], [w])  # a non-finite step still halves it
+    assert float(scaled.dynamic_scale.numpy()) == 4.0 and int(optimizer.spikes.streak.numpy()) == 2
