@@ -7,10 +7,12 @@ TensorFlow's logging before TensorFlow starts:
 
 Where each capability lives:
 
-- `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies;
-  `optimizer`: `StabilizedOptimizer` (`optimizer_arguments`: what it refuses; `inner_step`: the
-  wrapped optimizer's own `apply` steps, in Keras's order); `model`: `StabilizedModel`, `stabilize`; `step_log`,
-  `callbacks`: telemetry; `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
+- `transforms/`: the gradient transforms and `chain`; `nonfinite`: the non-finite policies; `spikes`:
+  spike skipping (`skip_spikes`); `rollback`: `RollbackOnSpike`; `optimizer`: `StabilizedOptimizer`
+  (`optimizer_arguments`: what it refuses; `inner_step`: the wrapped optimizer's own `apply` steps, in
+  Keras's order); `model`: `StabilizedModel`, `stabilize`; `step_log`,
+  `callbacks`: telemetry; `sharpness`: curvature telemetry (`top_hessian_eigenvalue`,
+  `SharpnessMonitor`); `epoch_loop`: `train_epoch`, an epoch as one graph execution without `tf.data`;
 - `datasets/`: IDX reading, the embedded `mnist_small`, the dataset registry (`Splits`, `Task`);
 - `factories`: your own model and data, named as `module:function` in a file or registered by an
   installed package (entry points), and the contract they are called with;
@@ -61,6 +63,7 @@ _EXPORTS = {
     "StabilizedOptimizer": "keras_stability.optimizer",
     "GlobalNormTransform": "keras_stability.transforms",
     "GradientTransform": "keras_stability.transforms",
+    "adagc": "keras_stability.transforms",
     "adaptive_clip": "keras_stability.transforms",
     "autoclip": "keras_stability.transforms",
     "chain": "keras_stability.transforms",
@@ -79,6 +82,14 @@ _EXPORTS = {
     "read_ledger": "keras_stability.results",
     "read_summary": "keras_stability.results",
     "write_event_logs": "keras_stability.runs.event_log",
+    "RollbackOnSpike": "keras_stability.rollback",
+    "SharpnessMonitor": "keras_stability.sharpness",
+    "SkipStreakError": "keras_stability.spikes",
+    "SpikeSkipping": "keras_stability.spikes",
+    "skip_spikes": "keras_stability.spikes",
+    "adam_preconditioner": "keras_stability.sharpness",
+    "stability_limit": "keras_stability.sharpness",
+    "top_hessian_eigenvalue": "keras_stability.sharpness",
 }
 _RENAMED = {"NONFINITE_POLICIES": "POLICIES"}
 

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_stability.nonfinite import check_policy, nonfinite_errors
 from keras_stability.optimizer import StabilizedOptimizer
+from keras_stability.spikes import TELEMETRY as SPIKE_TELEMETRY
 from keras_stability.step_log import StepLog
 from keras_stability.transforms.base import PACKAGE, check_transform, deserialize, serialize
 
@@ -75,6 +76,8 @@ class StabilizedModel(keras.Model):
         nonfinite: "raise", "skip", "zero" or "propagate" (Keras's behaviour).
         layer_norms: keep each variable's gradient norm for `GradientNormLogger`.
         step_log: capacity of the per-step log, or 0 for none.
+        spikes: a `skip_spikes(...)` policy, judging each step's loss and gradient norm; its
+            telemetry (`spike_skipped_steps`, `skip_streak`, `spike_loss_z`, ...) joins the logs.
 
     Example:
         >>> import keras, numpy as np, keras_stability as ks
@@ -86,7 +89,7 @@ class StabilizedModel(keras.Model):
         ([12.0], [1.0])
     """
 
-    def __init__(self, model, transform=None, nonfinite="skip", layer_norms=False, step_log=0, **kwargs):
+    def __init__(self, model, transform=None, nonfinite="skip", layer_norms=False, step_log=0, spikes=None, **kwargs):
         if not isinstance(model, keras.Model):
             raise TypeError(f"StabilizedModel wraps a keras.Model. Received: model={model!r}.")
         # The inner model's policy (`Model(dtype="mixed_float16")`) decides loss scaling, as in Keras.
@@ -102,6 +105,7 @@ class StabilizedModel(keras.Model):
         self.nonfinite = nonfinite
         self.layer_norms = layer_norms
         self.step_log_capacity = step_log
+        self.spikes = spikes
         self.step_log = None
         self.telemetry = GradientTelemetry()
         if model.built:
@@ -142,7 +146,7 @@ class StabilizedModel(keras.Model):
             ):
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name="loss_scale_optimizer")
             optimizer = StabilizedOptimizer(
-                optimizer, self.transform, self.nonfinite, record_layer_norms=self.layer_norms
+                optimizer, self.transform, self.nonfinite, record_layer_norms=self.layer_norms, spikes=self.spikes
             )
         if self.step_log_capacity:
             with self.distribute_strategy.scope():
@@ -192,7 +196,8 @@ class StabilizedModel(keras.Model):
 
     def _flatten_metrics_in_order(self, logs):
         # `train_on_batch`'s list (or float) is Keras's: the telemetry is only in the dict and the logs.
-        return super()._flatten_metrics_in_order({k: v for k, v in logs.items() if k not in TELEMETRY})
+        hidden = TELEMETRY + SPIKE_TELEMETRY
+        return super()._flatten_metrics_in_order({k: v for k, v in logs.items() if k not in hidden})
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -210,7 +215,7 @@ class StabilizedModel(keras.Model):
         variables = self.trainable_weights
         if variables:
             gradients = tape.gradient(scaled_loss, variables)
-            stats = self.optimizer.apply_with_stats(gradients, variables)
+            stats = self.optimizer.apply_with_stats(gradients, variables, loss=loss)
             self.telemetry.update_state(stats)
             if self.step_log is not None:
                 self.step_log.write(global_batch_loss(loss), stats.grad_norm, stats.clipped_norm)
@@ -221,6 +226,8 @@ class StabilizedModel(keras.Model):
         # A model without trainable weights can leave the optimizer unbuilt: then no step was non-finite.
         nonfinite_steps = self.optimizer.nonfinite_steps if self.optimizer.built else 0
         logs["nonfinite_steps"] = tf.cast(nonfinite_steps, tf.float32)
+        if self.optimizer.built and self.optimizer.spikes is not None:
+            logs.update(self.optimizer.spikes.telemetry())
         return logs
 
     def get_config(self):
@@ -230,6 +237,7 @@ class StabilizedModel(keras.Model):
             "nonfinite": self.nonfinite,
             "layer_norms": self.layer_norms,
             "step_log": self.step_log_capacity,
+            "spikes": None if self.spikes is None else keras.saving.serialize_keras_object(self.spikes),
             "name": self.name,
         }
 
@@ -237,7 +245,9 @@ class StabilizedModel(keras.Model):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         model = keras.saving.deserialize_keras_object(config.pop("model"), custom_objects=custom_objects)
-        return cls(model, deserialize(config.pop("transform")), **config)
+        spikes = config.pop("spikes", None)
+        spikes = None if spikes is None else keras.saving.deserialize_keras_object(spikes)
+        return cls(model, deserialize(config.pop("transform")), spikes=spikes, **config)
 
 
 def overrides_compute_loss(model) -> bool:
@@ -259,8 +269,8 @@ def unscale_for_distribution(loss):
     return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
 
 
-def stabilize(model, transform=None, nonfinite="skip", layer_norms=False):
-    """Returns `StabilizedModel(model, transform, nonfinite, layer_norms)`; compile and fit it as usual.
+def stabilize(model, transform=None, nonfinite="skip", layer_norms=False, spikes=None):
+    """Returns `StabilizedModel(model, transform, nonfinite, layer_norms, spikes=spikes)`; compile and fit it as usual.
 
     Example:
         >>> import keras, numpy as np, keras_stability as ks
@@ -271,4 +281,4 @@ def stabilize(model, transform=None, nonfinite="skip", layer_norms=False):
         >>> sorted(history.history)
         ['clip_rate', 'clipped_norm', 'grad_norm', 'loss', 'nonfinite_steps']
     """
-    return StabilizedModel(model, transform=transform, nonfinite=nonfinite, layer_norms=layer_norms)
+    return StabilizedModel(model, transform=transform, nonfinite=nonfinite, layer_norms=layer_norms, spikes=spikes)

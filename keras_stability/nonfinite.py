@@ -15,6 +15,7 @@ import contextlib
 
 import tensorflow as tf
 
+from keras_stability.spikes import STREAK_MARKER, SkipStreakError
 from keras_stability.transforms import norms
 from keras_stability.transforms.base import Gradients
 
@@ -51,13 +52,20 @@ class NonFiniteGradientError(tf.errors.InvalidArgumentError):
 @contextlib.contextmanager
 def nonfinite_errors():
     """Turns the graph's error of a non-finite gradient under nonfinite='raise' (TensorFlow's
-    `InvalidArgumentError: Graph execution error`, the reason buried inside) into `NonFiniteGradientError`."""
+    `InvalidArgumentError: Graph execution error`, the reason buried inside) into `NonFiniteGradientError`,
+    and that of a skip streak past `skip_spikes(max_consecutive=...)` into `SkipStreakError`."""
     try:
         yield
     except tf.errors.InvalidArgumentError as error:
-        if isinstance(error, NonFiniteGradientError) or MARKER not in str(error.message):
+        if isinstance(error, (NonFiniteGradientError, SkipStreakError)):
             raise
-        raise NonFiniteGradientError() from None
+        message = str(error.message)
+        if MARKER in message:
+            raise NonFiniteGradientError() from None
+        if STREAK_MARKER in message:
+            reason = message.split(f"{STREAK_MARKER}: ", 1)[1].split(" : Tensor had NaN values")[0]
+            raise SkipStreakError(reason) from None
+        raise
 
 
 def raise_if_not_finite(finite: tf.Tensor) -> None:

@@ -4,10 +4,10 @@ Keras 3 clips (`clipnorm`, `clipvalue`, `global_clipnorm`) inside `apply`, on ea
 gradient, before the cross-replica sum; under `MirroredStrategy` that clips the wrong tensor. This
 wrapper runs, per step:
 
-    unscale (loss scaling) → all-reduce across replicas (once) → non-finite policy
+    unscale (loss scaling) → all-reduce across replicas (once) → non-finite policy → spike policy
     → the inner optimizer's own `apply`, with the transform where Keras would clip (`inner_step`)
 
-The policy and the transform run once, in cross-replica context, on the all-reduced gradient, so
+The policies and the transform run once, in cross-replica context, on the all-reduced gradient, so
 every replica takes the same decision, and the inner update is applied once per variable. Under
 gradient accumulation the transform sees the averaged gradient once per update; everything else
 (step counts, learning-rate schedules, weight decay, EMA, `overwrite_with_gradient` variables) is
@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras_stability import inner_step
 from keras_stability import nonfinite as nonfinite_policy
 from keras_stability.optimizer_arguments import check_inner, check_no_base_arguments, is_loss_scaled
+from keras_stability.spikes import SpikeSkipping
 from keras_stability.transforms import norms
 from keras_stability.transforms.base import (
     PACKAGE,
@@ -58,6 +59,8 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         nonfinite: one of "raise", "skip", "zero", "propagate" (see `keras_stability.nonfinite`).
         record_layer_norms: also keep each variable's gradient norm of the last update in the
             `layer_norms` variable (read by `GradientNormLogger`).
+        spikes: a `skip_spikes(...)` policy that also skips steps whose loss or gradient norm
+            spikes (see `keras_stability.spikes`), or `None`.
 
     The inner optimizer's `loss_scale_factor` moves onto the wrapper (a `LossScaleOptimizer` put
     around the wrapper then disables it, as it does for a plain optimizer).
@@ -78,9 +81,12 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         nonfinite: str = "skip",
         record_layer_norms: bool = False,
         name: str | None = None,
+        spikes: SpikeSkipping | None = None,
         **kwargs: Any,
     ) -> None:
         check_no_base_arguments(kwargs)
+        if spikes is not None and not isinstance(spikes, SpikeSkipping):
+            raise TypeError(f"`spikes` must be a policy such as skip_spikes(), or None. Received: spikes={spikes!r}.")
         core = check_inner(inner_optimizer)
         check_transform(transform)
         nonfinite_policy.check_policy(nonfinite)
@@ -95,6 +101,7 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         self.transform = transform
         self.nonfinite = nonfinite
         self.record_layer_norms = record_layer_norms
+        self.spikes = spikes
         # The gradient is unscaled before the transform, so the factor belongs here; a
         # LossScaleOptimizer around the wrapper sets it to None, as it does for any optimizer.
         self.loss_scale_factor = core.loss_scale_factor
@@ -117,12 +124,15 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer.build(var_list)
         if self.transform is not None:
             self.transform.build(var_list)
+        if self.spikes is not None:
+            self.spikes.build()
         super().build(var_list)
 
     @property
     def variables(self) -> list:
         transform_variables = self.transform.variables if self.transform is not None else []
-        return self._variables + self.inner_optimizer.variables + transform_variables
+        spike_variables = self.spikes.variables if self.spikes is not None else []
+        return self._variables + self.inner_optimizer.variables + transform_variables + spike_variables
 
     def set_weights(self, weights: list) -> None:
         """Keras's `set_weights`, over every variable in `variables` (the inner optimizer's too)."""
@@ -172,8 +182,13 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
     def apply(self, grads: list, trainable_variables: list | None = None) -> None:
         self.apply_with_stats(grads, trainable_variables)
 
-    def apply_with_stats(self, grads: list, trainable_variables: list | None = None) -> GradientStats:
-        """Like `apply`, and returns the step's `GradientStats` (identical on every replica)."""
+    def apply_with_stats(
+        self, grads: list, trainable_variables: list | None = None, loss: tf.Tensor | None = None
+    ) -> GradientStats:
+        """Like `apply`, and returns the step's `GradientStats` (identical on every replica).
+
+        `loss` (this replica's share, as Keras scales it) feeds the `spikes` policy, if any.
+        """
         if trainable_variables is None:
             if not self.built:
                 raise ValueError(
@@ -188,20 +203,24 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         grads = list(grads)
         replica_context = tf.distribute.get_replica_context()
         if replica_context is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
-            return self._step(grads, variables, strategy=None)
+            return self._step(grads, variables, strategy=None, loss=loss)
         present = [i for i, g in enumerate(grads) if g is not None]
-        reduced = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+        # The spike policy's loss (the replicas' shares summed) travels in the gradients' all-reduce.
+        shares = [] if loss is None or self.spikes is None else [tf.cast(loss, tf.float32)]
+        reduced = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present] + shares)
+        judged_loss = tuple(reduced[len(present) :])
         for i, g in zip(present, reduced):
             grads[i] = g
 
         def step_once(strategy, *per_replica):
-            # After the all-reduce every replica holds the same gradient: use the first copy.
+            # After the all-reduce every replica holds the same gradient (and loss): use the first copy.
             local = [None if g is None else strategy.experimental_local_results(g)[0] for g in per_replica]
-            return self._step(local, variables, strategy)
+            step_loss = local.pop() if judged_loss else None
+            return self._step(local, variables, strategy, loss=step_loss)
 
-        return replica_context.merge_call(step_once, args=tuple(grads))
+        return replica_context.merge_call(step_once, args=tuple(grads) + judged_loss)
 
-    def _step(self, grads, variables, strategy):
+    def _step(self, grads, variables, strategy, loss=None):
         core = self.core_optimizer
         grads, variables = core._filter_empty_gradients(grads, variables)
         regular = [not inner_step.overwrites(core, v) for v in variables]
@@ -238,14 +257,26 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         if policy == "zero":
             zeroed = nonfinite_policy.zero_if_not_finite([g for g, r in zip(grads, regular) if r], finite)
             grads = [zeroed.pop(0) if r else g for g, r in zip(grads, regular)]
-        if policy != "skip":
+        # A spike is skipped like a non-finite step under "skip": nothing changes, not even the step count.
+        calm = None if self.spikes is None else self.spikes.judge(loss, grad_norm)
+        loss_scaled = is_loss_scaled(self.inner_optimizer)
+        proceed = finite if policy == "skip" and not loss_scaled else None
+        if calm is not None:
+            proceed = calm if proceed is None else tf.logical_and(proceed, calm)
+        if loss_scaled:
+
+            def finite_step():
+                if calm is None:
+                    return self._loss_scaled_step(apply_step, in_branch(grads))
+                return tf.cond(calm, lambda: self._loss_scaled_step(apply_step, in_branch(grads)), lambda: idle)
+
+            result = tf.cond(finite, finite_step, self._lower_loss_scale)
+        elif proceed is None:
             result = apply_step(grads)
-        elif is_loss_scaled(self.inner_optimizer):
-            result = tf.cond(
-                finite, lambda: self._loss_scaled_step(apply_step, in_branch(grads)), self._lower_loss_scale
-            )
         else:
-            result = tf.cond(finite, lambda: apply_step(in_branch(grads)), lambda: idle)
+            result = tf.cond(proceed, lambda: apply_step(in_branch(grads)), lambda: idle)
+        if self.spikes is not None:
+            self.spikes.count_outcome(tf.logical_and(finite, calm) if loss_scaled else proceed)
         norm, clipped_norm, changed, updated = result
         return GradientStats(norm, clipped_norm, changed, finite, updated)
 
@@ -304,10 +335,13 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
             "transform": serialize(self.transform),
             "nonfinite": self.nonfinite,
             "record_layer_norms": self.record_layer_norms,
+            "spikes": None if self.spikes is None else keras.saving.serialize_keras_object(self.spikes),
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: dict | None = None) -> "StabilizedOptimizer":
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(config.pop("inner_optimizer"), custom_objects=custom_objects)
-        return cls(inner, deserialize(config.pop("transform")), **config)
+        spikes = config.pop("spikes", None)
+        spikes = None if spikes is None else keras.saving.deserialize_keras_object(spikes)
+        return cls(inner, deserialize(config.pop("transform")), spikes=spikes, **config)

@@ -39,10 +39,12 @@ OPTIMIZER_ATTRIBUTES = [
     "_trainable_variables",
     "_variables",
     "_model_variables_moving_average",
+    "_learning_rate",
 ]
+ADAM_ATTRIBUTES = ["_velocities"]  # read by `sharpness.adam_preconditioner`
 MODEL_METHODS = ["_maybe_symbolic_build", "_compute_loss", "_flatten_metrics_in_order"]
 MODEL_ATTRIBUTES = ["_loss_tracker", "_compile_loss", "_metrics"]
-CHECKED = set(OPTIMIZER_METHODS + OPTIMIZER_ATTRIBUTES + MODEL_METHODS + MODEL_ATTRIBUTES)
+CHECKED = set(OPTIMIZER_METHODS + OPTIMIZER_ATTRIBUTES + ADAM_ATTRIBUTES + MODEL_METHODS + MODEL_ATTRIBUTES)
 
 
 def moved(name):
@@ -68,6 +70,10 @@ def test_private_attributes_of_a_built_optimizer_and_a_compiled_model():
     optimizer.build([variable])
     for name in OPTIMIZER_ATTRIBUTES:
         assert hasattr(optimizer, name), moved(name)
+    adam = keras.optimizers.Adam()
+    adam.build([variable])
+    for name in ADAM_ATTRIBUTES:
+        assert hasattr(adam, name), moved(name)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     for name in MODEL_ATTRIBUTES:

@@ -17,6 +17,7 @@ from keras_stability.transforms.norms import global_norm, tensor_norm
 from keras_stability.transforms.percentile import AutoClip, autoclip
 from keras_stability.transforms.proximal import RegularizeGradient, regularize_gradient
 from keras_stability.transforms.quantized_ema import QuantizedEmaClip, quantized_ema_clip
+from keras_stability.transforms.relative_clip import AdaGC, adagc
 from keras_stability.transforms.zscore import ZClip, zclip
 
 FACTORIES = {
@@ -34,6 +35,7 @@ FACTORIES = {
 
 __all__ = [
     "FACTORIES",
+    "AdaGC",
     "AdaptiveClip",
     "AutoClip",
     "Chain",
@@ -47,6 +49,7 @@ __all__ = [
     "QuantizedEmaClip",
     "RegularizeGradient",
     "ZClip",
+    "adagc",
     "adaptive_clip",
     "autoclip",
     "chain",
