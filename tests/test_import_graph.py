@@ -13,9 +13,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_stability"
 # Lowest first. A module may import from its own layer or a lower one; "" is the package root.
 LAYERS = (
     ("transforms",),
-    ("nonfinite",),
+    ("nonfinite", "spikes"),
     ("inner_step", "optimizer_arguments", "optimizer"),
-    ("step_log", "epoch_loop", "model", "callbacks"),
+    ("step_log", "epoch_loop", "model", "callbacks", "sharpness", "rollback"),
     ("factories", "datasets"),
     ("config",),
     ("runs",),

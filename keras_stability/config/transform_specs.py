@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, model_validator
 
-from keras_stability.config.strict import PositiveCount, Strict
+from keras_stability.config.strict import PositiveCount, Strict, count
 
 
 class ClipByValueSpec(Strict):
@@ -84,6 +84,17 @@ class QuantizedEmaClipSpec(Strict):
     decay: Annotated[float, Field(ge=0, lt=1)] = 0.9
 
 
+class AdaGCSpec(Strict):
+    """`adagc`'s arguments and defaults, the reference's (lishuai-97/AdaGC)."""
+
+    name: Literal["adagc"]
+    clip_ratio: PositiveFloat = 1.04
+    beta: Annotated[float, Field(ge=0, lt=1)] = 0.99
+    warmup: count(0) = 100
+    max_norm: PositiveFloat = 1.0
+    eps: PositiveFloat = 1e-6
+
+
 TransformSpec = Annotated[
     ClipByValueSpec
     | ClipByNormSpec
@@ -94,7 +105,8 @@ TransformSpec = Annotated[
     | ZClipSpec
     | ClipByL1NormSpec
     | RegularizeGradientSpec
-    | QuantizedEmaClipSpec,
+    | QuantizedEmaClipSpec
+    | AdaGCSpec,
     Field(discriminator="name"),
 ]
 TRANSFORM_SPECS = {spec.model_fields["name"].annotation.__args__[0]: spec for spec in TransformSpec.__origin__.__args__}

@@ -31,6 +31,7 @@ FACTORIES = {
     "clip_by_l1_norm": clip_by_l1_norm,
     "regularize_gradient": regularize_gradient,
     "quantized_ema_clip": quantized_ema_clip,
+    "adagc": adagc,
 }
 
 __all__ = [

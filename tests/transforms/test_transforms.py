@@ -40,12 +40,13 @@ def every_transform():
         "clip_by_l1_norm": transforms.clip_by_l1_norm(5.0),
         "regularize_gradient": transforms.regularize_gradient(l1=0.5, l2=0.1),
         "quantized_ema_clip": transforms.quantized_ema_clip(0.5, levels=8),
+        "adagc": ks.adagc(warmup=1),
         "chain": ks.chain(ks.adaptive_clip(0.05), ks.clip_by_global_norm(1.0)),
     }
 
 
 # Stateful: their output depends on the gradients seen before, so applying them twice is not one step.
-STATEFUL = ("autoclip", "zclip", "quantized_ema_clip")
+STATEFUL = ("autoclip", "zclip", "quantized_ema_clip", "adagc")
 # Not projections: each application moves every entry towards zero again (soft-thresholding by l1,
 # then 1 / (1 + l2)), so a second application changes what the first returned.
 SHRINKING = ("regularize_gradient",)
