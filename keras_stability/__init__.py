@@ -1,5 +1,8 @@
 """keras-stability: gradient transforms, an optimizer wrapper and a Keras model for stable training.
 
+Everything exported here needs only TensorFlow, Keras and NumPy (`pip install keras-stability`); the
+experiment engine, search, reports and `results` need the `suite` extra.
+
 The library is importable from here; submodules load on first use, so the command line can configure
 TensorFlow's logging before TensorFlow starts:
 
@@ -21,9 +24,10 @@ Where each capability lives:
   (`run_files`; the report reads through `integrity`), all runs (`suite`), hyper-parameter search (`search`), sweep grids (`sweep`) and
   their workers on a shared database (`sweep_workers`), database storage and credentials
   (`database`), runs shared between experiments (`run_store`), a run's TensorBoard event files
-  (`event_log`: `EventLog`, `write_event_logs`), a finished run's steps.csv gzipped (`step_logs`);
-- `results`: runs as pandas DataFrames (`load_runs`, `load_steps`), a report's summary.json and the
-  claims ledger as typed records (`read_summary`, `read_ledger`);
+  (`event_log`: `EventLog`, `write_event_logs` for finished runs), a finished run's steps.csv gzipped (`step_logs`);
+- `results` (the suite's Python face, not exported here: it needs the `suite` extra): runs as pandas
+  DataFrames (`load_runs`, `load_steps`), a report's summary.json and the claims ledger as typed
+  records (`read_summary`, `read_ledger`);
 - `report/`: reading runs (`collect`), outcomes and sweep groups (`outcomes`), statistics over seeds
   (`statistics`), per-variant tables (`summary`), the stability boundary (`boundary`), the tuned
   comparison (`tuned`), the threshold trade-off (`tradeoff`), one experiment's analyses
@@ -67,11 +71,6 @@ _EXPORTS = {
     "regularize_gradient": "keras_stability.transforms",
     "quantized_ema_clip": "keras_stability.transforms",
     "mnist_small": "keras_stability.datasets",
-    "load_runs": "keras_stability.results",
-    "load_steps": "keras_stability.results",
-    "read_ledger": "keras_stability.results",
-    "read_summary": "keras_stability.results",
-    "write_event_logs": "keras_stability.experiments.event_log",
 }
 _RENAMED = {"NONFINITE_POLICIES": "POLICIES"}
 

@@ -10,13 +10,6 @@ import os
 import sys
 import tempfile
 
-from keras_stability.experiments.run_files import (
-    DamagedFileError,
-    read_document,
-    read_json_object,
-    read_table,
-)
-
 DEFAULT_SAMPLE = 3
 
 
@@ -48,6 +41,7 @@ REPRODUCIBLE = ("done", "diverged")
 
 def finished_runs(root):
     """{label: directory} of the done or diverged runs under `root` (shared ones too: read through their links)."""
+    from keras_stability.experiments.run_files import DamagedFileError, read_document, read_json_object
     from keras_stability.report.collect import find_run_directories
 
     runs = {}
@@ -86,6 +80,7 @@ def chosen(runs, args):
 def rerun(directory, label, scratch):
     """Trains the run in `directory` again under `scratch`; returns its `RunComparison`."""
     from keras_stability.experiments.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
+    from keras_stability.experiments.run_files import read_table
     from keras_stability.experiments.run_identity import what_the_run_trains
     from keras_stability.experiments.runner import run_one
     from keras_stability.experiments.schema import RunConfig
@@ -141,6 +136,7 @@ def command_verify(args):
         print(f"keras-stability verify: {error}", file=sys.stderr)
         return 2
     from keras_stability.experiments.provenance import provenance
+    from keras_stability.experiments.run_files import read_json_object
     from keras_stability.experiments.suite import configure_threads, threads_per_job
     from keras_stability.experiments.verify import provenance_differences
 
