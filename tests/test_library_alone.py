@@ -55,13 +55,14 @@ def test_every_export_and_a_fit_work_without_the_suite():
 
 
 def test_the_command_names_the_extra_to_install(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "optuna", None)
-    monkeypatch.setitem(sys.modules, "yaml", None)
+    for name in cli.SUITE_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
     assert cli.main(["validate", "experiments/quickstart.yaml"]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line == (
         "keras-stability validate: the command needs the suite's packages, and some are not installed. "
-        'Received: missing optuna, yaml. Install them with: pip install "keras-stability[suite]"'
+        "Received: missing jinja2, matplotlib, optuna, pandas, pydantic, scipy, sqlalchemy, tensorboard, tqdm, yaml. "
+        'Install them with: pip install "keras-stability[suite]"'
     )
 
 
