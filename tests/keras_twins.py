@@ -13,6 +13,18 @@ import numpy as np
 import keras_stability as ks
 from keras_stability.model import TELEMETRY
 
+# Where the supported Keras minors (pyproject.toml) behave differently themselves: the twins agree on
+# every minor, and a test's hand-written expectation follows the installed release.
+KERAS_MINOR = tuple(int(part) for part in keras.__version__.split(".")[:2])
+# Keras 3.12: LossScaleOptimizer.build records the variables; before, its `apply(grads)` without
+# variables passes no gradients on, and the variables stay as they are.
+LOSS_SCALE_APPLIES_WITHOUT_VARIABLES = KERAS_MINOR >= (3, 12)
+# Keras 3.14: `train_on_batch` and `test_on_batch` return Python floats; before, NumPy arrays.
+ON_BATCH_RETURNS_FLOATS = KERAS_MINOR >= (3, 14)
+# Keras 3.15: `train_on_batch` and `test_on_batch` reset the metrics first; before, their metrics
+# (the loss's mean included) accumulate over calls until `reset_metrics`.
+ON_BATCH_RESETS_METRICS = KERAS_MINOR >= (3, 15)
+
 # Keras's three execution modes, as its tests parameterize them.
 MODES = {
     "eager": {"run_eagerly": True, "jit_compile": False},
