@@ -7,6 +7,8 @@ optimizer state must be equal. The only difference allowed is the one the wrappe
 the telemetry keys in training logs (a `fit` history, a `train_on_batch` dict), never in `evaluate`.
 """
 
+import re
+
 import keras
 import numpy as np
 
@@ -24,6 +26,17 @@ ON_BATCH_RETURNS_FLOATS = KERAS_MINOR >= (3, 14)
 # Keras 3.15: `train_on_batch` and `test_on_batch` reset the metrics first; before, their metrics
 # (the loss's mean included) accumulate over calls until `reset_metrics`.
 ON_BATCH_RESETS_METRICS = KERAS_MINOR >= (3, 15)
+
+# Keras 3.14: a `metrics` dict key that names no output raises "Invalid `metrics` ..."; before, "In
+# the dict argument `metrics`, key ... does not correspond to any model output".
+INVALID_METRICS_KEY = "(?s)Invalid `metrics`.*" if KERAS_MINOR >= (3, 14) else "In the dict argument `metrics`, key '"
+
+
+def untracked(message):
+    """`message` with Keras's tracked lists printed as lists: Keras 3.11 and older print a functional
+    model's `output_names` in its loss-key errors as `ListWrapper([...])`, the wrapper's as `[...]`."""
+    return re.sub(r"ListWrapper\((\[[^\]]*\])\)", r"\1", message)
+
 
 # Keras's three execution modes, as its tests parameterize them.
 MODES = {
