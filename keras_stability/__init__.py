@@ -1,5 +1,8 @@
 """keras-stability: gradient transforms, an optimizer wrapper and a Keras model for stable training.
 
+Everything exported here needs only TensorFlow, Keras and NumPy (`pip install keras-stability`); the
+experiment engine, search, reports and `results` need the `suite` extra.
+
 The library is importable from here; submodules load on first use, so the command line can configure
 TensorFlow's logging before TensorFlow starts:
 
@@ -31,8 +34,9 @@ Where each capability lives:
   (`training`), models and data kept between runs (`run_cache`), one run (`runner`), all runs
   (`suite`), hyper-parameter search (`search`), sweep workers on a shared database (`sweep_workers`,
   `database`), reruns compared with committed runs (`verify`);
-- `results`: runs as pandas DataFrames (`load_runs`, `load_steps`), a report's summary.json and the
-  claims ledger as typed records (`read_summary`, `read_ledger`);
+- `results` (the suite's Python face, not exported here: it needs the `suite` extra): runs as pandas
+  DataFrames (`load_runs`, `load_steps`), a report's summary.json and the claims ledger as typed
+  records (`read_summary`, `read_ledger`);
 - `report/`: reading runs (`collect`), outcomes and sweep groups (`outcomes`), statistics over seeds
   (`statistics`), per-variant tables (`summary`), the stability boundary (`boundary`), the tuned
   comparison (`tuned`), the threshold trade-off (`tradeoff`), one experiment's analyses
@@ -77,11 +81,6 @@ _EXPORTS = {
     "regularize_gradient": "keras_stability.transforms",
     "quantized_ema_clip": "keras_stability.transforms",
     "mnist_small": "keras_stability.datasets",
-    "load_runs": "keras_stability.results",
-    "load_steps": "keras_stability.results",
-    "read_ledger": "keras_stability.results",
-    "read_summary": "keras_stability.results",
-    "write_event_logs": "keras_stability.runs.event_log",
     "RollbackOnSpike": "keras_stability.rollback",
     "SharpnessMonitor": "keras_stability.sharpness",
     "SkipStreakError": "keras_stability.spikes",

@@ -180,6 +180,8 @@ class StabilizedOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer.finalize_variable_values(var_list)
 
     def apply(self, grads: list, trainable_variables: list | None = None) -> None:
+        if len(grads) == 0:  # a no-op, as in Keras's `Optimizer.apply`
+            return
         self.apply_with_stats(grads, trainable_variables)
 
     def apply_with_stats(

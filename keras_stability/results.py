@@ -1,11 +1,14 @@
 """Results from Python: runs as pandas DataFrames, a report's summary and the claims ledger as typed records.
 
-    import keras_stability as ks
+    from keras_stability import results
 
-    runs = ks.load_runs("results/quickstart")          # one row per run and epoch
-    steps = ks.load_steps("results/quickstart")        # one row per run and training step
-    summary = ks.read_summary("results/quickstart/report")  # summary.json as a `Summary`
-    ledger = ks.read_ledger("reports")                 # claims.json as a list of `Verdict`
+    runs = results.load_runs("results/quickstart")  # one row per run and epoch
+    steps = results.load_steps("results/quickstart")  # one row per run and training step
+    summary = results.read_summary("results/quickstart/report")  # summary.json as a `Summary`
+    ledger = results.read_ledger("reports")  # claims.json as a list of `Verdict`
+
+Part of the suite (`pip install "keras-stability[suite]"`: pandas, pydantic, SciPy), so not exported
+by `keras_stability` itself, whose names need only the library's packages.
 
 Runs are read by the report's own reader (`report.collect`), so a frame holds exactly the runs a
 report would see, unfinished ones included (filter on `status`). The JSON files are read into the

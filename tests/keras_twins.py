@@ -7,11 +7,36 @@ optimizer state must be equal. The only difference allowed is the one the wrappe
 the telemetry keys in training logs (a `fit` history, a `train_on_batch` dict), never in `evaluate`.
 """
 
+import re
+
 import keras
 import numpy as np
 
 import keras_stability as ks
 from keras_stability.model import TELEMETRY
+
+# Where the supported Keras minors (pyproject.toml) behave differently themselves: the twins agree on
+# every minor, and a test's hand-written expectation follows the installed release.
+KERAS_MINOR = tuple(int(part) for part in keras.__version__.split(".")[:2])
+# Keras 3.12: LossScaleOptimizer.build records the variables; before, its `apply(grads)` without
+# variables passes no gradients on, and the variables stay as they are.
+LOSS_SCALE_APPLIES_WITHOUT_VARIABLES = KERAS_MINOR >= (3, 12)
+# Keras 3.14: `train_on_batch` and `test_on_batch` return Python floats; before, NumPy arrays.
+ON_BATCH_RETURNS_FLOATS = KERAS_MINOR >= (3, 14)
+# Keras 3.15: `train_on_batch` and `test_on_batch` reset the metrics first; before, their metrics
+# (the loss's mean included) accumulate over calls until `reset_metrics`.
+ON_BATCH_RESETS_METRICS = KERAS_MINOR >= (3, 15)
+
+# Keras 3.14: a `metrics` dict key that names no output raises "Invalid `metrics` ..."; before, "In
+# the dict argument `metrics`, key ... does not correspond to any model output".
+INVALID_METRICS_KEY = "(?s)Invalid `metrics`.*" if KERAS_MINOR >= (3, 14) else "In the dict argument `metrics`, key '"
+
+
+def untracked(message):
+    """`message` with Keras's tracked lists printed as lists: Keras 3.11 and older print a functional
+    model's `output_names` in its loss-key errors as `ListWrapper([...])`, the wrapper's as `[...]`."""
+    return re.sub(r"ListWrapper\((\[[^\]]*\])\)", r"\1", message)
+
 
 # Keras's three execution modes, as its tests parameterize them.
 MODES = {

@@ -13,7 +13,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from keras_twins import MODES, twins
+from keras_twins import MODES, ON_BATCH_RESETS_METRICS, ON_BATCH_RETURNS_FLOATS, twins
 
 import keras_stability as ks
 from keras_stability.optimizer import StabilizedOptimizer
@@ -180,6 +180,8 @@ def test_on_batch_methods(mode):
     assert isinstance(logs[0], list) and len(logs[0]) == 2  # loss and mse: the telemetry is not listed
     np.testing.assert_allclose(logs[0][0], 16.0, rtol=1e-6)
     assert sorted(logs[1]) == sorted(["loss", "mean_squared_error", *ks.model.TELEMETRY])
+    if not ON_BATCH_RESETS_METRICS:
+        return  # Keras 3.15's numbers below need each call's own metrics; the twins agreed above
     np.testing.assert_allclose(logs[1]["loss"], 15.158, atol=1e-3)
     np.testing.assert_allclose(logs[2][0], 14.360, atol=1e-3)
     assert len(logs[3]) == 2
@@ -210,7 +212,7 @@ def test_loss_only_train_on_batch_returns_a_float():
         return model.train_on_batch(np.ones((8, 4)), np.zeros((8, 3)))
 
     *_, loss = twins(lambda: ExampleModel(units=3), exercise)
-    assert isinstance(loss, float)
+    assert isinstance(loss, float if ON_BATCH_RETURNS_FLOATS else np.ndarray)
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,9 @@ def test_empty_gradients():
         optimizer.apply_gradients([(None, v), (constant([[1.0, 1.0], [1.0, 1.0]]), v2)])
     np.testing.assert_allclose(v, [[3.0, 4.0], [5.0, 6.0]])
     np.testing.assert_allclose(v2, [[2.0, 3.0], [4.0, 5.0]])
+    optimizer.apply([])  # no gradients at all: a no-op, as in Keras's Optimizer.apply
+    np.testing.assert_allclose(v2, [[2.0, 3.0], [4.0, 5.0]])
+    assert int(optimizer.iterations) == 1
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-import keras_stability as ks
 from keras_stability.config.loading import load_experiment
 from keras_stability.experiments.runner import run_one
-from keras_stability.results import IDENTITY_COLUMNS, flat_config
+from keras_stability.results import IDENTITY_COLUMNS, flat_config, load_runs, load_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,7 +111,7 @@ def check_frame(frame, results, csv_name):
 
 
 def test_load_runs_matches_metrics_csv(results):
-    frame = check_frame(ks.load_runs(results), results, "metrics.csv")
+    frame = check_frame(load_runs(results), results, "metrics.csv")
     assert list(frame.columns[: len(IDENTITY_COLUMNS) + 10]) == [
         "experiment",
         "variant",
@@ -142,11 +141,11 @@ def test_load_runs_matches_metrics_csv(results):
     assert json.loads(clipped["config.stabilizer.transforms"]) == [{"name": "clip_by_global_norm", "max_norm": 1.0}]
     assert clipped["config.stabilizer.nonfinite"] == "propagate"  # the default, Keras's own
     # One experiment's directory and the results root hold the same runs.
-    pd.testing.assert_frame_equal(ks.load_runs(results / "quickstart"), frame)
+    pd.testing.assert_frame_equal(load_runs(results / "quickstart"), frame)
 
 
 def test_load_steps_matches_steps_csv(results):
-    frame = check_frame(ks.load_steps(results), results, "steps.csv.gz")
+    frame = check_frame(load_steps(results), results, "steps.csv.gz")
     assert list(frame.columns[len(IDENTITY_COLUMNS) : len(IDENTITY_COLUMNS) + 5]) == [
         "epoch",
         "step",
@@ -171,17 +170,17 @@ def test_unfinished_run_keeps_its_status(results, tmp_path):
     packed = meta_path.parent / "steps.csv.gz"  # an unfinished run's step log is plain: resuming cuts it by size
     (meta_path.parent / "steps.csv").write_bytes(gzip.decompress(packed.read_bytes()))
     packed.unlink()
-    (row,) = [row for _, row in ks.load_runs(tmp_path).iterrows()]
+    (row,) = [row for _, row in load_runs(tmp_path).iterrows()]
     assert row["status"] == "running" and math.isnan(row["test_loss"]) and math.isnan(row["test_accuracy"])
     assert row["epoch"] == progress["epochs_done"] == 1
     # Without progress.json it stopped before its first epoch ended: the rows there are not its own.
     (meta_path.parent / "progress.json").unlink()
-    assert ks.load_runs(tmp_path).empty
+    assert load_runs(tmp_path).empty
 
 
 def test_no_runs_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="No runs under"):
-        ks.load_runs(tmp_path)
+        load_runs(tmp_path)
 
 
 def test_flat_config():

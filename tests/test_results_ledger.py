@@ -12,7 +12,6 @@ import pytest
 from scipy import stats
 from test_results_frame import run_quickstart
 
-import keras_stability as ks
 from keras_stability.report.analyses import analyse
 from keras_stability.report.boundary import Cell
 from keras_stability.report.build import build_reports
@@ -22,7 +21,7 @@ from keras_stability.report.judging import VERDICTS
 from keras_stability.report.outcomes import TRAINED_RULE
 from keras_stability.report.provenance import Registration
 from keras_stability.report.statistics import Comparison, compare_means
-from keras_stability.results import from_json
+from keras_stability.results import VariantSummary, from_json, read_ledger, read_summary
 
 CLAIMS = """\
 claims:
@@ -84,8 +83,8 @@ def test_read_summary_types_what_the_report_writes(report):
     root, _ = report
     directory = root / "report"
     data = json.loads((directory / "summary.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN
-    summary = ks.read_summary(directory)
-    assert summary == ks.read_summary(directory / "summary.json") and summary.raw == data
+    summary = read_summary(directory)
+    assert summary == read_summary(directory / "summary.json") and summary.raw == data
     assert (summary.experiment, summary.baseline, summary.trained_rule) == ("quickstart", "no_clip", TRAINED_RULE)
     assert summary.description == data["description"] and list(summary.variants) == list(data["variants"])
     assert set(summary.variants) == {"no_clip", "clip_global_norm_1"}
@@ -154,7 +153,7 @@ def test_null_reads_as_nan_or_none_and_new_fields_stay_in_raw(report, tmp_path):
     data["provenance"]["added_later"] = "x"
     data["variants"]["no_clip"]["new_analysis"] = [1, 2]
     (tmp_path / "summary.json").write_text(json.dumps(data, allow_nan=False))
-    summary = ks.read_summary(tmp_path)
+    summary = read_summary(tmp_path)
     accuracy = summary.comparisons["clip_global_norm_1"]["test_accuracy"]
     assert math.isnan(accuracy.low) and math.isnan(accuracy.p_value) and not accuracy.significant
     assert math.isnan(summary.variants["no_clip"].grad_norm_max)
@@ -162,7 +161,7 @@ def test_null_reads_as_nan_or_none_and_new_fields_stay_in_raw(report, tmp_path):
     # A field the record needs is a KeyError, not a silent default.
     del data["variants"]["no_clip"]["trained"]
     with pytest.raises(KeyError, match="trained"):
-        from_json(ks.results.VariantSummary, data["variants"]["no_clip"])
+        from_json(VariantSummary, data["variants"]["no_clip"])
     # Optional fields keep None; plain floats read null as NaN; tuples and dicts item by item.
     comparison = from_json(Comparison, {"difference": None, "low": 1, "high": 2, "p_value": 0.5, "test": "t"})
     assert math.isnan(comparison.difference) and (comparison.low, comparison.high) == (1.0, 2.0)
@@ -174,8 +173,8 @@ def test_null_reads_as_nan_or_none_and_new_fields_stay_in_raw(report, tmp_path):
 def test_read_ledger_types_what_the_report_writes(report):
     root, verdicts = report
     data = json.loads((root / "report" / "claims.json").read_text(), parse_constant=pytest.fail)
-    ledger = ks.read_ledger(root / "report")
-    assert ledger == ks.read_ledger(root / "report" / "claims.json")
+    ledger = read_ledger(root / "report")
+    assert ledger == read_ledger(root / "report" / "claims.json")
     claims = load_claims(str(root / "claims" / "claims.yaml"))
     assert [entry.claim for entry in ledger] == claims and [entry.raw for entry in ledger] == data
     by_id = {entry.claim.id: entry for entry in ledger}

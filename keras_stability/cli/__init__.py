@@ -1,11 +1,15 @@
 """The `keras-stability` command: run, validate, report, compact and list experiments; a one-command demo.
 
+The command is the suite's: without the `suite` extra's packages it says which extra to install and
+exits 2 (`suite_missing`); importing this module needs only the library's packages.
+
 The search and sweep commands (Optuna studies) are in `cli.studies`, verify (retraining committed
 runs to compare their numbers) in `cli.verification`; reading experiment files for
 any command in `cli.inputs`; `python -m keras_stability.cli` runs `main`.
 """
 
 import argparse
+import importlib.util
 import os
 import sys
 
@@ -20,6 +24,22 @@ EXIT_STATUSES = {
     2: "usage or configuration error (nothing was run)",
     130: "interrupted (Ctrl-C); running the same command again resumes",
 }
+
+# The modules of pyproject.toml's `suite` extra that the commands import (tests/test_library_alone.py
+# ties them to the extra). Looked up, not imported, before any command runs.
+SUITE_MODULES = (
+    "jinja2",
+    "matplotlib",
+    "optuna",
+    "pandas",
+    "pydantic",
+    "scipy",
+    "sqlalchemy",
+    "tensorboard",
+    "tqdm",
+    "yaml",
+)
+SUITE_INSTALL = 'pip install "keras-stability[suite]"'
 
 # The demo's choices; argparse needs them before anything imports TensorFlow.
 ONE_ARGUMENT_TRANSFORMS = ("clip_by_value", "clip_by_norm", "clip_by_global_norm", "normalize_gradient")
@@ -268,6 +288,11 @@ def import_tensorflow_quietly():
         os.close(null)
 
 
+def suite_missing():
+    """The `SUITE_MODULES` that cannot be imported here (a library-only install lacks them all)."""
+    return [name for name in SUITE_MODULES if importlib.util.find_spec(name) is None]
+
+
 def main(argv=None):
     """Runs one command; returns its exit status (`EXIT_STATUSES`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what TensorFlow logs once it runs
@@ -277,6 +302,14 @@ def main(argv=None):
     # an explicit 0 is kept.
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     args = build_parser().parse_args(argv)
+    missing = suite_missing()
+    if missing:
+        print(
+            f"keras-stability {args.command}: the command needs the suite's packages, and some are not installed. "
+            f"Received: missing {', '.join(missing)}. Install them with: {SUITE_INSTALL}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.command in TENSORFLOW_COMMANDS:
             import_tensorflow_quietly()

@@ -10,10 +10,6 @@ import os
 import sys
 import tempfile
 
-from keras_stability.runs.readers import DamagedFileError, read_json_object, read_table
-from keras_stability.runs.run_files import read_document
-from keras_stability.runs.status import FINISHED_STATUSES
-
 DEFAULT_SAMPLE = 3
 
 
@@ -42,6 +38,9 @@ def add_verify_command(commands):
 def finished_runs(root):
     """{label: directory} of the done or diverged runs under `root` (shared ones too: read through their links)."""
     from keras_stability.runs.key import RunKey, find_run_directories
+    from keras_stability.runs.readers import DamagedFileError, read_json_object
+    from keras_stability.runs.run_files import read_document
+    from keras_stability.runs.status import FINISHED_STATUSES
 
     runs = {}
     for directory in find_run_directories(root):
@@ -83,6 +82,8 @@ def rerun(directory, label, scratch):
     from keras_stability.experiments.verify import RunComparison, compare_tables
     from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
     from keras_stability.runs.key import RunKey
+    from keras_stability.runs.readers import read_table
+    from keras_stability.runs.status import FINISHED_STATUSES
     from keras_stability.runs.run_identity import what_the_run_trains
 
     with open(os.path.join(directory, "config.yaml"), encoding="utf-8") as stream:
@@ -134,6 +135,7 @@ def command_verify(args):
     except ValueError as error:
         print(f"keras-stability verify: {error}", file=sys.stderr)
         return 2
+    from keras_stability.runs.readers import read_json_object
     from keras_stability.experiments.suite import configure_threads, threads_per_job
     from keras_stability.experiments.verify import provenance_differences
     from keras_stability.runs.provenance import provenance

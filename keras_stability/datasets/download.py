@@ -50,7 +50,12 @@ def check_download_host():
 
 def load_tfds(name):
     """Both splits through tensorflow-datasets: downloads once, then reads its local copy."""
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ModuleNotFoundError:  # an extra of its own: only these downloads use it
+        raise DataError(
+            'tensorflow-datasets is not installed. Install it with: pip install "keras-stability[tfds]"'
+        ) from None
 
     data_dir = os.environ.get("TFDS_DATA_DIR")
     absl = logging.getLogger("absl")

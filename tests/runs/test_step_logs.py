@@ -8,10 +8,10 @@ import zlib
 import pandas as pd
 from test_run_store import experiments
 
-import keras_stability as ks
 from keras_stability import cli
 from keras_stability.experiments.suite import run_experiments
 from keras_stability.report.collect import collect
+from keras_stability.results import load_runs, load_steps
 from keras_stability.runs import step_logs
 
 STEPS = b"epoch,step,loss,grad_norm,clipped_norm\n1,1,2.3025851,0.5,0.5\n1,2,2.1,0.75,0.75\n"
@@ -49,7 +49,7 @@ def file_bytes(root):
 def test_compact_command_compacts_finished_runs_once_and_relinks_shared_ones(tmp_path, capsys):
     results, trained, shared, packed = shared_results(tmp_path)
     faster = results / "second" / "faster" / "seed-0"
-    steps_before, runs_before = ks.load_steps(results), ks.load_runs(results)
+    steps_before, runs_before = load_steps(results), load_runs(results)
     plain_sizes = [os.path.getsize(d / "steps.csv") for d in (trained, faster)]
     before = file_bytes(results)
     capsys.readouterr()  # the training's lines
@@ -66,8 +66,8 @@ def test_compact_command_compacts_finished_runs_once_and_relinks_shared_ones(tmp
     assert not any(os.path.lexists(d / "steps.csv") for d in (trained, shared, faster))
     assert os.readlink(shared / "steps.csv.gz") == "../../../first/plain/seed-0/steps.csv.gz"
     # Both forms read as the same frames.
-    pd.testing.assert_frame_equal(ks.load_steps(results), steps_before)
-    pd.testing.assert_frame_equal(ks.load_runs(results), runs_before)
+    pd.testing.assert_frame_equal(load_steps(results), steps_before)
+    pd.testing.assert_frame_equal(load_runs(results), runs_before)
     assert len(steps_before) == 3 * 2 * 4  # three runs of 2 epochs × 4 steps (200 digits, batches of 50)
     assert cli.main(["compact", str(results)]) == 0
     assert capsys.readouterr().out == (
