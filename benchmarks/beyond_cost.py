@@ -29,8 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 import keras_stability as ks
-from keras_stability.datasets import mnist_small
 from keras_stability.config.sections import DeepMlpConfig, MlpConfig
+from keras_stability.datasets import mnist_small
 from keras_stability.experiments.zoo import build_model
 
 BATCH = 100

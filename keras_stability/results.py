@@ -6,6 +6,7 @@
     steps = results.load_steps("results/quickstart")  # one row per run and training step
     summary = results.read_summary("results/quickstart/report")  # summary.json as a `Summary`
     ledger = results.read_ledger("reports")  # claims.json as a list of `Verdict`
+    results.write_event_logs("results/quickstart")  # TensorBoard files for finished runs
 
 Part of the suite (`pip install "keras-stability[suite]"`: pandas, pydantic, SciPy), so not exported
 by `keras_stability` itself, whose names need only the library's packages.
@@ -36,6 +37,7 @@ from keras_stability.report.provenance import Provenance, Registration
 from keras_stability.report.statistics import Comparison, Estimate
 from keras_stability.report.tradeoff import Curve
 from keras_stability.report.tuned import Tuned
+from keras_stability.runs.event_log import write_event_logs as write_event_logs  # the suite's Python face
 
 IDENTITY_COLUMNS = (
     "experiment",

@@ -83,8 +83,8 @@ def rerun(directory, label, scratch):
     from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS
     from keras_stability.runs.key import RunKey
     from keras_stability.runs.readers import read_table
-    from keras_stability.runs.status import FINISHED_STATUSES
     from keras_stability.runs.run_identity import what_the_run_trains
+    from keras_stability.runs.status import FINISHED_STATUSES
 
     with open(os.path.join(directory, "config.yaml"), encoding="utf-8") as stream:
         document = what_the_run_trains(stream.read())
@@ -135,10 +135,10 @@ def command_verify(args):
     except ValueError as error:
         print(f"keras-stability verify: {error}", file=sys.stderr)
         return 2
-    from keras_stability.runs.readers import read_json_object
     from keras_stability.experiments.suite import configure_threads, threads_per_job
     from keras_stability.experiments.verify import provenance_differences
     from keras_stability.runs.provenance import provenance
+    from keras_stability.runs.readers import read_json_object
 
     metas = {label: read_json_object(os.path.join(runs[label], "meta.json")) for label in labels}
     threads = args.threads or recorded_threads(metas.values()) or threads_per_job(1)
