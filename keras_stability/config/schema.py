@@ -84,6 +84,16 @@ class OptimizerConfig(Strict):
         return self
 
 
+class SharpnessConfig(Strict):
+    """Opt-in curvature telemetry: the loss Hessian's top eigenvalue (`top_hessian_eigenvalue`, Adam's
+    preconditioned one for Adam) on the first `examples` training examples, before the first epoch
+    and after every `every_epochs` epochs, by `iterations` Hessian-vector products at most."""
+
+    examples: PositiveCount = 1000
+    iterations: PositiveCount = 20
+    every_epochs: PositiveCount = 1
+
+
 class TrainingConfig(Strict):
     """`batch_size` is the global batch: under `distribute` each of N replicas gets batch_size / N."""
 
@@ -94,6 +104,7 @@ class TrainingConfig(Strict):
     stop_on_divergence: bool = True
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     logical_cpus: count(0) = 0
+    sharpness: SharpnessConfig | None = None
 
     @model_validator(mode="after")
     def no_xla_with_distribution(self):

@@ -8,6 +8,8 @@ Layout of `results/<experiment>/<variant>/seed-<n>/`:
 - `steps.csv`     one row per training step, `STEP_COLUMNS`; once the run has finished,
   `steps.csv.gz`, gzip of the same bytes (`step_logs`);
 - `timing.csv`    seconds per epoch (wall time, so it differs between identical runs);
+- `sharpness.csv` with `training.sharpness` only: the loss Hessian's top eigenvalue against the
+  optimizer's stability limit, before training and after every `every_epochs` epochs (`curvature`);
 - `checkpoint-epoch-<k>.npz` and `progress.json`: the last completed epoch, for resuming (the
   checkpoint is deleted once the run has finished).
 
@@ -30,6 +32,7 @@ import tensorflow as tf
 
 from keras_stability.config.schema import RunConfig
 from keras_stability.epoch_loop import train_epoch
+from keras_stability.experiments import curvature
 from keras_stability.experiments.evaluation import evaluate_arrays
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
 from keras_stability.experiments.run_directory import Run, restore, save_epoch
@@ -281,8 +284,13 @@ def train_epochs(state: RunState) -> dict:
     # A run resumed after the epoch it diverged in has nothing left to train.
     last = done if diverged_at is not None and training.stop_on_divergence else training.epochs
     start_loss = first_step_loss(run) if done else None
+    if done == 0 and curvature.due(training.sharpness, 0):
+        curvature.record(run.directory, 0, 0, curvature.measure(model, data.x_train, data.y_train, training.sharpness))
     for epoch in range(done + 1, last + 1):
         record = train_one_epoch(model, training, data, run.seed, epoch, steps_per_epoch)
+        if curvature.due(training.sharpness, epoch):  # before save_epoch: its progress.json commits the row
+            values = curvature.measure(model, data.x_train, data.y_train, training.sharpness)
+            curvature.record(run.directory, epoch, record.first_step + steps_per_epoch, values)
         m = record.metrics
         start_loss = float(record.steps[0][0]) if start_loss is None and len(record.steps) else start_loss
         if diverged_at is None:

@@ -1,0 +1,67 @@
+"""Sharpness telemetry in a run (`training.sharpness`): what sharpness.csv records, and nothing else changes."""
+
+import gzip
+import json
+
+import numpy as np
+from conftest import SMALL_RUN
+
+from keras_stability.config.loading import load_experiment
+from keras_stability.config.schema import SharpnessConfig
+from keras_stability.experiments import curvature
+from keras_stability.experiments.run_cache import model_for_run, splits_for_run
+from keras_stability.experiments.runner import configure_determinism, run_one
+from keras_stability.runs import storage
+from keras_stability.runs.key import RunKey
+from keras_stability.sharpness import top_hessian_eigenvalue
+
+MEASURED = "training: {epochs: 2, batch_size: 50, sharpness: {examples: 100, iterations: 100}}"
+
+
+def trained(tmp_path, name, measured):
+    text = f"name: {name}\nseeds: [0]\n{SMALL_RUN}variants:\n  plain: {{}}\n"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text.replace("training: {epochs: 2, batch_size: 50}", MEASURED) if measured else text)
+    ((variant, seed, config),) = load_experiment(str(path)).runs()
+    assert run_one(str(tmp_path / "results"), config, variant, seed, log=lambda _: None) == "done"
+    return config, RunKey(name, variant, seed).directory(str(tmp_path / "results"))
+
+
+def test_sharpness_is_recorded_before_training_and_after_each_epoch_and_changes_nothing(tmp_path):
+    config, directory = trained(tmp_path, "measured", True)
+    _, plain = trained(tmp_path, "plain", False)
+    for name in ("metrics.csv", "steps.csv.gz"):
+        with open(f"{directory}/{name}", "rb") as a, open(f"{plain}/{name}", "rb") as b:
+            assert a.read() == b.read(), name  # a measurement reads the weights and changes nothing
+    with open(f"{directory}/meta.json") as stream:
+        steps_per_epoch = json.load(stream)["steps_per_epoch"]
+    rows = np.array(storage.read_csv_rows(f"{directory}/{curvature.SHARPNESS_FILE}"), dtype=float)
+    np.testing.assert_array_equal(rows[:, :2], [[0, 0], [1, steps_per_epoch], [2, 2 * steps_per_epoch]])
+    np.testing.assert_allclose(rows[:, 3], 2 / 0.1, rtol=1e-6)  # plain SGD: 2/η
+    assert np.all(rows[:, 2] > 0)
+    # Before training: the model the run starts from, measured by the library function directly.
+    configure_determinism(0)
+    data = splits_for_run(config.dataset, 0)
+    model = model_for_run(config, steps_per_epoch, data.splits.task, 0)
+    expected = top_hessian_eigenvalue(model, data.x_train[:100], data.y_train[:100], iterations=100)
+    np.testing.assert_allclose(rows[0, 2], float(expected), rtol=1e-6)
+    with gzip.open(f"{directory}/steps.csv.gz") as stream:
+        assert stream.read().startswith(b"epoch,step,")
+
+
+def test_a_resumed_run_keeps_only_the_rows_of_the_epochs_it_keeps(tmp_path):
+    for epoch in range(4):
+        curvature.record(str(tmp_path), epoch, 10 * epoch, (float(epoch), 20.0))
+    with open(tmp_path / curvature.SHARPNESS_FILE, "a") as stream:
+        stream.write("4,40,1.")  # a row cut short by a crash
+    curvature.keep_epochs(str(tmp_path), 1)
+    assert storage.read_csv_rows(str(tmp_path / curvature.SHARPNESS_FILE)) == [
+        ["0", "0", "0.0", "20.0"],
+        ["1", "10", "1.0", "20.0"],
+    ]
+
+
+def test_measurements_are_due_before_training_and_every_k_epochs():
+    assert not curvature.due(None, 0)
+    settings = SharpnessConfig(every_epochs=3)
+    assert [epoch for epoch in range(10) if curvature.due(settings, epoch)] == [0, 3, 6, 9]
