@@ -8,8 +8,8 @@ import dataclasses
 import glob
 import os
 
-from keras_stability.experiments import checkpoint, curvature
-from keras_stability.runs import step_logs, storage
+from keras_stability.experiments import checkpoint
+from keras_stability.runs import sharpness_log, step_logs, storage
 from keras_stability.runs.key import RunKey
 from keras_stability.runs.run_files import CSV_COLUMNS, Progress
 
@@ -34,7 +34,7 @@ class Run:
 
     def discard_training(self):
         """Removes what training wrote (CSVs, progress, checkpoints), to train the run from scratch."""
-        trained = (*CSV_COLUMNS, step_logs.COMPACT, curvature.SHARPNESS_FILE, "progress.json")
+        trained = (*CSV_COLUMNS, step_logs.COMPACT, sharpness_log.SHARPNESS_FILE, "progress.json")
         for path in [*(self.path(name) for name in trained), *self.checkpoints()]:
             if os.path.exists(path):
                 os.unlink(path)
@@ -72,7 +72,7 @@ def restore(run, model, progress, log):
         else:
             for name, size in progress.csv_sizes.items():
                 storage.truncate(run.path(name), size)
-            curvature.keep_epochs(run.directory, progress.epochs_done)
+            sharpness_log.keep_epochs(run.directory, progress.epochs_done)
             log(f"{run.label}: resuming after epoch {progress.epochs_done}")
             return progress
     run.discard_training()

@@ -9,7 +9,7 @@ Layout of `results/<experiment>/<variant>/seed-<n>/`:
   `steps.csv.gz`, gzip of the same bytes (`step_logs`);
 - `timing.csv`    seconds per epoch (wall time, so it differs between identical runs);
 - `sharpness.csv` with `training.sharpness` only: the loss Hessian's top eigenvalue against the
-  optimizer's stability limit, before training and after every `every_epochs` epochs (`curvature`);
+  optimizer's stability limit, before training and after every `every_epochs` epochs (`curvature`, `sharpness_log`);
 - `checkpoint-epoch-<k>.npz` and `progress.json`: the last completed epoch, for resuming (the
   checkpoint is deleted once the run has finished).
 
@@ -40,7 +40,7 @@ from keras_stability.experiments.run_errors import RunInterrupted, epochs_saved,
 from keras_stability.experiments.training import distribution_strategy, epoch_dataset, nonfinite_policy
 from keras_stability.factories import factory_provenance
 from keras_stability.nonfinite import nonfinite_errors
-from keras_stability.runs import run_store, step_logs, storage
+from keras_stability.runs import run_store, sharpness_log, step_logs, storage
 from keras_stability.runs.divergence import EpochEnd, first_divergent_step
 from keras_stability.runs.epoch_record import METRIC_COLUMNS, STEP_COLUMNS, EpochMetrics, EpochRecord
 from keras_stability.runs.event_log import EventLog
@@ -285,12 +285,14 @@ def train_epochs(state: RunState) -> dict:
     last = done if diverged_at is not None and training.stop_on_divergence else training.epochs
     start_loss = first_step_loss(run) if done else None
     if done == 0 and curvature.due(training.sharpness, 0):
-        curvature.record(run.directory, 0, 0, curvature.measure(model, data.x_train, data.y_train, training.sharpness))
+        sharpness_log.record(
+            run.directory, 0, 0, curvature.measure(model, data.x_train, data.y_train, training.sharpness)
+        )
     for epoch in range(done + 1, last + 1):
         record = train_one_epoch(model, training, data, run.seed, epoch, steps_per_epoch)
         if curvature.due(training.sharpness, epoch):  # before save_epoch: its progress.json commits the row
             values = curvature.measure(model, data.x_train, data.y_train, training.sharpness)
-            curvature.record(run.directory, epoch, record.first_step + steps_per_epoch, values)
+            sharpness_log.record(run.directory, epoch, record.first_step + steps_per_epoch, values)
         m = record.metrics
         start_loss = float(record.steps[0][0]) if start_loss is None and len(record.steps) else start_loss
         if diverged_at is None:

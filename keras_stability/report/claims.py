@@ -25,11 +25,11 @@ from keras_stability.report.outcomes import holds
 from keras_stability.report.provenance import exploratory_reason
 from keras_stability.report.published import EntryId, PublishedResult
 from keras_stability.report.statistics import Comparison
-from keras_stability.report.summary import METRICS, compare, compare_solved
+from keras_stability.report.summary import METRICS, SHARPNESS_METRICS, compare, compare_solved
 from keras_stability.report.tradeoff import MATCH_TOLERANCE, matched_comparison
 from keras_stability.report.tuned import tuned_comparison
 
-CLAIM_METRICS = tuple(METRICS) + ("divergence_rate", "trained_rate", "solved_rate")
+CLAIM_METRICS = (*METRICS, *SHARPNESS_METRICS) + ("divergence_rate", "trained_rate", "solved_rate")
 ANALYSES = ("point", "boundary", "tuned", "threshold")
 MEASURED = {
     "boundary": "critical learning rate",

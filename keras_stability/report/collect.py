@@ -15,6 +15,7 @@ from keras_stability.runs.divergence import EpochEnd, divergence_step
 from keras_stability.runs.integrity import check_run
 from keras_stability.runs.key import RunKey, find_run_directories
 from keras_stability.runs.readers import Damage
+from keras_stability.runs.sharpness_log import read_sharpness
 from keras_stability.runs.status import FINISHED_STATUSES, RunStatus
 from keras_stability.runs.step_thinning import run_stride, sampled
 
@@ -33,6 +34,7 @@ class RunRecord:
     steps: dict = field(default_factory=dict)  # column → np.ndarray over the steps its log keeps
     damage: Damage | None = None  # set when status is "damaged"
     step_stride: int = 1  # the run's thinning stride (`step_thinning`): 1 when every step is kept
+    sharpness: dict = field(default_factory=dict)  # sharpness.csv's columns; {} without `training.sharpness`
 
     def epoch_values(self, column: str) -> np.ndarray:
         """The per-epoch values of a metrics.csv column; empty when the run has none."""
@@ -102,6 +104,7 @@ def read_run(directory: str) -> RunRecord:
         check.metrics,
         check.steps,
         step_stride=run_stride(document["config"], check.meta),
+        sharpness=read_sharpness(directory),
     )
 
 

@@ -11,6 +11,7 @@ from keras_stability.report.tables import (
     METRIC_TITLES,
     boundary_rows,
     comparison_rows,
+    sharpness_rows,
     tradeoff_rows,
     tuned_rows,
     variant_rows,
@@ -133,6 +134,19 @@ def write_experiment_report(analysis, plots, verdicts, directory):
             "table": comparison_rows(summary),
         },
     ]
+    if any("peak_sharpness_ratio" in variant["metrics"] for variant in summary["variants"].values()):
+        tables.append(
+            {
+                "title": "Sharpness",
+                "css": "sharpness",
+                "note": "The loss Hessian's top eigenvalue (power iteration; Adam's preconditioned one for Adam) over "
+                "the optimizer's stability limit (2/η; (2 + 2β)/η with momentum β; Cohen et al. 2021, 2022) at "
+                "that time: above 1, a quadratic with that curvature would diverge. Measured on the first "
+                "`training.sharpness.examples` training examples, before training and after every "
+                "`every_epochs` epochs; the largest is over finite measurements (none after a divergence).",
+                "table": sharpness_rows(summary),
+            }
+        )
     if analysis.swept:
         tables += [
             {"title": "Stability boundary", "css": "boundary", "note": "", "table": boundary_rows(analysis)},

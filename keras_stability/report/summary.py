@@ -40,6 +40,22 @@ def log10_max_grad_norm(run):
     return float(np.log10(norms.max())) if len(norms) else math.nan
 
 
+def sharpness_ratios(run, initial=False):
+    """The run's sharpness over its optimizer's stability limit at each measurement (`training.sharpness`;
+    the one before training with `initial`), finite ones only: none after divergence."""
+    table = run.sharpness
+    if not table:
+        return np.array([])
+    rows = table["epoch"] == 0 if initial else np.ones(len(table["epoch"]), bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = table["sharpness"][rows] / table["limit"][rows]
+    return ratios[np.isfinite(ratios)]
+
+
+def largest(values):
+    return float(values.max()) if len(values) else math.nan
+
+
 # name → (how to read it from a run, kind). A diverged run scores 0 on accuracy-kind metrics whose
 # value is not finite (it failed; it is not missing); loss-kind metrics cannot average a NaN, so such
 # runs are left out of the mean and counted in `excluded`.
@@ -53,11 +69,18 @@ METRICS = {
     "generalization_gap": (generalization_gap, "loss"),
     "log10_max_grad_norm": (log10_max_grad_norm, "loss"),
 }
+# Measured by runs with `training.sharpness` only: a variant's summary, and a comparison, has them
+# when its runs (and the baseline's) do, so experiments without them keep their tables.
+SHARPNESS_METRICS = {
+    "initial_sharpness_ratio": (lambda run: largest(sharpness_ratios(run, initial=True)), "loss"),
+    "peak_sharpness_ratio": (lambda run: largest(sharpness_ratios(run)), "loss"),
+}
+ALL_METRICS = {**METRICS, **SHARPNESS_METRICS}
 
 
 def metric_values(runs, metric):
     """Values of `metric` over finished runs, and how many diverged runs a loss metric left out."""
-    read, kind = METRICS[metric]
+    read, kind = ALL_METRICS[metric]
     values, excluded = [], 0
     for run in runs:
         if not run.finished:
@@ -83,7 +106,8 @@ def summarize_variant(name, runs):
     sample = np.concatenate([run.sampled_steps("grad_norm") for run in finished] or [np.array([])])
     sample = sample[np.isfinite(sample)]
     metrics = {}
-    for metric in METRICS:
+    measured = [*METRICS, *(SHARPNESS_METRICS if any(run.sharpness for run in finished) else ())]
+    for metric in measured:
         values, excluded = metric_values(runs, metric)
         metrics[metric] = {**asdict(mean_ci(values)), "values": values, "excluded": excluded}
     clip_shares = [
@@ -114,7 +138,7 @@ def summarize_variant(name, runs):
 def compare(variant, baseline):
     """Each metric of `variant` against `baseline` (summaries from `summarize_variant`)."""
     result = {}
-    for metric in METRICS:
+    for metric in [name for name in variant["metrics"] if name in baseline["metrics"]]:
         result[metric] = asdict(
             compare_means(variant["metrics"][metric]["values"], baseline["metrics"][metric]["values"])
         )

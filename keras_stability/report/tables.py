@@ -14,6 +14,8 @@ METRIC_TITLES = {
     "first_val_accuracy": "val accuracy after epoch 1",
     "generalization_gap": "train − val accuracy (final)",
     "log10_max_grad_norm": "log10 max grad norm",
+    "initial_sharpness_ratio": "sharpness ÷ stability limit, before training",
+    "peak_sharpness_ratio": "sharpness ÷ stability limit, largest measured",
     "divergence_rate": "divergence rate",
     "trained_rate": "share of runs trained",
     "solved_rate": "share of runs solved (test MSE at or below the claim's solved_mse)",
@@ -99,6 +101,16 @@ def comparison_rows(summary):
         for metric, data in comparisons.items():
             rows.append([f"{name} − {summary['baseline']}", METRIC_TITLES[metric], comparison_text(data)])
     return ["comparison", "metric", "effect [95% interval] (test, verdict at α = 0.05)"], rows
+
+
+def sharpness_rows(summary):
+    """Per variant with `training.sharpness`: its sharpness against the optimizer's stability limit."""
+    rows = [
+        [name, *(estimate_text(variant["metrics"][m], 3) for m in ("initial_sharpness_ratio", "peak_sharpness_ratio"))]
+        for name, variant in summary["variants"].items()
+        if "peak_sharpness_ratio" in variant["metrics"]
+    ]
+    return ["variant", METRIC_TITLES["initial_sharpness_ratio"], METRIC_TITLES["peak_sharpness_ratio"]], rows
 
 
 def boundary_rows(analysis):

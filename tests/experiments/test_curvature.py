@@ -11,7 +11,10 @@ from keras_stability.config.schema import SharpnessConfig
 from keras_stability.experiments import curvature
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
 from keras_stability.experiments.runner import configure_determinism, run_one
-from keras_stability.runs import storage
+from keras_stability.report.build import build_reports
+from keras_stability.report.collect import read_run
+from keras_stability.report.summary import METRICS, SHARPNESS_METRICS, summarize_variant
+from keras_stability.runs import sharpness_log, storage
 from keras_stability.runs.key import RunKey
 from keras_stability.sharpness import top_hessian_eigenvalue
 
@@ -23,8 +26,8 @@ def trained(tmp_path, name, measured):
     path = tmp_path / f"{name}.yaml"
     path.write_text(text.replace("training: {epochs: 2, batch_size: 50}", MEASURED) if measured else text)
     ((variant, seed, config),) = load_experiment(str(path)).runs()
-    assert run_one(str(tmp_path / "results"), config, variant, seed, log=lambda _: None) == "done"
-    return config, RunKey(name, variant, seed).directory(str(tmp_path / "results"))
+    assert run_one(str(tmp_path / name), config, variant, seed, log=lambda _: None) == "done"  # a root each
+    return config, RunKey(name, variant, seed).directory(str(tmp_path / name))
 
 
 def test_sharpness_is_recorded_before_training_and_after_each_epoch_and_changes_nothing(tmp_path):
@@ -35,7 +38,7 @@ def test_sharpness_is_recorded_before_training_and_after_each_epoch_and_changes_
             assert a.read() == b.read(), name  # a measurement reads the weights and changes nothing
     with open(f"{directory}/meta.json") as stream:
         steps_per_epoch = json.load(stream)["steps_per_epoch"]
-    rows = np.array(storage.read_csv_rows(f"{directory}/{curvature.SHARPNESS_FILE}"), dtype=float)
+    rows = np.array(storage.read_csv_rows(f"{directory}/{sharpness_log.SHARPNESS_FILE}"), dtype=float)
     np.testing.assert_array_equal(rows[:, :2], [[0, 0], [1, steps_per_epoch], [2, 2 * steps_per_epoch]])
     np.testing.assert_allclose(rows[:, 3], 2 / 0.1, rtol=1e-6)  # plain SGD: 2/η
     assert np.all(rows[:, 2] > 0)
@@ -51,11 +54,11 @@ def test_sharpness_is_recorded_before_training_and_after_each_epoch_and_changes_
 
 def test_a_resumed_run_keeps_only_the_rows_of_the_epochs_it_keeps(tmp_path):
     for epoch in range(4):
-        curvature.record(str(tmp_path), epoch, 10 * epoch, (float(epoch), 20.0))
-    with open(tmp_path / curvature.SHARPNESS_FILE, "a") as stream:
+        sharpness_log.record(str(tmp_path), epoch, 10 * epoch, (float(epoch), 20.0))
+    with open(tmp_path / sharpness_log.SHARPNESS_FILE, "a") as stream:
         stream.write("4,40,1.")  # a row cut short by a crash
-    curvature.keep_epochs(str(tmp_path), 1)
-    assert storage.read_csv_rows(str(tmp_path / curvature.SHARPNESS_FILE)) == [
+    sharpness_log.keep_epochs(str(tmp_path), 1)
+    assert storage.read_csv_rows(str(tmp_path / sharpness_log.SHARPNESS_FILE)) == [
         ["0", "0", "0.0", "20.0"],
         ["1", "10", "1.0", "20.0"],
     ]
@@ -65,3 +68,18 @@ def test_measurements_are_due_before_training_and_every_k_epochs():
     assert not curvature.due(None, 0)
     settings = SharpnessConfig(every_epochs=3)
     assert [epoch for epoch in range(10) if curvature.due(settings, epoch)] == [0, 3, 6, 9]
+
+
+def test_the_report_reads_sharpness_against_the_limit_and_only_where_runs_measured_it(tmp_path):
+    _, directory = trained(tmp_path, "measured", True)
+    _, plain = trained(tmp_path, "plain", False)
+    run, unmeasured = read_run(directory), read_run(plain)
+    rows = np.array(storage.read_csv_rows(f"{directory}/{sharpness_log.SHARPNESS_FILE}"), dtype=float)
+    initial, peak = (SHARPNESS_METRICS[name][0] for name in ("initial_sharpness_ratio", "peak_sharpness_ratio"))
+    assert initial(run) == rows[0, 2] / rows[0, 3]
+    assert peak(run) == max(rows[:, 2] / rows[:, 3])
+    assert "peak_sharpness_ratio" in summarize_variant("plain", [run])["metrics"]
+    assert set(summarize_variant("plain", [unmeasured])["metrics"]) == set(METRICS)  # other tables unchanged
+    build_reports(str(tmp_path / "measured"), str(tmp_path / "report"), log=lambda _: None)
+    page = (tmp_path / "report" / "report.md").read_text()
+    assert "## Sharpness" in page and f"{peak(run):.3g}" in page
