@@ -33,8 +33,9 @@ INVALID_METRICS_KEY = "(?s)Invalid `metrics`.*" if KERAS_MINOR >= (3, 14) else "
 
 
 def untracked(message):
-    """`message` with Keras's tracked lists printed as lists: Keras 3.11 and older print a functional
-    model's `output_names` in its loss-key errors as `ListWrapper([...])`, the wrapper's as `[...]`."""
+    """`message` with Keras's tracked lists printed as lists: Keras 3.14 and older (3.10, 3.11, 3.12 and
+    3.14 seen) print a functional model's `output_names` in its loss-key errors as `ListWrapper([...])`,
+    the wrapper's as `[...]`."""
     return re.sub(r"ListWrapper\((\[[^\]]*\])\)", r"\1", message)
 
 
