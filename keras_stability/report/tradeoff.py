@@ -26,6 +26,7 @@ THRESHOLDS = {
     "clip_by_l1_norm": "max_norm",
     "regularize_gradient": "l2",
     "quantized_ema_clip": "limit",
+    "adagc": "clip_ratio",
 }
 
 
