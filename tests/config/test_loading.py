@@ -95,7 +95,7 @@ def test_file_without_variants_has_one_base_variant(tmp_path):
             "        - name: clip_by_global_norm",
             "        - name: clip_global",
             "{path}:16:11: [variant clipped] stabilizer.transforms.0: unknown transform 'clip_global', expected one of "
-            "clip_by_value, clip_by_norm, clip_by_global_norm, normalize_gradient, adaptive_clip, autoclip, zclip, clip_by_l1_norm, regularize_gradient, quantized_ema_clip "
+            "clip_by_value, clip_by_norm, clip_by_global_norm, normalize_gradient, adaptive_clip, autoclip, zclip, clip_by_l1_norm, regularize_gradient, quantized_ema_clip, adagc "
             "(did you mean 'clip_by_global_norm'?)",
         ),
         (

@@ -150,6 +150,7 @@ TRANSFORM_EXAMPLES = {
     "clip_by_l1_norm": {"max_norm": 1.0},
     "regularize_gradient": {"l1": 0.01, "l2": 0.1},
     "quantized_ema_clip": {"limit": 0.1, "levels": 8, "decay": 0.5},
+    "adagc": {"warmup": 2, "clip_ratio": 1.0},
 }
 
 
