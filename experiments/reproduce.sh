@@ -23,7 +23,8 @@ run() {
   done
 }
 RUN_OPTIONS=("$@")
-run e3_mlp_regimes e3_doc003_as_written e3_doc002_regimes e3_thresholds e3_sparse quickstart \
+run e3_mlp_regimes e3_doc003_as_written e3_doc002_regimes e3_thresholds e3_sparse e3_sharpness e3_edge_of_stability \
+  quickstart \
   e2_doc002_as_written e2_doc004_as_written e2_doc004_regimes
 for sampler in grid random tpe; do
   keras-stability search experiments/e2_doc004_as_written.yaml --sampler "$sampler" --study "$sampler" \

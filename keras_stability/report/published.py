@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keras_stability.report.summary import METRICS
+from keras_stability.report.summary import METRICS, SHARPNESS_METRICS
 
 # A claim's or a published result's id: it names the entry in tables and in claims.json.
 EntryId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
@@ -25,7 +25,7 @@ class PublishedResult(BaseModel):
     source: str
     experiment: str
     variant: str
-    metric: Literal[tuple(METRICS)]
+    metric: Literal[(*METRICS, *SHARPNESS_METRICS)]
     published: str
     value: float | None = None
 
@@ -39,7 +39,10 @@ def measure(entry: PublishedResult, analyses: dict) -> dict:
     if variant is None:
         row["missing"] = f"no results for {entry.experiment} / {entry.variant}"
         return row
-    metric = variant["metrics"][entry.metric]
+    metric = variant["metrics"].get(entry.metric)
+    if metric is None:  # a sharpness metric of runs that did not measure it
+        row["missing"] = f"{entry.experiment} / {entry.variant} has no {entry.metric}"
+        return row
     finite = [metric[key] if math.isfinite(metric[key]) else None for key in ("mean", "ci")]
     row.update(
         mean=finite[0],
