@@ -29,9 +29,11 @@ Where each capability lives:
   `integrity`), an epoch's rows (`epoch_record`), when a run diverged (`divergence`), a run's identity
   (`run_identity`, `run_reuse`), runs shared between experiments (`run_store`), where a run came from
   (`provenance`), TensorBoard event files (`event_log`), a finished run's steps.csv gzipped and
-  thinned (`step_logs`, `step_thinning`);
+  thinned (`step_logs`, `step_thinning`), a run's status (`status`: `RunStatus`), its sharpness
+  measurements (`sharpness_log`);
 - `experiments/`: running them: the model zoo (`zoo`), a compiled model from a configuration
-  (`training`), models and data kept between runs (`run_cache`), one run (`runner`), all runs
+  (`training`), models and data kept between runs (`run_cache`), one run (`runner`; `curvature`: its
+  sharpness telemetry), all runs
   (`suite`), hyper-parameter search (`search`), sweep workers on a shared database (`sweep_workers`,
   `database`), reruns compared with committed runs (`verify`);
 - `results` (the suite's Python face, not exported here: it needs the `suite` extra): runs as pandas

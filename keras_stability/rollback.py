@@ -136,6 +136,7 @@ class RollbackOnSpike(keras.callbacks.Callback):
             )
         if not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
+        self._previous = self._counters()  # a model trained before starts from its own counts
         self._keep_state()
 
     def _core(self):
@@ -166,6 +167,14 @@ class RollbackOnSpike(keras.callbacks.Callback):
         variables = list(self.model.weights) + list(self.model.optimizer.variables)
         for variable, value in zip(variables, arrays):
             variable.assign(value)
+
+    def _counters(self) -> dict[str, float]:
+        """The skip counters a spike trigger watches, as the optimizer holds them now."""
+        optimizer = self.model.optimizer
+        counters = {"spike_skipped_steps": float(self.spikes.skipped_steps.numpy())}
+        if getattr(optimizer, "nonfinite_steps", None) is not None and optimizer.built:
+            counters["nonfinite_steps"] = float(optimizer.nonfinite_steps.numpy())
+        return counters
 
     def _cause(self, logs: dict) -> str | None:
         if self.trigger == "streak":
@@ -200,8 +209,8 @@ class RollbackOnSpike(keras.callbacks.Callback):
             core = self._core()
             core.learning_rate = float(core.learning_rate) * self.learning_rate_factor
         self.spikes.pause.assign(self.skip_batches)
-        # Counters restored with the state would make the next batch look like a new spike.
-        self._previous = {}
+        # The restored counters are the new baseline: a spike is a counter rising past them.
+        self._previous = self._counters()
         self.rollbacks.append(
             {
                 "batch": batch,

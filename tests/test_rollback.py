@@ -78,6 +78,16 @@ def test_spike_trigger_rolls_back_at_the_first_skipped_step():
     assert [(r["batch"], r["cause"]) for r in rollback.rollbacks] == [(5, "spike")]
 
 
+def test_spike_trigger_counts_from_the_counters_the_model_already_has():
+    # A fit that starts with skipped steps already counted: only a new skip is a spike.
+    model, rollback, _ = train_with_rollback(trigger="spike")
+    x, y = spiking_data()
+    y[40:48] = x[40:48].sum(axis=1, keepdims=True) + 0.1
+    model.optimizer.spikes.skipped_steps.assign(3)  # steps the model skipped before this fit
+    model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[rollback])
+    assert [(r["batch"], r["cause"]) for r in rollback.rollbacks] == [(5, "spike")]
+
+
 def test_rollback_runs_are_reproducible():
     first, first_rollback, _ = train_with_rollback()
     second, second_rollback, _ = train_with_rollback()

@@ -107,7 +107,7 @@ class TrainingConfig(Strict):
     sharpness: SharpnessConfig | None = None
 
     @model_validator(mode="after")
-    def no_xla_with_distribution(self):
+    def fits_the_devices(self):
         if self.distribute == "multi_worker":
             raise ValueError(
                 "multi-worker training was removed: MultiWorkerMirroredStrategy must exist before TensorFlow's "
@@ -123,6 +123,11 @@ class TrainingConfig(Strict):
             raise ValueError(
                 "jit_compile with distribute fails inside TensorFlow (XLA cannot reach variables on the "
                 "other replicas' devices); set jit_compile: false"
+            )
+        if self.sharpness is not None and self.distribute != "none":
+            raise ValueError(
+                "sharpness is measured on one device only (outside the distribution strategy); "
+                "set distribute: none or leave sharpness out"
             )
         return self
 

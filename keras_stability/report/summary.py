@@ -74,6 +74,7 @@ METRICS = {
 SHARPNESS_METRICS = {
     "initial_sharpness_ratio": (lambda run: largest(sharpness_ratios(run, initial=True)), "loss"),
     "peak_sharpness_ratio": (lambda run: largest(sharpness_ratios(run)), "loss"),
+    "final_sharpness_ratio": (lambda run: last_value(sharpness_ratios(run)), "loss"),
 }
 ALL_METRICS = {**METRICS, **SHARPNESS_METRICS}
 

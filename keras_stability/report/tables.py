@@ -16,6 +16,7 @@ METRIC_TITLES = {
     "log10_max_grad_norm": "log10 max grad norm",
     "initial_sharpness_ratio": "sharpness ÷ stability limit, before training",
     "peak_sharpness_ratio": "sharpness ÷ stability limit, largest measured",
+    "final_sharpness_ratio": "sharpness ÷ stability limit, last finite measurement",
     "divergence_rate": "divergence rate",
     "trained_rate": "share of runs trained",
     "solved_rate": "share of runs solved (test MSE at or below the claim's solved_mse)",
@@ -103,14 +104,17 @@ def comparison_rows(summary):
     return ["comparison", "metric", "effect [95% interval] (test, verdict at α = 0.05)"], rows
 
 
+SHARPNESS_COLUMNS = ("initial_sharpness_ratio", "peak_sharpness_ratio", "final_sharpness_ratio")
+
+
 def sharpness_rows(summary):
     """Per variant with `training.sharpness`: its sharpness against the optimizer's stability limit."""
     rows = [
-        [name, *(estimate_text(variant["metrics"][m], 3) for m in ("initial_sharpness_ratio", "peak_sharpness_ratio"))]
+        [name, *(estimate_text(variant["metrics"][m], 3) for m in SHARPNESS_COLUMNS)]
         for name, variant in summary["variants"].items()
         if "peak_sharpness_ratio" in variant["metrics"]
     ]
-    return ["variant", METRIC_TITLES["initial_sharpness_ratio"], METRIC_TITLES["peak_sharpness_ratio"]], rows
+    return ["variant", *(METRIC_TITLES[m] for m in SHARPNESS_COLUMNS)], rows
 
 
 def boundary_rows(analysis):

@@ -28,14 +28,15 @@ import shutil
 import yaml
 
 from keras_stability.factories import factory_provenance
-from keras_stability.runs import step_logs, storage
+from keras_stability.runs import sharpness_log, step_logs, storage
 from keras_stability.runs.key import RunKey
 from keras_stability.runs.provenance import process_provenance
 from keras_stability.runs.run_identity import resolved_config_text, what_the_run_trains
 from keras_stability.runs.run_reuse import code_changes
 from keras_stability.runs.status import FINISHED_STATUSES, RunStatus
 
-SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", "tensorboard")  # linked, never copied
+# Linked, never copied.
+SHARED_FILES = ("metrics.csv", step_logs.COMPACT, "timing.csv", sharpness_log.SHARPNESS_FILE, "tensorboard")
 # What a shared run's directory may hold besides: its link to steps.csv, made before compaction.
 REPLACED_LINKS = (step_logs.PLAIN,)
 INDEX = ".trainings"

@@ -20,17 +20,30 @@ def record(directory: str, epoch: int, step: int, values: tuple[float, float]) -
     storage.append_csv(os.path.join(directory, SHARPNESS_FILE), SHARPNESS_COLUMNS, [[epoch, step, *values]])
 
 
+def complete_rows(path: str) -> list[list[float]]:
+    """The file's whole rows: a crash during an append can leave the last one cut short."""
+    rows = []
+    for row in storage.read_csv_rows(path):
+        try:
+            rows.append([float(value) for value in row])
+        except ValueError:
+            continue
+        if len(rows[-1]) != len(SHARPNESS_COLUMNS) or not rows[-1][0].is_integer():
+            rows.pop()
+    return rows
+
+
 def keep_epochs(directory: str, epochs_done: int) -> None:
-    """Drops the rows of epochs after `epochs_done` (written before a crash cut their epoch short)."""
+    """Keeps the whole rows of the epochs up to `epochs_done` (a crash may have cut the next short)."""
     path = os.path.join(directory, SHARPNESS_FILE)
     if os.path.exists(path):
-        kept = [row for row in storage.read_csv_rows(path) if int(row[0]) <= epochs_done]
+        kept = [[int(row[0]), int(row[1]), *row[2:]] for row in complete_rows(path) if row[0] <= epochs_done]
         storage.atomic_write_csv(path, SHARPNESS_COLUMNS, kept)
 
 
 def read_sharpness(directory: str) -> dict[str, np.ndarray]:
-    """The run's measurements, column → array; {} when it measured none."""
-    rows = storage.read_csv_rows(os.path.join(directory, SHARPNESS_FILE))
+    """The run's measurements (whole rows), column → array; {} when it measured none."""
+    rows = complete_rows(os.path.join(directory, SHARPNESS_FILE))
     if not rows:
         return {}
     table = np.array(rows, dtype=float)

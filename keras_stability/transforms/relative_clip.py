@@ -78,11 +78,12 @@ class AdaGC(GradientTransform):
 
         factors = tf.where(in_warmup, tf.fill(tf.shape(tensor_norms), global_factor), tensor_factors)
         new_state = tf.where(in_warmup, warm_state, adaptive_state)
-        # A non-finite gradient changes no state: it would poison the EMA for good.
+        # A non-finite gradient changes no state: it would poison the EMA for good. A step with one is
+        # not counted either, so that a non-finite first step leaves the state to the next one.
         finite = tf.math.is_finite(tensor_norms)
-        kept = tf.where(finite, new_state, average)
+        kept = tf.where(finite, new_state, tf.gather(self.norms, positions))
         self.norms.assign(tf.tensor_scatter_nd_update(tf.convert_to_tensor(self.norms), positions[:, None], kept))
-        self.steps.assign(step)
+        self.steps.assign(tf.where(tf.reduce_all(finite), step, self.steps))
 
         scaled = iter([norms.scale(g, factors[k]) for k, (_, g) in enumerate(present)])
         new_gradients = [None if g is None else next(scaled) for g in gradients]
@@ -122,7 +123,8 @@ def adagc(
     Follows the reference (lishuai-97/AdaGC, Megatron patch, `AdaGC` with `shard_tensor_clip=False`)
     and its defaults. Differences: a tensor with a non-finite norm keeps its γ (under
     `nonfinite="skip"` such steps never reach the transform), and the step count is the transform's
-    own, counting the steps it was applied on. pytorch_optimizer's `AdaGC` optimizer uses other
+    own, counting the steps it was applied on with finite norms only (a non-finite first step leaves
+    the state to start at the next). pytorch_optimizer's `AdaGC` optimizer uses other
     defaults (λ_rel 1.05, β 0.98, 99 warm-up steps) and no eps in the relative phase. A tensor whose
     gradient is exactly zero during the warm-up keeps γ = 0, so it is clipped to zero afterwards, as
     in the reference.

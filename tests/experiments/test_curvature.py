@@ -4,10 +4,12 @@ import gzip
 import json
 
 import numpy as np
+import pydantic
+import pytest
 from conftest import SMALL_RUN
 
 from keras_stability.config.loading import load_experiment
-from keras_stability.config.schema import SharpnessConfig
+from keras_stability.config.schema import SharpnessConfig, TrainingConfig
 from keras_stability.experiments import curvature
 from keras_stability.experiments.run_cache import model_for_run, splits_for_run
 from keras_stability.experiments.runner import configure_determinism, run_one
@@ -57,6 +59,9 @@ def test_a_resumed_run_keeps_only_the_rows_of_the_epochs_it_keeps(tmp_path):
         sharpness_log.record(str(tmp_path), epoch, 10 * epoch, (float(epoch), 20.0))
     with open(tmp_path / sharpness_log.SHARPNESS_FILE, "a") as stream:
         stream.write("4,40,1.")  # a row cut short by a crash
+    assert sharpness_log.read_sharpness(str(tmp_path))["epoch"].tolist() == [0, 1, 2, 3]  # whole rows only
+    with open(tmp_path / sharpness_log.SHARPNESS_FILE, "a") as stream:
+        stream.write("\n1")  # and another: "1" cut from "12,..."
     sharpness_log.keep_epochs(str(tmp_path), 1)
     assert storage.read_csv_rows(str(tmp_path / sharpness_log.SHARPNESS_FILE)) == [
         ["0", "0", "0.0", "20.0"],
@@ -75,11 +80,18 @@ def test_the_report_reads_sharpness_against_the_limit_and_only_where_runs_measur
     _, plain = trained(tmp_path, "plain", False)
     run, unmeasured = read_run(directory), read_run(plain)
     rows = np.array(storage.read_csv_rows(f"{directory}/{sharpness_log.SHARPNESS_FILE}"), dtype=float)
-    initial, peak = (SHARPNESS_METRICS[name][0] for name in ("initial_sharpness_ratio", "peak_sharpness_ratio"))
+    names = ("initial_sharpness_ratio", "peak_sharpness_ratio", "final_sharpness_ratio")
+    initial, peak, final = (SHARPNESS_METRICS[name][0] for name in names)
     assert initial(run) == rows[0, 2] / rows[0, 3]
     assert peak(run) == max(rows[:, 2] / rows[:, 3])
+    assert final(run) == rows[-1, 2] / rows[-1, 3]
     assert "peak_sharpness_ratio" in summarize_variant("plain", [run])["metrics"]
     assert set(summarize_variant("plain", [unmeasured])["metrics"]) == set(METRICS)  # other tables unchanged
     build_reports(str(tmp_path / "measured"), str(tmp_path / "report"), log=lambda _: None)
     page = (tmp_path / "report" / "report.md").read_text()
     assert "## Sharpness" in page and f"{peak(run):.3g}" in page
+
+
+def test_sharpness_is_refused_under_a_distribution_strategy():
+    with pytest.raises(pydantic.ValidationError, match="sharpness is measured on one device only"):
+        TrainingConfig(distribute="mirrored", sharpness={})

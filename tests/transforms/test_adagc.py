@@ -172,3 +172,13 @@ def test_adagc_refuses_bad_arguments(arguments, message):
     with pytest.raises(ValueError) as error:
         ks.adagc(**arguments)
     assert str(error.value) == message
+
+
+def test_adagc_a_nonfinite_first_step_leaves_the_state_to_the_next():
+    variables = [keras.Variable(np.zeros(2, "float32"), name="a"), keras.Variable(np.zeros(2, "float32"), name="b")]
+    transform = ks.adagc(warmup=0, clip_ratio=1.0)
+    transform.build(variables)
+    transform([tf.constant([np.inf, 0.0]), tf.constant([3.0, 4.0])], variables)
+    assert int(transform.steps.numpy()) == 0 and np.all(np.isfinite(transform.norms.numpy()))
+    transform([tf.constant([6.0, 8.0]), tf.constant([0.0, 2.0])], variables)  # γ starts here: 10 and 2
+    np.testing.assert_allclose(transform.norms.numpy(), [10.0, 2.0], rtol=1e-6)
