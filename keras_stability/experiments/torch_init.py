@@ -26,7 +26,7 @@ def torch_kernel_uniform() -> keras.initializers.VarianceScaling:
         PyTorch `torch.nn.Linear.reset_parameters` and `torch.nn.Conv2d` (`_ConvNd.reset_parameters`):
         `init.kaiming_uniform_(self.weight, a=math.sqrt(5))`.
 
-    >>> round(float(keras.ops.max(keras.ops.abs(torch_kernel_uniform()((400, 8), seed=0)))), 3) <= 0.05
+    >>> float(keras.ops.max(keras.ops.abs(torch_kernel_uniform()((400, 8))))) <= 1 / 400**0.5  # fan_in 400
     True
     """
     # Unseeded, as the zoo's other initializers: `keras.utils.set_random_seed` makes it reproducible.

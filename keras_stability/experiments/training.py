@@ -103,7 +103,7 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         Goyal et al. 2017, "Accurate, Large Minibatch SGD"; Gilmer et al. 2022, "A Loss Curvature
         Perspective on Training Instability in Deep Learning".
 
-    >>> float(LinearWarmup(0.1, 4)(1))
+    >>> round(float(LinearWarmup(0.1, 4)(1)), 6)  # the second step's rate: 2/4 of 0.1
     0.05
     """
 
