@@ -155,6 +155,18 @@ def test_stability_limit(optimizer, expected):
     np.testing.assert_allclose(float(ks.stability_limit(optimizer)), expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+@pytest.mark.parametrize("fraction, settles", [(0.98, True), (1.02, False)])
+def test_sgd_on_a_quadratic_settles_below_the_limit_and_diverges_above_it(momentum, nesterov, fraction, settles):
+    # f(w) = h·w²/2: Keras's own SGD step on it is stable exactly when h is below the limit.
+    optimizer = keras.optimizers.SGD(0.1, momentum=momentum, nesterov=nesterov)
+    curvature = fraction * float(ks.stability_limit(optimizer))
+    w = keras.Variable([1.0])
+    for _ in range(3000):
+        optimizer.apply([curvature * w], [w])
+    assert (abs(float(w[0])) < 1e-3) == settles
+
+
 def test_stability_limit_refuses_unknown_optimizers():
     with pytest.raises(ValueError, match="Received: optimizer RMSprop"):
         ks.stability_limit(keras.optimizers.RMSprop())
